@@ -1,0 +1,290 @@
+package streamcore
+
+import (
+	"bytes"
+	"context"
+	"slices"
+)
+
+// Reader is asyncio's StreamReader over a connection. Its methods are safe
+// for concurrent use, but as in asyncio only one read may wait for data at a
+// time: a second read that would have to wait fails with a
+// *ConcurrentReadError, while one that can finish from the buffer succeeds.
+//
+// Every method that waits takes a context. When the context ends first, the
+// method returns the context's error and consumes nothing.
+type Reader struct {
+	t *transport
+}
+
+// Limit returns the reader's buffer limit.
+func (r *Reader) Limit() int { return r.t.limit }
+
+// wait blocks until the reader's state changes or ctx ends. It must be called
+// with the lock held and returns with it held. As in asyncio, a read that has
+// to wait resumes a paused transport first.
+func (r *Reader) wait(ctx context.Context, op string) error {
+	t := r.t
+	if t.waiting {
+		return &ConcurrentReadError{Op: op}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if t.paused {
+		t.paused = false
+		t.readCond.Signal()
+	}
+	t.waiting = true
+	ch := t.wake
+	t.mu.Unlock()
+	var err error
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	t.mu.Lock()
+	t.waiting = false
+	if err != nil {
+		return err
+	}
+	return t.err
+}
+
+// Read is asyncio's read(n). With n > 0 it waits until at least one byte is
+// buffered (or EOF) and returns up to n bytes; it does not wait for n. With
+// n == 0 it returns at once. With n < 0 it reads until EOF. At EOF with an
+// empty buffer it returns an empty slice.
+func (r *Reader) Read(ctx context.Context, n int) ([]byte, error) {
+	if n < 0 {
+		return r.ReadAll(ctx, 0)
+	}
+	t := r.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err != nil {
+		return nil, t.err
+	}
+	if n == 0 {
+		return []byte{}, nil
+	}
+	for len(t.buf) == 0 && !t.eof {
+		if err := r.wait(ctx, "read"); err != nil {
+			return nil, err
+		}
+	}
+	return t.consumeLocked(min(n, len(t.buf))), nil
+}
+
+// ReadAll is asyncio's read(-1): it waits for EOF and returns every byte.
+// When max > 0 and more than max bytes are buffered, it fails with a
+// *ResultTooLargeError and consumes nothing. Unlike CPython, a cancelled
+// ReadAll keeps every byte in the buffer.
+func (r *Reader) ReadAll(ctx context.Context, max int) ([]byte, error) {
+	t := r.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err != nil {
+		return nil, t.err
+	}
+	for {
+		if max > 0 && len(t.buf) > max {
+			return nil, &ResultTooLargeError{Size: len(t.buf), Max: max}
+		}
+		if t.eof {
+			break
+		}
+		if err := r.wait(ctx, "read"); err != nil {
+			return nil, err
+		}
+	}
+	if len(t.buf) == 0 {
+		return []byte{}, nil
+	}
+	return t.consumeLocked(len(t.buf)), nil
+}
+
+// ReadExactly is asyncio's readexactly(n): it waits until n bytes are
+// buffered and returns exactly n. If EOF comes first it empties the buffer
+// and returns an *IncompleteReadError holding those bytes. n < 0 is a
+// *ValueError.
+func (r *Reader) ReadExactly(ctx context.Context, n int) ([]byte, error) {
+	if n < 0 {
+		return nil, &ValueError{Msg: "readexactly size can not be less than zero"}
+	}
+	t := r.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err != nil {
+		return nil, t.err
+	}
+	if n == 0 {
+		return []byte{}, nil
+	}
+	for len(t.buf) < n {
+		if t.eof {
+			partial := t.consumeLocked(len(t.buf))
+			return nil, &IncompleteReadError{Partial: partial, Expected: n}
+		}
+		if err := r.wait(ctx, "readexactly"); err != nil {
+			return nil, err
+		}
+	}
+	return t.consumeLocked(n), nil
+}
+
+// ReadUntil is asyncio's readuntil(separator). With several separators it is
+// 3.13's tuple form: the match that ends first wins, a tie going to the
+// shorter separator. It returns the data including the separator.
+//
+// More than the limit before a separator gives a *LimitOverrunError and
+// leaves the buffer untouched. EOF before a separator empties the buffer and
+// gives an *IncompleteReadError with Expected -1. An empty separator list, or
+// an empty separator, is a *ValueError.
+func (r *Reader) ReadUntil(ctx context.Context, separators ...[]byte) ([]byte, error) {
+	return r.readUntil(ctx, false, separators)
+}
+
+// readUntil is readuntil; line selects readline's handling of a limit
+// overrun, done under the same lock so no other read can slip in between.
+func (r *Reader) readUntil(ctx context.Context, line bool, separators [][]byte) ([]byte, error) {
+	if len(separators) == 0 {
+		return nil, &ValueError{Msg: "Separator should contain at least one element"}
+	}
+	seps := slices.Clone(separators)
+	slices.SortStableFunc(seps, func(a, b []byte) int { return len(a) - len(b) })
+	minLen, maxLen := len(seps[0]), len(seps[len(seps)-1])
+	if minLen == 0 {
+		return nil, &ValueError{Msg: "Separator should be at least one-byte string"}
+	}
+	t := r.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err != nil {
+		return nil, t.err
+	}
+	offset := 0
+	matchStart, matchEnd := -1, -1
+	for {
+		n := len(t.buf)
+		if n-offset >= minLen {
+			for _, sep := range seps {
+				i := bytes.Index(t.buf[offset:], sep)
+				if i < 0 {
+					continue
+				}
+				if end := offset + i + len(sep); matchEnd < 0 || end < matchEnd {
+					matchStart, matchEnd = offset+i, end
+				}
+			}
+			if matchEnd >= 0 {
+				break
+			}
+			offset = max(0, n+1-maxLen)
+			if offset > t.limit {
+				return nil, r.overrunLocked(&LimitOverrunError{Consumed: offset}, line)
+			}
+		}
+		if t.eof {
+			partial := t.consumeLocked(len(t.buf))
+			return nil, &IncompleteReadError{Partial: partial, Expected: -1}
+		}
+		if err := r.wait(ctx, "readuntil"); err != nil {
+			return nil, err
+		}
+	}
+	if matchStart > t.limit {
+		return nil, r.overrunLocked(&LimitOverrunError{Consumed: matchStart, Found: true}, line)
+	}
+	return t.consumeLocked(matchEnd), nil
+}
+
+
+// overrunLocked returns e for readuntil. For readline it trims the buffer as
+// asyncio does (the line and its newline when the newline is at
+// e.Consumed, otherwise everything) and returns the *LineTooLongError.
+func (r *Reader) overrunLocked(e *LimitOverrunError, line bool) error {
+	if !line {
+		return e
+	}
+	t := r.t
+	if e.Consumed < len(t.buf) && t.buf[e.Consumed] == '\n' {
+		t.buf = t.buf[e.Consumed+1:]
+	} else {
+		t.buf = nil
+	}
+	if len(t.buf) == 0 {
+		t.buf = nil
+	}
+	t.maybeResumeLocked()
+	return &LineTooLongError{LimitOverrunError: *e}
+}
+
+var newline = []byte{'\n'}
+
+// ReadLine is asyncio's readline(): the bytes up to and including "\n". At
+// EOF it returns what is left (possibly empty), without error. A line over
+// the limit gives a *LineTooLongError after trimming the buffer as asyncio
+// does: the over-long line and its newline are dropped when the newline was
+// found, otherwise the whole buffer is cleared.
+func (r *Reader) ReadLine(ctx context.Context) ([]byte, error) {
+	line, err := r.readUntil(ctx, true, [][]byte{newline})
+	if e, ok := err.(*IncompleteReadError); ok {
+		if e.Partial == nil {
+			return []byte{}, nil
+		}
+		return e.Partial, nil
+	}
+	return line, err
+}
+
+// AtEOF is asyncio's at_eof(): true when EOF was received and the buffer is
+// empty.
+func (r *Reader) AtEOF() bool {
+	r.t.mu.Lock()
+	defer r.t.mu.Unlock()
+	return r.t.eof && len(r.t.buf) == 0
+}
+
+// Exception returns the stored connection error, or nil.
+func (r *Reader) Exception() error {
+	r.t.mu.Lock()
+	defer r.t.mu.Unlock()
+	return r.t.err
+}
+
+// Buffered returns how many received bytes wait to be read.
+func (r *Reader) Buffered() int {
+	r.t.mu.Lock()
+	defer r.t.mu.Unlock()
+	return len(r.t.buf)
+}
+
+// Unread puts data back at the front of the buffer, as if it had never been
+// read. It lets a caller that consumed bytes but could not deliver them (a
+// response that missed its deadline) keep the stream intact.
+func (r *Reader) Unread(data []byte) {
+	if len(data) == 0 {
+		return
+	}
+	t := r.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	buf := make([]byte, 0, len(data)+len(t.buf))
+	buf = append(buf, data...)
+	t.buf = append(buf, t.buf...)
+	t.nread.Add(-int64(len(data)))
+	t.signalLocked()
+}
+
+// Consumed returns the number of bytes reads have consumed so far.
+func (r *Reader) Consumed() int64 { return r.t.nread.Load() }
+
+// IsReading reports whether bytes are being pulled from the socket (false
+// while paused for backpressure, after EOF and after close).
+func (r *Reader) IsReading() bool {
+	r.t.mu.Lock()
+	defer r.t.mu.Unlock()
+	return r.t.readerRun && !r.t.paused && !r.t.stopRead
+}

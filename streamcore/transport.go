@@ -1,0 +1,477 @@
+package streamcore
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Defaults, as in asyncio.
+const (
+	// DefaultLimit is the reader's default buffer limit (asyncio's 64 KiB).
+	DefaultLimit = 64 << 10
+	// DefaultWriteHigh is the writer's default high-water mark.
+	DefaultWriteHigh = 64 << 10
+	// DefaultTLSWriteHigh is the default high-water mark of TLS streams.
+	DefaultTLSWriteHigh = 512 << 10
+	// DefaultMaxWriteBufferFactor times the high-water mark is the default
+	// cap on unsent bytes.
+	DefaultMaxWriteBufferFactor = 16
+	// readSize is the most bytes one socket read asks for (asyncio: 256 KiB).
+	readSize = 256 << 10
+	// writeChunk is the most bytes handed to one socket write, so that the
+	// buffer size and drain waiters update as the peer takes data.
+	writeChunk = 64 << 10
+)
+
+// Options configures a stream. The zero value gives asyncio's defaults.
+type Options struct {
+	// Limit is the reader's buffer limit: readuntil and readline fail past
+	// it, and reading from the socket pauses above 2*Limit. 0 means
+	// DefaultLimit; negative is invalid.
+	Limit int
+	// WriteHigh and WriteLow are the drain water marks. Zero values follow
+	// asyncio: high 64 KiB (512 KiB for TLS), low = high/4; only low given:
+	// high = 4*low.
+	WriteHigh, WriteLow int
+	// MaxWriteBuffer caps the unsent bytes; a write that would go past it
+	// fails with *WriteBufferFullError and accepts nothing. 0 means
+	// DefaultMaxWriteBufferFactor * high; negative means no cap.
+	MaxWriteBuffer int
+}
+
+func (o *Options) limit() (int, error) {
+	if o == nil || o.Limit == 0 {
+		return DefaultLimit, nil
+	}
+	if o.Limit < 0 {
+		return 0, &ValueError{Msg: "Limit cannot be <= 0"}
+	}
+	return o.Limit, nil
+}
+
+// transport is the connection shared by one Reader and one Writer.
+type transport struct {
+	mu        sync.Mutex
+	conn      net.Conn
+	raw       net.Conn // the conn beneath TLS, or conn itself
+	tlsConn   *tls.Conn
+	tlsConfig *tls.Config
+	server    bool // accepted by a server (start_tls is server side)
+	peer      net.Addr
+	local     net.Addr
+	opened    time.Time
+
+	// reader state
+	buf       []byte
+	eof       bool
+	err       error // stored exception, sticky
+	waiting   bool
+	wake      chan struct{} // closed when the reader's state changes while waiting
+	paused    bool
+	stopRead  bool // close()/abort(): bytes arriving from now on are dropped
+	readCond  *sync.Cond
+	limit     int
+	readerRun bool          // the read goroutine is running
+	readerEnd chan struct{} // closed when the read goroutine exits
+	pausing   bool          // start_tls is stopping the read goroutine
+
+	// writer state
+	wbuf        []byte
+	writerBusy  bool // the write goroutine has a chunk in flight
+	writeCond   *sync.Cond
+	high, low   int
+	maxWrite    int
+	userHigh    bool // water marks were set by the user
+	wpaused     bool
+	drainCh     chan struct{} // closed when writing resumes
+	eofWanted   bool
+	eofSent     bool
+	closing     bool
+	lost        bool
+	lostErr     error
+	lostCh      chan struct{}
+	writerRun   bool
+	writerEnd   chan struct{}
+	onLost      func()
+	nread       atomic.Int64 // bytes consumed by reads
+	nwritten    atomic.Int64 // bytes accepted by writes
+	nreceived   atomic.Int64 // bytes received from the socket
+	rawSyscall  syscall.RawConn
+	canHalfShut bool
+}
+
+// halfCloser is a connection that can send FIN while still reading.
+type halfCloser interface {
+	CloseWrite() error
+}
+
+func newTransport(conn net.Conn, opts *Options, server bool) (*transport, error) {
+	limit, err := opts.limit()
+	if err != nil {
+		return nil, err
+	}
+	t := &transport{
+		conn:    conn,
+		raw:     conn,
+		server:  server,
+		peer:    conn.RemoteAddr(),
+		local:   conn.LocalAddr(),
+		opened:  time.Now(),
+		limit:   limit,
+		wake:    make(chan struct{}),
+		drainCh: make(chan struct{}),
+		lostCh:  make(chan struct{}),
+	}
+	t.readCond = sync.NewCond(&t.mu)
+	t.writeCond = sync.NewCond(&t.mu)
+	if tc, ok := conn.(*tls.Conn); ok {
+		t.tlsConn = tc
+		t.raw = tc.NetConn()
+	}
+	t.setConnLocked(conn)
+	high, low := 0, 0
+	maxWrite := 0
+	if opts != nil {
+		high, low, maxWrite = opts.WriteHigh, opts.WriteLow, opts.MaxWriteBuffer
+		t.userHigh = high != 0 || low != 0
+	}
+	if err := t.setWriteLimitsLocked(high, low); err != nil {
+		return nil, err
+	}
+	t.maxWrite = maxWrite
+	t.startLocked()
+	return t, nil
+}
+
+// setConnLocked installs conn (plain or TLS) and derives what depends on it.
+func (t *transport) setConnLocked(conn net.Conn) {
+	t.conn = conn
+	t.rawSyscall = nil
+	t.canHalfShut = false
+	if tc, ok := conn.(*tls.Conn); ok {
+		t.tlsConn = tc
+		return
+	}
+	t.tlsConn = nil
+	_, t.canHalfShut = conn.(halfCloser)
+	if sc, ok := conn.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			t.rawSyscall = rc
+		}
+	}
+}
+
+func (t *transport) startLocked() {
+	t.readerRun = true
+	t.readerEnd = make(chan struct{})
+	go t.readLoop(t.conn, t.readerEnd)
+	t.writerRun = true
+	t.writerEnd = make(chan struct{})
+	go t.writeLoop(t.conn, t.writerEnd)
+}
+
+// signalLocked wakes the waiting read, if any.
+func (t *transport) signalLocked() {
+	if t.waiting {
+		close(t.wake)
+		t.wake = make(chan struct{})
+	}
+}
+
+func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
+	defer close(done)
+	var chunk []byte
+	for {
+		t.mu.Lock()
+		for t.paused && !t.stopRead && !t.pausing {
+			t.readCond.Wait()
+		}
+		if t.stopRead || t.pausing {
+			t.readerRun = false
+			t.mu.Unlock()
+			return
+		}
+		t.mu.Unlock()
+		if chunk == nil {
+			chunk = make([]byte, readSize)
+		}
+		n, err := conn.Read(chunk)
+		t.mu.Lock()
+		if n > 0 && !t.stopRead {
+			t.buf = append(t.buf, chunk[:n]...)
+			t.nreceived.Add(int64(n))
+			t.signalLocked()
+			if !t.paused && len(t.buf) > 2*t.limit {
+				t.paused = true
+			}
+		}
+		if err != nil {
+			t.readerRun = false
+			switch {
+			case t.stopRead:
+			case t.pausing && isTimeout(err):
+				// start_tls interrupted the read; nothing was lost.
+			case errors.Is(err, io.EOF) && t.tlsConn == nil:
+				// Peer FIN: half-open. The socket is not read again.
+				t.eof = true
+				t.signalLocked()
+			case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+				// A TLS peer's EOF closes the whole transport.
+				t.connectionLostLocked(nil)
+			default:
+				t.connectionLostLocked(err)
+			}
+			t.mu.Unlock()
+			return
+		}
+		t.mu.Unlock()
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (t *transport) writeLoop(conn net.Conn, done chan struct{}) {
+	defer close(done)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for {
+		for len(t.wbuf) == 0 && !t.lost && !(t.eofWanted && !t.eofSent) && !t.closing && !t.pausing {
+			t.writeCond.Wait()
+		}
+		if t.lost {
+			t.writerRun = false
+			return
+		}
+		if len(t.wbuf) > 0 {
+			n := min(len(t.wbuf), writeChunk)
+			chunk := t.wbuf[:n]
+			t.writerBusy = true
+			t.mu.Unlock()
+			_, err := conn.Write(chunk)
+			t.mu.Lock()
+			t.writerBusy = false
+			if err != nil {
+				if !t.lost {
+					t.connectionLostLocked(err)
+				}
+				t.writerRun = false
+				return
+			}
+			t.consumeWriteLocked(n)
+			continue
+		}
+		if t.pausing {
+			t.writerRun = false
+			t.writeCond.Broadcast()
+			return
+		}
+		if t.eofWanted && !t.eofSent {
+			t.eofSent = true
+			if hc, ok := conn.(halfCloser); ok {
+				if err := hc.CloseWrite(); err != nil {
+					t.connectionLostLocked(err)
+					t.writerRun = false
+					return
+				}
+			}
+			continue
+		}
+		if t.closing {
+			// Flushed: close the socket; the connection is lost cleanly.
+			t.connectionLostLocked(nil)
+			t.writerRun = false
+			return
+		}
+	}
+}
+
+// consumeWriteLocked removes n sent bytes from the front of the write buffer.
+func (t *transport) consumeWriteLocked(n int) {
+	t.wbuf = t.wbuf[n:]
+	if len(t.wbuf) == 0 {
+		t.wbuf = nil
+	}
+	if t.wpaused && len(t.wbuf) <= t.low {
+		t.wpaused = false
+		close(t.drainCh)
+		t.drainCh = make(chan struct{})
+	}
+}
+
+// connectionLostLocked ends the connection: err nil is a clean loss (EOF for
+// the reader), otherwise err is stored and every later read returns it.
+func (t *transport) connectionLostLocked(err error) {
+	if t.lost {
+		return
+	}
+	t.lost = true
+	t.lostErr = err
+	t.closing = true
+	t.stopRead = true
+	if err != nil {
+		if t.err == nil {
+			t.err = err
+		}
+	} else {
+		t.eof = true
+	}
+	t.wbuf = nil
+	if t.wpaused {
+		t.wpaused = false
+		close(t.drainCh)
+		t.drainCh = make(chan struct{})
+	}
+	t.signalLocked()
+	t.readCond.Broadcast()
+	t.writeCond.Broadcast()
+	close(t.lostCh)
+	conn, raw, tlsConn := t.conn, t.raw, t.tlsConn
+	if tlsConn != nil && err == nil && !t.writerBusy {
+		// Send close_notify without holding the lock; it may wait briefly.
+		go func() {
+			_ = tlsConn.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = tlsConn.Close()
+			_ = raw.Close()
+		}()
+	} else {
+		_ = conn.Close()
+		if raw != conn {
+			_ = raw.Close()
+		}
+	}
+	if t.onLost != nil {
+		go t.onLost()
+	}
+}
+
+// setWriteLimitsLocked applies asyncio's set_write_buffer_limits rules.
+func (t *transport) setWriteLimitsLocked(high, low int) error {
+	if high == 0 && low == 0 && !t.userHigh {
+		high = DefaultWriteHigh
+		if t.tlsConn != nil {
+			high = DefaultTLSWriteHigh
+		}
+		low = high / 4
+	} else if high == 0 && low != 0 {
+		high = 4 * low
+	} else if low == 0 && high != 0 {
+		low = high / 4
+	}
+	if high < low || low < 0 {
+		return &ValueError{Msg: "high (" + itoa(high) + ") must be >= low (" + itoa(low) + ") must be >= 0"}
+	}
+	t.high, t.low = high, low
+	return nil
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	neg := n < 0
+	if neg {
+		n = -n
+	}
+	var b [20]byte
+	i := len(b)
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	if neg {
+		i--
+		b[i] = '-'
+	}
+	return string(b[i:])
+}
+
+func (t *transport) maxWriteLocked() int {
+	switch {
+	case t.maxWrite < 0:
+		return int(^uint(0) >> 1)
+	case t.maxWrite == 0:
+		return DefaultMaxWriteBufferFactor * max(t.high, DefaultWriteHigh)
+	}
+	return t.maxWrite
+}
+
+// writeLocked buffers data (or sends it at once when nothing is queued).
+func (t *transport) writeLocked(data []byte) {
+	t.nwritten.Add(int64(len(data)))
+	if len(t.wbuf) == 0 && !t.writerBusy && t.writerRun && t.rawSyscall != nil {
+		n, err := t.trySendLocked(data)
+		if err != nil {
+			t.connectionLostLocked(err)
+			return
+		}
+		data = data[n:]
+		if len(data) == 0 {
+			return
+		}
+	}
+	t.wbuf = append(t.wbuf, data...)
+	if !t.wpaused && len(t.wbuf) > t.high {
+		t.wpaused = true
+	}
+	t.writeCond.Signal()
+}
+
+// trySendLocked makes one non-blocking send, as asyncio does when its write
+// buffer is empty. It returns how many bytes the kernel took.
+func (t *transport) trySendLocked(data []byte) (int, error) {
+	var n int
+	var serr error
+	err := t.rawSyscall.Write(func(fd uintptr) bool {
+		for {
+			n, serr = syscall.Write(int(fd), data)
+			if serr == syscall.EINTR {
+				continue
+			}
+			return true
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	if serr == syscall.EAGAIN {
+		return 0, nil
+	}
+	if serr != nil {
+		return 0, &net.OpError{Op: "write", Net: t.local.Network(), Source: t.local, Addr: t.peer, Err: os.NewSyscallError("write", serr)}
+	}
+	if n < 0 {
+		n = 0
+	}
+	return n, nil
+}
+
+// maybeResumeLocked resumes a paused reader if the buffer is at or below limit.
+func (t *transport) maybeResumeLocked() {
+	if t.paused && len(t.buf) <= t.limit {
+		t.paused = false
+		t.readCond.Signal()
+	}
+}
+
+// consumeLocked removes and returns the first n buffered bytes.
+func (t *transport) consumeLocked(n int) []byte {
+	data := t.buf[:n:n]
+	t.buf = t.buf[n:]
+	if len(t.buf) == 0 {
+		t.buf = nil
+	}
+	t.nread.Add(int64(n))
+	t.maybeResumeLocked()
+	return data
+}

@@ -1,0 +1,461 @@
+package streamcore
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Writer is asyncio's StreamWriter over a connection. Its methods are safe
+// for concurrent use.
+type Writer struct {
+	t *transport
+	r *Reader
+}
+
+// Reader returns the reader that shares this writer's connection.
+func (w *Writer) Reader() *Reader { return w.r }
+
+// writableLocked reports why a write cannot be accepted, or nil.
+func (w *Writer) writableLocked() error {
+	t := w.t
+	if t.eofWanted {
+		return ErrWriteAfterEOF
+	}
+	if t.lost && t.lostErr != nil {
+		return t.lostErr
+	}
+	if t.closing {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Write is asyncio's write(data): it never blocks. When nothing is queued the
+// bytes go to the socket at once; what the kernel does not take is buffered
+// and sent in the background. Write fails after WriteEOF
+// (ErrWriteAfterEOF), after Close or Abort (ErrClosed), after the connection
+// was lost with an error (that error), and when the unsent bytes would exceed
+// Options.MaxWriteBuffer (*WriteBufferFullError); a failed write accepts
+// nothing.
+func (w *Writer) Write(data []byte) error {
+	return w.WriteLines(data)
+}
+
+// WriteLines is asyncio's writelines(lines): the chunks written in order,
+// all or nothing.
+func (w *Writer) WriteLines(lines ...[]byte) error {
+	t := w.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := w.writableLocked(); err != nil {
+		return err
+	}
+	size := 0
+	for _, l := range lines {
+		size += len(l)
+	}
+	if size == 0 {
+		return nil
+	}
+	if limit := t.maxWriteLocked(); len(t.wbuf)+size > limit {
+		return &WriteBufferFullError{Buffered: len(t.wbuf), Size: size, Cap: limit}
+	}
+	if len(lines) == 1 {
+		t.writeLocked(lines[0])
+		return nil
+	}
+	joined := make([]byte, 0, size)
+	for _, l := range lines {
+		joined = append(joined, l...)
+	}
+	t.writeLocked(joined)
+	return nil
+}
+
+// Drain is asyncio's drain(): it returns at once unless the write buffer is
+// above the high-water mark, and then waits until it is at or below the
+// low-water mark. It returns the reader's stored error if there is one,
+// ErrConnectionLost once the connection is gone, and the connection's error
+// if it is lost with one while waiting (nil for a clean loss).
+func (w *Writer) Drain(ctx context.Context) error {
+	t := w.t
+	t.mu.Lock()
+	if t.err != nil {
+		defer t.mu.Unlock()
+		return t.err
+	}
+	if t.lost {
+		t.mu.Unlock()
+		return ErrConnectionLost
+	}
+	if !t.wpaused {
+		t.mu.Unlock()
+		return nil
+	}
+	drained, lost := t.drainCh, t.lostCh
+	t.mu.Unlock()
+	select {
+	case <-drained:
+		return nil
+	case <-lost:
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		return t.lostErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// CanWriteEOF is asyncio's can_write_eof(): true for TCP and Unix streams,
+// false for TLS.
+func (w *Writer) CanWriteEOF() bool {
+	w.t.mu.Lock()
+	defer w.t.mu.Unlock()
+	return w.t.canHalfShut
+}
+
+// WriteEOF is asyncio's write_eof(): once the buffered bytes are sent it
+// half-closes the connection (FIN). Reading still works. A second call, or a
+// call after Close, does nothing; on TLS it returns ErrCannotWriteEOF.
+func (w *Writer) WriteEOF() error {
+	t := w.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.canHalfShut {
+		return ErrCannotWriteEOF
+	}
+	if t.closing || t.eofWanted {
+		return nil
+	}
+	t.eofWanted = true
+	t.writeCond.Signal()
+	return nil
+}
+
+// Close is asyncio's close(): it stops reading at once (bytes arriving later
+// are never delivered), sends what is buffered, then closes the socket. The
+// connection is then lost cleanly: the reader sees EOF after its buffered
+// bytes and WaitClosed returns nil. Close is idempotent.
+func (w *Writer) Close() {
+	t := w.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closing {
+		return
+	}
+	t.closing = true
+	t.stopRead = true
+	t.readCond.Broadcast()
+	t.writeCond.Signal()
+	if !t.writerRun {
+		t.connectionLostLocked(nil)
+	}
+}
+
+// Abort is the transport's abort(): pending writes are discarded and the
+// socket is closed at once. The connection is lost cleanly.
+func (w *Writer) Abort() {
+	t := w.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.wbuf = nil
+	t.connectionLostLocked(nil)
+}
+
+// IsClosing is asyncio's is_closing(): true after Close, Abort or the loss
+// of the connection; false after a peer FIN or WriteEOF.
+func (w *Writer) IsClosing() bool {
+	w.t.mu.Lock()
+	defer w.t.mu.Unlock()
+	return w.t.closing
+}
+
+// WaitClosed is asyncio's wait_closed(): it waits until the connection is
+// lost and returns the loss's error (nil for a clean loss). It does not close
+// the stream itself.
+func (w *Writer) WaitClosed(ctx context.Context) error {
+	select {
+	case <-w.t.lostCh:
+		w.t.mu.Lock()
+		defer w.t.mu.Unlock()
+		return w.t.lostErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Done returns a channel closed once the connection is lost.
+func (w *Writer) Done() <-chan struct{} { return w.t.lostCh }
+
+// BufferSize is the transport's get_write_buffer_size(): bytes accepted and
+// not yet handed to the kernel.
+func (w *Writer) BufferSize() int {
+	w.t.mu.Lock()
+	defer w.t.mu.Unlock()
+	return len(w.t.wbuf)
+}
+
+// WriteBufferLimits is get_write_buffer_limits(): (low, high).
+func (w *Writer) WriteBufferLimits() (low, high int) {
+	w.t.mu.Lock()
+	defer w.t.mu.Unlock()
+	return w.t.low, w.t.high
+}
+
+// SetWriteBufferLimits is set_write_buffer_limits(high, low) with asyncio's
+// rules: only high given, low = high/4; only low given, high = 4*low.
+func (w *Writer) SetWriteBufferLimits(high, low int) error {
+	t := w.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.userHigh = true
+	if high == 0 && low == 0 {
+		t.high, t.low = 0, 0
+	} else if err := t.setWriteLimitsLocked(high, low); err != nil {
+		return err
+	}
+	if !t.wpaused && len(t.wbuf) > t.high {
+		t.wpaused = true
+	} else if t.wpaused && len(t.wbuf) <= t.low {
+		t.wpaused = false
+		close(t.drainCh)
+		t.drainCh = make(chan struct{})
+	}
+	return nil
+}
+
+// Written returns the number of bytes writes have accepted so far.
+func (w *Writer) Written() int64 { return w.t.nwritten.Load() }
+
+// CipherInfo is the value of the "cipher" extra info, as Python's
+// SSLSocket.cipher() tuple.
+type CipherInfo struct {
+	Name     string
+	Protocol string
+	Bits     int
+}
+
+// ExtraInfo is asyncio's get_extra_info(name). It returns nil for unknown
+// names and for names that do not apply (TLS names on a plain stream):
+//
+//   - "peername", "sockname": net.Addr, cached when the stream opened
+//   - "socket": the underlying net.Conn
+//   - "sslcontext": *tls.Config
+//   - "ssl_object": tls.ConnectionState
+//   - "peercert": *x509.Certificate, the verified peer certificate
+//   - "peercert_chain": []*x509.Certificate, as presented
+//   - "cipher": CipherInfo
+//   - "compression": always nil
+func (w *Writer) ExtraInfo(name string) any {
+	t := w.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch name {
+	case "peername":
+		return t.peer
+	case "sockname":
+		return t.local
+	case "socket":
+		return t.raw
+	}
+	if t.tlsConn == nil {
+		return nil
+	}
+	st := t.tlsConn.ConnectionState()
+	switch name {
+	case "sslcontext":
+		return t.tlsConfig
+	case "ssl_object":
+		return st
+	case "peercert":
+		if len(st.VerifiedChains) > 0 && len(st.VerifiedChains[0]) > 0 {
+			return st.VerifiedChains[0][0]
+		}
+		return (*x509.Certificate)(nil)
+	case "peercert_chain":
+		return st.PeerCertificates
+	case "cipher":
+		return CipherInfo{Name: tls.CipherSuiteName(st.CipherSuite), Protocol: tlsVersionName(st.Version), Bits: cipherBits(st.CipherSuite)}
+	}
+	return nil
+}
+
+func tlsVersionName(v uint16) string {
+	switch v {
+	case tls.VersionTLS10:
+		return "TLSv1"
+	case tls.VersionTLS11:
+		return "TLSv1.1"
+	case tls.VersionTLS12:
+		return "TLSv1.2"
+	case tls.VersionTLS13:
+		return "TLSv1.3"
+	}
+	return fmt.Sprintf("0x%04x", v)
+}
+
+func cipherBits(id uint16) int {
+	switch id {
+	case tls.TLS_AES_128_GCM_SHA256, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_RSA_WITH_AES_128_CBC_SHA:
+		return 128
+	}
+	return 256
+}
+
+// IsTLS reports whether the stream is encrypted.
+func (w *Writer) IsTLS() bool {
+	w.t.mu.Lock()
+	defer w.t.mu.Unlock()
+	return w.t.tlsConn != nil
+}
+
+// IsServerSide reports whether the stream was accepted by a server.
+func (w *Writer) IsServerSide() bool { return w.t.server }
+
+// StartTLS is asyncio's start_tls(): it upgrades the open stream to TLS in
+// place — as a server if the stream was accepted by a Server, otherwise as a
+// client. Pending writes are flushed first; bytes already in the reader's
+// buffer stay there as plaintext. handshakeTimeout 0 means 60 s. If the
+// handshake fails the connection is lost with that error. If ctx ends before
+// the handshake starts, the stream is left as it was.
+func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTimeout time.Duration) error {
+	if config == nil {
+		return &ValueError{Msg: "start_tls needs a TLS configuration"}
+	}
+	t := w.t
+	t.mu.Lock()
+	if t.closing {
+		t.mu.Unlock()
+		return ErrClosed
+	}
+	if t.pausing {
+		t.mu.Unlock()
+		return &ValueError{Msg: "start_tls is already in progress"}
+	}
+	if t.eofWanted {
+		t.mu.Unlock()
+		return ErrWriteAfterEOF
+	}
+	if t.waiting {
+		t.mu.Unlock()
+		return &ConcurrentReadError{Op: "start_tls"}
+	}
+	// Stop both goroutines: the writer once it has flushed, the reader by
+	// interrupting its read.
+	t.pausing = true
+	conn := t.conn
+	t.readCond.Broadcast()
+	t.writeCond.Broadcast()
+	readerEnd, writerEnd := t.readerEnd, t.writerEnd
+	t.mu.Unlock()
+	_ = conn.SetReadDeadline(time.Unix(1, 0))
+
+	resume := func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		t.pausing = false
+		_ = conn.SetReadDeadline(time.Time{})
+		if t.lost {
+			return
+		}
+		if !t.readerRun && !t.eof && !t.stopRead {
+			t.readerRun = true
+			t.readerEnd = make(chan struct{})
+			go t.readLoop(t.conn, t.readerEnd)
+		}
+		if !t.writerRun {
+			t.writerRun = true
+			t.writerEnd = make(chan struct{})
+			go t.writeLoop(t.conn, t.writerEnd)
+		}
+	}
+	for _, ch := range []chan struct{}{readerEnd, writerEnd} {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			resume()
+			return ctx.Err()
+		}
+	}
+	t.mu.Lock()
+	if t.lost {
+		t.pausing = false
+		err := t.lostErr
+		t.mu.Unlock()
+		if err == nil {
+			err = ErrConnectionLost
+		}
+		return err
+	}
+	t.mu.Unlock()
+	_ = conn.SetReadDeadline(time.Time{})
+
+	if handshakeTimeout <= 0 {
+		handshakeTimeout = DefaultHandshakeTimeout
+	}
+	var tc *tls.Conn
+	if t.server {
+		tc = tls.Server(conn, config)
+	} else {
+		tc = tls.Client(conn, config)
+	}
+	if err := handshake(ctx, tc, handshakeTimeout); err != nil {
+		t.mu.Lock()
+		t.pausing = false
+		t.connectionLostLocked(err)
+		t.mu.Unlock()
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pausing = false
+	if t.lost {
+		return ErrConnectionLost
+	}
+	t.setConnLocked(tc)
+	t.tlsConfig = config
+	if !t.userHigh {
+		_ = t.setWriteLimitsLocked(0, 0)
+	}
+	t.readerRun = !t.eof && !t.stopRead
+	if t.readerRun {
+		t.readerEnd = make(chan struct{})
+		go t.readLoop(tc, t.readerEnd)
+	}
+	t.writerRun = true
+	t.writerEnd = make(chan struct{})
+	go t.writeLoop(tc, t.writerEnd)
+	return nil
+}
+
+// DefaultHandshakeTimeout is asyncio's TLS handshake timeout.
+const DefaultHandshakeTimeout = 60 * time.Second
+
+// handshake runs the TLS handshake with a timeout, reporting the timeout as
+// a *HandshakeTimeoutError.
+func handshake(ctx context.Context, tc *tls.Conn, timeout time.Duration) error {
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := tc.HandshakeContext(hctx)
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() == nil && hctx.Err() != nil {
+		return &HandshakeTimeoutError{After: timeout}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &HandshakeTimeoutError{After: timeout}
+	}
+	return err
+}
