@@ -200,7 +200,6 @@ func (r *Reader) readUntil(ctx context.Context, line bool, separators [][]byte) 
 	return t.consumeLocked(matchEnd), nil
 }
 
-
 // overrunLocked returns e for readuntil. For readline it trims the buffer as
 // asyncio does (the line and its newline when the newline is at
 // e.Consumed, otherwise everything) and returns the *LineTooLongError.
