@@ -1,0 +1,114 @@
+package manager
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config holds the daemon's settings. The zero value of each limit means its
+// documented default (see Defaults).
+type Config struct {
+	// Listen lists the gRPC addresses: "unix:/path" or "host:port".
+	Listen []string
+	// AllowRemote permits listening on non-loopback TCP addresses.
+	AllowRemote bool
+	// MaxStreams caps the streams the daemon owns at once.
+	MaxStreams int
+	// MaxServers caps the listening servers.
+	MaxServers int
+	// MaxAcceptQueue caps the accepted connections waiting to be claimed,
+	// per server; further connections are closed at once.
+	MaxAcceptQueue int
+	// MaxMessageSize caps a gRPC message in either direction; reads never
+	// return more than fits.
+	MaxMessageSize int
+	// MaxWriteBuffer caps a stream's unsent bytes.
+	MaxWriteBuffer int
+	// IdleTimeout releases a stream (aborting it if open) after this long
+	// with no RPC on it. 0 disables.
+	IdleTimeout time.Duration
+	// ClosedLinger releases a stream whose connection is gone after this
+	// long with no RPC on it, so its buffered bytes can still be read and
+	// WaitClosed called.
+	ClosedLinger time.Duration
+	// ShutdownTimeout bounds how long shutdown waits for in-flight calls.
+	ShutdownTimeout time.Duration
+}
+
+// Defaults.
+const (
+	DefaultMaxStreams      = 10000
+	DefaultMaxServers      = 256
+	DefaultMaxAcceptQueue  = 128
+	DefaultMaxMessageSize  = 4 << 20
+	DefaultMaxWriteBuffer  = 1 << 20
+	DefaultIdleTimeout     = 10 * time.Minute
+	DefaultClosedLinger    = time.Minute
+	DefaultShutdownTimeout = 5 * time.Second
+)
+
+// DefaultListen is the daemon's default address: a Unix socket (mode 0600)
+// in $XDG_RUNTIME_DIR, or /tmp/streammgrd-UID.sock without it.
+func DefaultListen() string {
+	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
+		return "unix:" + filepath.Join(dir, "streammgrd.sock")
+	}
+	return fmt.Sprintf("unix:/tmp/streammgrd-%d.sock", os.Getuid())
+}
+
+// withDefaults returns c with zero values replaced by defaults.
+func (c Config) withDefaults() Config {
+	if len(c.Listen) == 0 {
+		c.Listen = []string{DefaultListen()}
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxStreams, DefaultMaxStreams)
+	def(&c.MaxServers, DefaultMaxServers)
+	def(&c.MaxAcceptQueue, DefaultMaxAcceptQueue)
+	def(&c.MaxMessageSize, DefaultMaxMessageSize)
+	def(&c.MaxWriteBuffer, DefaultMaxWriteBuffer)
+	if c.IdleTimeout < 0 {
+		c.IdleTimeout = 0
+	}
+	if c.ClosedLinger <= 0 {
+		c.ClosedLinger = DefaultClosedLinger
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	return c
+}
+
+// listFlag is a repeatable string flag.
+type listFlag struct{ v *[]string }
+
+func (l listFlag) String() string {
+	if l.v == nil {
+		return ""
+	}
+	return strings.Join(*l.v, ",")
+}
+
+func (l listFlag) Set(s string) error { *l.v = append(*l.v, s); return nil }
+
+// BindFlags registers the daemon's flags on fs, with defaults filled in.
+func (c *Config) BindFlags(fs *flag.FlagSet) {
+	fs.Var(listFlag{&c.Listen}, "listen", "gRPC address, unix:/path or host:port; repeatable (default "+DefaultListen()+")")
+	fs.BoolVar(&c.AllowRemote, "allow-remote", false, "allow listening on non-loopback TCP addresses (no authentication yet)")
+	fs.IntVar(&c.MaxStreams, "max-streams", DefaultMaxStreams, "maximum streams owned at once")
+	fs.IntVar(&c.MaxServers, "max-servers", DefaultMaxServers, "maximum listening servers")
+	fs.IntVar(&c.MaxAcceptQueue, "max-accept-queue", DefaultMaxAcceptQueue, "accepted connections waiting to be claimed, per server")
+	fs.IntVar(&c.MaxMessageSize, "max-message-size", DefaultMaxMessageSize, "largest gRPC message in bytes, either direction")
+	fs.IntVar(&c.MaxWriteBuffer, "max-write-buffer", DefaultMaxWriteBuffer, "largest unsent byte count per stream")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", DefaultIdleTimeout, "release a stream after this long without an RPC on it (0 disables)")
+	fs.DurationVar(&c.ClosedLinger, "closed-linger", DefaultClosedLinger, "keep a closed stream's handle this long after its last RPC")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "how long shutdown waits for in-flight calls")
+}

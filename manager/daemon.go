@@ -1,0 +1,208 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
+)
+
+// Daemon is streammgrd: the gRPC server, its listeners and the Manager.
+type Daemon struct {
+	cfg       Config
+	log       *slog.Logger
+	m         *Manager
+	srv       *grpc.Server
+	health    *health.Server
+	listeners []net.Listener
+	unixPaths []string
+}
+
+// NewDaemon binds every listen address and builds the gRPC server. Nothing
+// is served until Serve.
+func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
+	cfg = cfg.withDefaults()
+	d := &Daemon{cfg: cfg, log: log}
+	for _, addr := range cfg.Listen {
+		if err := d.listen(addr); err != nil {
+			d.closeListeners()
+			return nil, err
+		}
+	}
+	d.m = New(cfg)
+	d.health = health.NewServer()
+	d.srv = grpc.NewServer(
+		grpc.MaxRecvMsgSize(cfg.MaxMessageSize),
+		grpc.MaxSendMsgSize(cfg.MaxMessageSize),
+		grpc.ChainUnaryInterceptor(
+			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), selector.MatchFunc(notInfra)),
+			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(d.recovered)),
+		),
+		grpc.ChainStreamInterceptor(
+			selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), selector.MatchFunc(notInfra)),
+			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(d.recovered)),
+		),
+	)
+	smv1.RegisterStreamServiceServer(d.srv, NewService(d.m))
+	healthpb.RegisterHealthServer(d.srv, d.health)
+	reflection.Register(d.srv)
+	return d, nil
+}
+
+var logOpts = []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+
+// notInfra excludes health checks and reflection from the call log.
+func notInfra(_ context.Context, c interceptors.CallMeta) bool {
+	return c.Service != healthpb.Health_ServiceDesc.ServiceName && !strings.HasPrefix(c.Service, "grpc.reflection.")
+}
+
+func slogAdapter(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}
+
+// recovered logs a panic and answers a bare INTERNAL: no panic value or
+// stack ever reaches the client.
+func (d *Daemon) recovered(ctx context.Context, p any) error {
+	d.log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p))
+	return status.Error(codes.Internal, "internal error")
+}
+
+// listen binds one address: "unix:/path" (mode 0600, a stale socket file
+// replaced) or "host:port" (loopback unless AllowRemote).
+func (d *Daemon) listen(addr string) error {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		path = strings.TrimPrefix(path, "//")
+		if path == "" {
+			return fmt.Errorf("listen %q: empty socket path", addr)
+		}
+		if err := removeStale(path); err != nil {
+			return fmt.Errorf("listen %s: %w", addr, err)
+		}
+		old := syscall.Umask(0o177)
+		ln, err := net.Listen("unix", path)
+		syscall.Umask(old)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", addr, err)
+		}
+		ln.(*net.UnixListener).SetUnlinkOnClose(false)
+		d.listeners = append(d.listeners, ln)
+		d.unixPaths = append(d.unixPaths, path)
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("listen %q: want unix:/path or host:port: %w", addr, err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if a := ln.Addr().(*net.TCPAddr); !a.IP.IsLoopback() || host == "" {
+		if !d.cfg.AllowRemote {
+			ln.Close()
+			return fmt.Errorf("listen %s: not a loopback address; pass --allow-remote to listen on it (streammgrd has no authentication yet)", addr)
+		}
+		d.log.Warn("listening on a non-loopback address without authentication: anyone who can reach it can open sockets as this user", "addr", ln.Addr().String())
+	}
+	d.listeners = append(d.listeners, ln)
+	return nil
+}
+
+// removeStale deletes a socket file nobody listens on; anything else at
+// path is an error.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("%s: another daemon is listening there", path)
+	}
+	return os.Remove(path)
+}
+
+// Addrs returns the listening addresses, as accepted by --listen.
+func (d *Daemon) Addrs() []string {
+	out := make([]string, len(d.listeners))
+	for i, ln := range d.listeners {
+		if ln.Addr().Network() == "unix" {
+			out[i] = "unix:" + ln.Addr().String()
+		} else {
+			out[i] = ln.Addr().String()
+		}
+	}
+	return out
+}
+
+// Manager returns the daemon's registry.
+func (d *Daemon) Manager() *Manager { return d.m }
+
+// Serve answers RPCs until ctx ends, then shuts down gracefully: health
+// turns NOT_SERVING, no new calls are accepted, in-flight calls get
+// ShutdownTimeout to finish, every stream and server is closed and the
+// socket files are removed.
+func (d *Daemon) Serve(ctx context.Context) error {
+	errc := make(chan error, len(d.listeners))
+	for _, ln := range d.listeners {
+		d.log.Info("listening", "addr", ln.Addr().Network()+":"+ln.Addr().String())
+		go func(ln net.Listener) { errc <- d.srv.Serve(ln) }(ln)
+	}
+	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	d.health.SetServingStatus(smv1.StreamService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	var err error
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down")
+	case err = <-errc:
+		if errors.Is(err, grpc.ErrServerStopped) {
+			err = nil
+		}
+	}
+	d.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() { d.srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(d.cfg.ShutdownTimeout):
+		d.log.Warn("in-flight calls did not finish in time; closing them", "timeout", d.cfg.ShutdownTimeout)
+		d.m.Close()
+		d.srv.Stop()
+		<-stopped
+	}
+	d.m.Close()
+	d.closeListeners()
+	return err
+}
+
+func (d *Daemon) closeListeners() {
+	for _, ln := range d.listeners {
+		ln.Close()
+	}
+	for _, p := range d.unixPaths {
+		_ = os.Remove(p)
+	}
+}

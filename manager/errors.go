@@ -1,0 +1,207 @@
+package manager
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"syscall"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+
+	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
+	"github.com/streammgr/streammgr/streamcore"
+)
+
+// ErrorDomain is the google.rpc.ErrorInfo domain of every streammgr error.
+const ErrorDomain = "streammgr"
+
+// Reasons carried in google.rpc.ErrorInfo. They are part of the public API.
+const (
+	ReasonStreamNotFound       = "STREAM_NOT_FOUND"
+	ReasonServerNotFound       = "SERVER_NOT_FOUND"
+	ReasonInvalidArgument      = "INVALID_ARGUMENT"
+	ReasonLimitOverrun         = "LIMIT_OVERRUN"
+	ReasonLineTooLong          = "LINE_TOO_LONG"
+	ReasonConcurrentRead       = "CONCURRENT_READ"
+	ReasonWriteAfterEOF        = "WRITE_AFTER_EOF"
+	ReasonStreamClosed         = "STREAM_CLOSED"
+	ReasonWriteEOFUnsupported  = "WRITE_EOF_UNSUPPORTED"
+	ReasonWriteBufferFull      = "WRITE_BUFFER_FULL"
+	ReasonResultTooLarge       = "RESULT_TOO_LARGE"
+	ReasonTooManyStreams       = "TOO_MANY_STREAMS"
+	ReasonTooManyServers       = "TOO_MANY_SERVERS"
+	ReasonConnectionLost       = "CONNECTION_LOST"
+	ReasonConnectionReset      = "CONNECTION_RESET"
+	ReasonConnectionRefused    = "CONNECTION_REFUSED"
+	ReasonConnectionAborted    = "CONNECTION_ABORTED"
+	ReasonBrokenPipe           = "BROKEN_PIPE"
+	ReasonUnreachable          = "UNREACHABLE"
+	ReasonNoSuchSocket         = "NO_SUCH_SOCKET"
+	ReasonAddressInUse         = "ADDRESS_IN_USE"
+	ReasonPermissionDenied     = "PERMISSION_DENIED"
+	ReasonDNSError             = "DNS_ERROR"
+	ReasonConnectTimeout       = "CONNECT_TIMEOUT"
+	ReasonHandshakeTimeout     = "HANDSHAKE_TIMEOUT"
+	ReasonTLSError             = "TLS_ERROR"
+	ReasonIOError              = "IO_ERROR"
+	ReasonServerClosed         = "SERVER_CLOSED"
+	ReasonShuttingDown         = "SHUTTING_DOWN"
+	ReasonAcceptTimeout        = "ACCEPT_TIMEOUT"
+	ReasonCancelled            = "CANCELLED"
+	ReasonDeadlineExceeded     = "DEADLINE_EXCEEDED"
+	ReasonTLSUpgradeInProgress = "TLS_UPGRADE_IN_PROGRESS"
+)
+
+// fieldError is an invalid request field (INVALID_ARGUMENT with a
+// google.rpc.BadRequest field violation).
+type fieldError struct {
+	field, desc string
+}
+
+func (e *fieldError) Error() string { return e.field + ": " + e.desc }
+
+func invalid(field, desc string) error { return &fieldError{field: field, desc: desc} }
+
+// acceptTimeoutError is an Accept whose own timeout passed.
+type acceptTimeoutError struct{}
+
+func (acceptTimeoutError) Error() string { return "no connection arrived before the accept timeout" }
+
+// toStatus maps a domain error to a gRPC status error with details. It is
+// the only place errors are translated; field names the request field the
+// error concerns, if any.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code, reason, details := classify(err)
+	info := &errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain}
+	if errno := errnoOf(err); errno != 0 {
+		info.Metadata = map[string]string{"errno": strconv.Itoa(int(errno))}
+	}
+	st := status.New(code, err.Error())
+	withDetails, derr := st.WithDetails(append([]protoadapt.MessageV1{info}, details...)...)
+	if derr != nil {
+		return st.Err()
+	}
+	return withDetails.Err()
+}
+
+func errnoOf(err error) syscall.Errno {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return 0
+}
+
+func classify(err error) (codes.Code, string, []protoadapt.MessageV1) {
+	var (
+		nf   *notFoundError
+		fe   *fieldError
+		ve   *streamcore.ValueError
+		lo   *streamcore.LimitOverrunError
+		ll   *streamcore.LineTooLongError
+		wf   *streamcore.WriteBufferFullError
+		rt   *streamcore.ResultTooLargeError
+		ht   *streamcore.HandshakeTimeoutError
+		le   *limitError
+		dns  *net.DNSError
+		uae  x509.UnknownAuthorityError
+		hne  x509.HostnameError
+		cie  x509.CertificateInvalidError
+		rec  tls.RecordHeaderError
+		ae   tls.AlertError
+		vErr *tls.CertificateVerificationError
+	)
+	switch {
+	case errors.As(err, &nf):
+		if nf.kind == "server" {
+			return codes.NotFound, ReasonServerNotFound, nil
+		}
+		return codes.NotFound, ReasonStreamNotFound, nil
+	case errors.As(err, &fe):
+		return codes.InvalidArgument, ReasonInvalidArgument, []protoadapt.MessageV1{&errdetails.BadRequest{
+			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: fe.field, Description: fe.desc}}}}
+	case errors.As(err, &ve):
+		return codes.InvalidArgument, ReasonInvalidArgument, nil
+	case errors.As(err, &ll):
+		return codes.ResourceExhausted, ReasonLineTooLong, []protoadapt.MessageV1{&smv1.LimitOverrunError{Consumed: int64(ll.Consumed), Found: ll.Found}}
+	case errors.As(err, &lo):
+		return codes.ResourceExhausted, ReasonLimitOverrun, []protoadapt.MessageV1{&smv1.LimitOverrunError{Consumed: int64(lo.Consumed), Found: lo.Found}}
+	case errors.Is(err, streamcore.ErrConcurrentRead):
+		return codes.FailedPrecondition, ReasonConcurrentRead, nil
+	case errors.Is(err, streamcore.ErrWriteAfterEOF):
+		return codes.FailedPrecondition, ReasonWriteAfterEOF, nil
+	case errors.Is(err, streamcore.ErrClosed):
+		return codes.FailedPrecondition, ReasonStreamClosed, nil
+	case errors.Is(err, streamcore.ErrCannotWriteEOF):
+		return codes.FailedPrecondition, ReasonWriteEOFUnsupported, nil
+	case errors.As(err, &wf):
+		return codes.ResourceExhausted, ReasonWriteBufferFull, nil
+	case errors.As(err, &rt):
+		return codes.ResourceExhausted, ReasonResultTooLarge, nil
+	case errors.As(err, &le):
+		if le.what == "servers" {
+			return codes.ResourceExhausted, ReasonTooManyServers, nil
+		}
+		return codes.ResourceExhausted, ReasonTooManyStreams, nil
+	case errors.Is(err, errShuttingDown):
+		return codes.Unavailable, ReasonShuttingDown, nil
+	case errors.As(err, new(errQueueClosed)):
+		return codes.NotFound, ReasonServerClosed, nil
+	case errors.As(err, new(acceptTimeoutError)):
+		return codes.DeadlineExceeded, ReasonAcceptTimeout, nil
+	case errors.As(err, &ht):
+		return codes.DeadlineExceeded, ReasonHandshakeTimeout, nil
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled, ReasonCancelled, nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded, ReasonDeadlineExceeded, nil
+	case errors.Is(err, streamcore.ErrServerClosed):
+		return codes.FailedPrecondition, ReasonServerClosed, nil
+	case errors.Is(err, streamcore.ErrConnectionLost):
+		return codes.Unavailable, ReasonConnectionLost, nil
+	case errors.Is(err, syscall.ECONNRESET):
+		return codes.Unavailable, ReasonConnectionReset, nil
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return codes.Unavailable, ReasonConnectionRefused, nil
+	case errors.Is(err, syscall.ECONNABORTED):
+		return codes.Unavailable, ReasonConnectionAborted, nil
+	case errors.Is(err, syscall.EPIPE):
+		return codes.Unavailable, ReasonBrokenPipe, nil
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EADDRNOTAVAIL):
+		return codes.Unavailable, ReasonUnreachable, nil
+	case errors.Is(err, syscall.ENOENT):
+		return codes.Unavailable, ReasonNoSuchSocket, nil
+	case errors.Is(err, syscall.EADDRINUSE):
+		return codes.AlreadyExists, ReasonAddressInUse, nil
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM), errors.Is(err, os.ErrPermission):
+		return codes.PermissionDenied, ReasonPermissionDenied, nil
+	case errors.As(err, &dns):
+		return codes.Unavailable, ReasonDNSError, nil
+	case isTimeout(err):
+		return codes.DeadlineExceeded, ReasonConnectTimeout, nil
+	case errors.As(err, &uae), errors.As(err, &hne), errors.As(err, &cie), errors.As(err, &rec), errors.As(err, &ae), errors.As(err, &vErr):
+		return codes.Unavailable, ReasonTLSError, nil
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return codes.Unavailable, ReasonConnectionLost, nil
+	}
+	return codes.Unavailable, ReasonIOError, nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

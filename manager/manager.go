@@ -1,0 +1,502 @@
+// Package manager owns the streams and servers of streammgrd: a registry of
+// handles with their lifecycle (idle timeout, release after close) and
+// limits, and the gRPC StreamService that drives them.
+package manager
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/streammgr/streammgr/streamcore"
+)
+
+// Manager is the registry of streams and servers.
+type Manager struct {
+	cfg Config
+
+	mu      sync.Mutex
+	streams map[string]*Stream
+	servers map[string]*Server
+	closed  bool
+
+	stop     chan struct{}
+	reaperWG sync.WaitGroup
+}
+
+// Stream is one managed connection.
+type Stream struct {
+	ID       string
+	kind     string // tcp, unix, pair
+	ServerID string
+	R        *streamcore.Reader
+	W        *streamcore.Writer
+	Created  time.Time
+
+	lastUsed atomic.Int64 // unix nanoseconds
+	active   atomic.Int32 // RPCs in progress
+	srv      *Server
+}
+
+// Server is one managed listening server.
+type Server struct {
+	ID      string
+	Created time.Time
+	srv     *streamcore.Server
+	queue   *acceptQueue
+	m       *Manager
+
+	// bytes of released streams, so totals survive their release
+	releasedIn, releasedOut atomic.Int64
+	rejected                atomic.Int64
+}
+
+// New returns a Manager with cfg's limits (zero values take defaults) and
+// starts its idle reaper. Close releases everything.
+func New(cfg Config) *Manager {
+	m := &Manager{cfg: cfg.withDefaults(), streams: map[string]*Stream{}, servers: map[string]*Server{}, stop: make(chan struct{})}
+	m.reaperWG.Add(1)
+	go m.reap()
+	return m
+}
+
+// Config returns the effective configuration.
+func (m *Manager) Config() Config { return m.cfg }
+
+func newID(prefix string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+func (s *Stream) touch() { s.lastUsed.Store(time.Now().UnixNano()) }
+
+// use marks an RPC in progress on s; the returned func ends it.
+func (s *Stream) use() func() {
+	s.active.Add(1)
+	s.touch()
+	return func() { s.touch(); s.active.Add(-1) }
+}
+
+// Kind is "tcp", "unix", "tls" or "pair".
+func (s *Stream) Kind() string {
+	if s.W.IsTLS() {
+		return "tls"
+	}
+	return s.kind
+}
+
+// lost reports whether the stream's connection is gone.
+func (s *Stream) lost() bool {
+	select {
+	case <-s.W.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// State is "open", "eof" (peer FIN), "closing" or "closed".
+func (s *Stream) State() string {
+	switch {
+	case s.lost():
+		return "closed"
+	case s.W.IsClosing():
+		return "closing"
+	case s.R.AtEOF():
+		return "eof"
+	}
+	return "open"
+}
+
+// addStream registers a stream, evicting a released-worthy closed stream if
+// the registry is full.
+func (m *Manager) addStream(kind string, r *streamcore.Reader, w *streamcore.Writer, srv *Server) (*Stream, error) {
+	s := &Stream{ID: newID("s-"), kind: kind, R: r, W: w, Created: time.Now(), srv: srv}
+	if srv != nil {
+		s.ServerID = srv.ID
+	}
+	s.touch()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		w.Abort()
+		return nil, errShuttingDown
+	}
+	if len(m.streams) >= m.cfg.MaxStreams && !m.evictClosedLocked() {
+		w.Abort()
+		return nil, &limitError{what: "streams", limit: m.cfg.MaxStreams}
+	}
+	m.streams[s.ID] = s
+	return s, nil
+}
+
+// evictClosedLocked releases the least recently used stream whose
+// connection is gone and that has no RPC in progress.
+func (m *Manager) evictClosedLocked() bool {
+	var victim *Stream
+	for _, s := range m.streams {
+		if s.active.Load() == 0 && s.lost() && (victim == nil || s.lastUsed.Load() < victim.lastUsed.Load()) {
+			victim = s
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	m.releaseLocked(victim)
+	return true
+}
+
+func (m *Manager) releaseLocked(s *Stream) {
+	delete(m.streams, s.ID)
+	s.W.Abort()
+	if s.srv != nil {
+		s.srv.releasedIn.Add(s.R.Consumed())
+		s.srv.releasedOut.Add(s.W.Written())
+	}
+}
+
+// stream looks up a stream handle.
+func (m *Manager) stream(id string) (*Stream, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.streams[id]
+	if !ok {
+		return nil, &notFoundError{kind: "stream", id: id}
+	}
+	return s, nil
+}
+
+// server looks up a server handle.
+func (m *Manager) server(id string) (*Server, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.servers[id]
+	if !ok {
+		return nil, &notFoundError{kind: "server", id: id}
+	}
+	return s, nil
+}
+
+// Streams returns every stream, oldest first.
+func (m *Manager) Streams() []*Stream {
+	m.mu.Lock()
+	out := make([]*Stream, 0, len(m.streams))
+	for _, s := range m.streams {
+		out = append(out, s)
+	}
+	m.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out
+}
+
+// Servers returns every server, oldest first.
+func (m *Manager) Servers() []*Server {
+	m.mu.Lock()
+	out := make([]*Server, 0, len(m.servers))
+	for _, s := range m.servers {
+		out = append(out, s)
+	}
+	m.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out
+}
+
+// reap releases idle streams.
+func (m *Manager) reap() {
+	defer m.reaperWG.Done()
+	period := time.Second
+	if m.cfg.IdleTimeout > 0 && m.cfg.IdleTimeout/4 < period {
+		period = max(m.cfg.IdleTimeout/4, 10*time.Millisecond)
+	}
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-tick.C:
+		}
+		now := time.Now().UnixNano()
+		m.mu.Lock()
+		for _, s := range m.streams {
+			if s.active.Load() > 0 {
+				continue
+			}
+			idle := time.Duration(now - s.lastUsed.Load())
+			if (m.cfg.IdleTimeout > 0 && idle >= m.cfg.IdleTimeout) ||
+				(s.lost() && idle >= min(m.cfg.ClosedLinger, nonZero(m.cfg.IdleTimeout, m.cfg.ClosedLinger))) {
+				m.releaseLocked(s)
+			}
+		}
+		m.mu.Unlock()
+	}
+}
+
+func nonZero(d, alt time.Duration) time.Duration {
+	if d == 0 {
+		return alt
+	}
+	return d
+}
+
+// Close aborts every stream and closes every server. The Manager refuses
+// new work afterwards.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.closed = true
+	close(m.stop)
+	servers := make([]*Server, 0, len(m.servers))
+	for id, s := range m.servers {
+		servers = append(servers, s)
+		delete(m.servers, id)
+	}
+	for _, s := range m.streams {
+		m.releaseLocked(s)
+	}
+	m.mu.Unlock()
+	for _, s := range servers {
+		s.shutdown(true)
+	}
+	m.reaperWG.Wait()
+}
+
+// Open connects (asyncio's open_connection / open_unix_connection).
+func (m *Manager) Open(ctx context.Context, network, addr string, port int, opts *streamcore.DialOptions) (*Stream, error) {
+	if err := m.roomForStream(); err != nil {
+		return nil, err
+	}
+	opts.MaxWriteBuffer = m.cfg.MaxWriteBuffer
+	var (
+		r   *streamcore.Reader
+		w   *streamcore.Writer
+		err error
+	)
+	kind := network
+	if network == "unix" {
+		r, w, err = streamcore.OpenUnixConnection(ctx, addr, opts)
+	} else {
+		r, w, err = streamcore.OpenConnection(ctx, addr, port, opts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m.addStream(kind, r, w, nil)
+}
+
+// OpenPair creates a connected pair of streams.
+func (m *Manager) OpenPair(limit int) (*Stream, *Stream, error) {
+	if err := m.roomForStream(); err != nil {
+		return nil, nil, err
+	}
+	opts := &streamcore.Options{Limit: limit, MaxWriteBuffer: m.cfg.MaxWriteBuffer}
+	r1, w1, r2, w2, err := streamcore.SocketPair(opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := m.addStream("pair", r1, w1, nil)
+	if err != nil {
+		w2.Abort()
+		return nil, nil, err
+	}
+	b, err := m.addStream("pair", r2, w2, nil)
+	if err != nil {
+		m.Release(a.ID)
+		return nil, nil, err
+	}
+	return a, b, nil
+}
+
+// roomForStream fails early when the registry is full of live streams.
+func (m *Manager) roomForStream() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errShuttingDown
+	}
+	if len(m.streams) < m.cfg.MaxStreams {
+		return nil
+	}
+	for _, s := range m.streams {
+		if s.active.Load() == 0 && s.lost() {
+			return nil
+		}
+	}
+	return &limitError{what: "streams", limit: m.cfg.MaxStreams}
+}
+
+// Release forgets a stream handle, aborting the stream if it is still open.
+func (m *Manager) Release(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s, ok := m.streams[id]; ok {
+		m.releaseLocked(s)
+	}
+}
+
+// StartServer starts a TCP ("tcp") or Unix ("unix") server whose accepted
+// connections wait in a bounded queue until claimed.
+func (m *Manager) StartServer(ctx context.Context, network, host string, port int, opts *streamcore.ServerOptions) (*Server, error) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, errShuttingDown
+	}
+	if len(m.servers) >= m.cfg.MaxServers {
+		m.mu.Unlock()
+		return nil, &limitError{what: "servers", limit: m.cfg.MaxServers}
+	}
+	m.mu.Unlock()
+	opts.MaxWriteBuffer = m.cfg.MaxWriteBuffer
+	s := &Server{ID: newID("srv-"), Created: time.Now(), queue: newAcceptQueue(m.cfg.MaxAcceptQueue), m: m}
+	handler := func(r *streamcore.Reader, w *streamcore.Writer) {
+		if !s.queue.push(pending{r: r, w: w, at: time.Now()}) {
+			s.rejected.Add(1)
+			w.Abort()
+		}
+	}
+	var err error
+	if network == "unix" {
+		s.srv, err = streamcore.StartUnixServer(ctx, handler, host, opts)
+	} else {
+		s.srv, err = streamcore.StartServer(ctx, handler, host, port, opts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if m.closed || len(m.servers) >= m.cfg.MaxServers {
+		closed := m.closed
+		m.mu.Unlock()
+		s.shutdown(true)
+		if closed {
+			return nil, errShuttingDown
+		}
+		return nil, &limitError{what: "servers", limit: m.cfg.MaxServers}
+	}
+	m.servers[s.ID] = s
+	m.mu.Unlock()
+	return s, nil
+}
+
+// Sockets returns the server's bound addresses.
+func (s *Server) Sockets() []net.Addr { return s.srv.Sockets() }
+
+// State is "serving", "bound" or "closed".
+func (s *Server) State() string {
+	switch {
+	case s.srv.IsServing():
+		return "serving"
+	case len(s.srv.Sockets()) > 0:
+		return "bound"
+	}
+	return "closed"
+}
+
+// StartServing starts listening.
+func (s *Server) StartServing(ctx context.Context) error { return s.srv.StartServing(ctx) }
+
+// Queued returns the connections waiting to be claimed.
+func (s *Server) Queued() int { return s.queue.len() }
+
+// Accepted returns the connections accepted so far.
+func (s *Server) Accepted() int64 { return s.srv.Accepted() }
+
+// Bytes returns the bytes read from and written to its streams.
+func (s *Server) Bytes() (in, out int64) {
+	in, out = s.releasedIn.Load(), s.releasedOut.Load()
+	for _, st := range s.m.Streams() {
+		if st.srv == s {
+			in += st.R.Consumed()
+			out += st.W.Written()
+		}
+	}
+	return in, out
+}
+
+// Accept claims the next queued connection, waiting until ctx ends.
+func (s *Server) Accept(ctx context.Context) (*Stream, error) {
+	p, err := s.queue.pop(ctx)
+	if err != nil {
+		return nil, err
+	}
+	kind := "tcp"
+	if a := p.w.ExtraInfo("sockname"); a != nil {
+		if _, ok := a.(*net.UnixAddr); ok {
+			kind = "unix"
+		}
+	}
+	st, err := s.m.addStream(kind, p.r, p.w, s)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// Unaccept puts a claimed stream back at the head of the queue (its handle
+// is released), for a claim whose response could not be delivered.
+func (s *Server) Unaccept(st *Stream) {
+	s.m.mu.Lock()
+	delete(s.m.streams, st.ID)
+	s.m.mu.Unlock()
+	if !s.queue.pushFront(pending{r: st.R, w: st.W, at: st.Created}) {
+		st.W.Abort()
+	}
+}
+
+// Close closes the server and releases its handle. With clients "close" or
+// "abort" the streams it accepted are closed or aborted too.
+func (m *Manager) CloseServer(id string, closeClients, abortClients bool) error {
+	m.mu.Lock()
+	s, ok := m.servers[id]
+	if ok {
+		delete(m.servers, id)
+	}
+	m.mu.Unlock()
+	if !ok {
+		return &notFoundError{kind: "server", id: id}
+	}
+	s.shutdown(false)
+	switch {
+	case abortClients:
+		s.srv.AbortClients()
+	case closeClients:
+		s.srv.CloseClients()
+	}
+	return nil
+}
+
+// shutdown closes the listener and aborts connections nobody claimed.
+func (s *Server) shutdown(abortClients bool) {
+	s.srv.Close()
+	s.queue.close()
+	for _, p := range s.queue.drain() {
+		p.w.Abort()
+	}
+	if abortClients {
+		s.srv.AbortClients()
+	}
+}
+
+var errShuttingDown = errors.New("the daemon is shutting down")
+
+type notFoundError struct{ kind, id string }
+
+func (e *notFoundError) Error() string { return "unknown " + e.kind + " id " + quote(e.id) }
+
+type limitError struct {
+	what  string
+	limit int
+}
+
+func (e *limitError) Error() string { return "too many " + e.what + " (limit " + itoa(e.limit) + ")" }

@@ -1,0 +1,556 @@
+package manager
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
+	"github.com/streammgr/streammgr/streamcore"
+)
+
+// Service implements smv1.StreamServiceServer over a Manager. Each handler
+// converts the request, calls the domain, converts the result and maps the
+// error with toStatus.
+type Service struct {
+	smv1.UnimplementedStreamServiceServer
+	m *Manager
+}
+
+// NewService returns the gRPC service for m.
+func NewService(m *Manager) *Service { return &Service{m: m} }
+
+// responseOverhead is room kept in a gRPC message for everything but data.
+const responseOverhead = 1 << 10
+
+// maxResult is the most bytes one read response may carry.
+func (s *Service) maxResult() int { return s.m.cfg.MaxMessageSize - responseOverhead }
+
+func limitOf(field string, v *int64) (int, error) {
+	if v == nil {
+		return 0, nil
+	}
+	if *v <= 0 {
+		return 0, invalid(field, "Limit cannot be <= 0")
+	}
+	if *v > 1<<40 {
+		return 0, invalid(field, "limit is too large")
+	}
+	return int(*v), nil
+}
+
+func checkLimitFits(s *Service, limit int) error {
+	if limit > s.maxResult()/2 {
+		return invalid("limit", "a line of limit bytes must fit in one response: limit <= "+itoa(s.maxResult()/2)+" with the daemon's max message size")
+	}
+	return nil
+}
+
+// Open implements StreamService.Open.
+func (s *Service) Open(ctx context.Context, req *smv1.OpenRequest) (*smv1.OpenResponse, error) {
+	limit, err := limitOf("limit", req.Limit)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := checkLimitFits(s, limit); err != nil {
+		return nil, toStatus(err)
+	}
+	opts := &streamcore.DialOptions{Options: streamcore.Options{Limit: limit}}
+	if d := req.GetConnectTimeout(); d != nil {
+		if d.CheckValid() != nil || d.AsDuration() <= 0 {
+			return nil, toStatus(invalid("connect_timeout", "must be a positive duration"))
+		}
+		opts.ConnectTimeout = d.AsDuration()
+	}
+	if req.Tls != nil {
+		cfg, hs, err := clientTLS(req.Tls, "tls")
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		opts.TLS, opts.HandshakeTimeout = cfg, hs
+	}
+	var st *Stream
+	switch a := req.Address.(type) {
+	case *smv1.OpenRequest_Tcp:
+		if a.Tcp.GetHost() == "" {
+			return nil, toStatus(invalid("tcp.host", "host is required"))
+		}
+		if a.Tcp.GetPort() == 0 || a.Tcp.GetPort() > 65535 {
+			return nil, toStatus(invalid("tcp.port", "port must be 1..65535"))
+		}
+		if la := req.GetLocalAddr(); la != nil {
+			if la.GetPort() > 65535 {
+				return nil, toStatus(invalid("local_addr.port", "port must be 0..65535"))
+			}
+			opts.LocalAddr = net.JoinHostPort(la.GetHost(), itoa(int(la.GetPort())))
+		}
+		st, err = s.m.Open(ctx, "tcp", a.Tcp.GetHost(), int(a.Tcp.GetPort()), opts)
+	case *smv1.OpenRequest_Unix:
+		if a.Unix.GetPath() == "" {
+			return nil, toStatus(invalid("unix.path", "path is required"))
+		}
+		if req.GetLocalAddr() != nil {
+			return nil, toStatus(invalid("local_addr", "only for TCP"))
+		}
+		if opts.TLS != nil && opts.TLS.ServerName == "" && !opts.TLS.InsecureSkipVerify {
+			return nil, toStatus(invalid("tls.server_hostname", "you have to pass server_hostname when using ssl"))
+		}
+		st, err = s.m.Open(ctx, "unix", a.Unix.GetPath(), 0, opts)
+	default:
+		return nil, toStatus(invalid("address", "no address: set tcp or unix"))
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if ctx.Err() != nil {
+		// The caller is gone: nobody would learn the handle.
+		s.m.Release(st.ID)
+		return nil, toStatus(ctx.Err())
+	}
+	return &smv1.OpenResponse{
+		StreamId: st.ID,
+		Peername: addrString(asAddr(st.W.ExtraInfo("peername"))),
+		Sockname: addrString(asAddr(st.W.ExtraInfo("sockname"))),
+	}, nil
+}
+
+func asAddr(v any) net.Addr {
+	a, _ := v.(net.Addr)
+	return a
+}
+
+// OpenPair implements StreamService.OpenPair.
+func (s *Service) OpenPair(ctx context.Context, req *smv1.OpenPairRequest) (*smv1.OpenPairResponse, error) {
+	limit, err := limitOf("limit", req.Limit)
+	if err == nil {
+		err = checkLimitFits(s, limit)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	a, b, err := s.m.OpenPair(limit)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &smv1.OpenPairResponse{FirstStreamId: a.ID, SecondStreamId: b.ID}, nil
+}
+
+// StartServer implements StreamService.StartServer.
+func (s *Service) StartServer(ctx context.Context, req *smv1.StartServerRequest) (*smv1.StartServerResponse, error) {
+	limit, err := limitOf("limit", req.Limit)
+	if err == nil {
+		err = checkLimitFits(s, limit)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if req.Backlog < 0 {
+		return nil, toStatus(invalid("backlog", "must be >= 0"))
+	}
+	opts := &streamcore.ServerOptions{
+		Options:   streamcore.Options{Limit: limit},
+		Backlog:   int(req.Backlog),
+		ReusePort: req.ReusePort,
+		Deferred:  req.StartServing != nil && !*req.StartServing,
+	}
+	if req.Tls != nil {
+		cfg, hs, err := serverTLS(req.Tls, "tls")
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		opts.TLS, opts.HandshakeTimeout = cfg, hs
+	}
+	var srv *Server
+	switch a := req.Address.(type) {
+	case *smv1.StartServerRequest_Tcp:
+		if a.Tcp.GetPort() > 65535 {
+			return nil, toStatus(invalid("tcp.port", "port must be 0..65535"))
+		}
+		srv, err = s.m.StartServer(ctx, "tcp", a.Tcp.GetHost(), int(a.Tcp.GetPort()), opts)
+	case *smv1.StartServerRequest_Unix:
+		if a.Unix.GetPath() == "" {
+			return nil, toStatus(invalid("unix.path", "path is required"))
+		}
+		if req.ReusePort {
+			return nil, toStatus(invalid("reuse_port", "only for TCP"))
+		}
+		srv, err = s.m.StartServer(ctx, "unix", a.Unix.GetPath(), 0, opts)
+	default:
+		return nil, toStatus(invalid("address", "no address: set tcp or unix"))
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &smv1.StartServerResponse{ServerId: srv.ID, Sockets: addrStrings(srv.Sockets())}, nil
+}
+
+func addrStrings(addrs []net.Addr) []string {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = addrString(a)
+	}
+	return out
+}
+
+// StartServing implements StreamService.StartServing.
+func (s *Service) StartServing(ctx context.Context, req *smv1.StartServingRequest) (*smv1.StartServingResponse, error) {
+	srv, err := s.m.server(req.ServerId)
+	if err == nil {
+		err = srv.StartServing(ctx)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &smv1.StartServingResponse{}, nil
+}
+
+// Accept implements StreamService.Accept.
+func (s *Service) Accept(ctx context.Context, req *smv1.AcceptRequest) (*smv1.AcceptResponse, error) {
+	srv, err := s.m.server(req.ServerId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	wait := ctx
+	if d := req.GetTimeout(); d != nil {
+		if d.CheckValid() != nil || d.AsDuration() < 0 {
+			return nil, toStatus(invalid("timeout", "must be a non-negative duration"))
+		}
+		var cancel context.CancelFunc
+		wait, cancel = context.WithTimeout(ctx, d.AsDuration())
+		defer cancel()
+	}
+	st, err := srv.Accept(wait)
+	if err != nil {
+		if ctx.Err() == nil && wait.Err() != nil {
+			err = acceptTimeoutError{}
+		}
+		return nil, toStatus(err)
+	}
+	if ctx.Err() != nil {
+		srv.Unaccept(st)
+		return nil, toStatus(ctx.Err())
+	}
+	return &smv1.AcceptResponse{StreamId: st.ID, Peername: addrString(asAddr(st.W.ExtraInfo("peername")))}, nil
+}
+
+// Serve implements StreamService.Serve.
+func (s *Service) Serve(req *smv1.ServeRequest, stream smv1.StreamService_ServeServer) error {
+	srv, err := s.m.server(req.ServerId)
+	if err != nil {
+		return toStatus(err)
+	}
+	ctx := stream.Context()
+	for {
+		st, err := srv.Accept(ctx)
+		if err != nil {
+			if _, closed := err.(errQueueClosed); closed {
+				return nil // the server closed: the stream of connections ends
+			}
+			return toStatus(err)
+		}
+		resp := &smv1.ServeResponse{StreamId: st.ID, Peername: addrString(asAddr(st.W.ExtraInfo("peername")))}
+		if err := stream.Send(resp); err != nil {
+			srv.Unaccept(st)
+			return err
+		}
+	}
+}
+
+// CloseServer implements StreamService.CloseServer.
+func (s *Service) CloseServer(ctx context.Context, req *smv1.CloseServerRequest) (*smv1.CloseServerResponse, error) {
+	if err := s.m.CloseServer(req.ServerId, req.CloseClients, req.AbortClients); err != nil {
+		return nil, toStatus(err)
+	}
+	return &smv1.CloseServerResponse{}, nil
+}
+
+// ListServers implements StreamService.ListServers.
+func (s *Service) ListServers(ctx context.Context, req *smv1.ListServersRequest) (*smv1.ListServersResponse, error) {
+	resp := &smv1.ListServersResponse{}
+	for _, srv := range s.m.Servers() {
+		in, out := srv.Bytes()
+		resp.Servers = append(resp.Servers, &smv1.ServerInfo{
+			ServerId: srv.ID,
+			Sockets:  addrStrings(srv.Sockets()),
+			State:    srv.State(),
+			Accepted: srv.Accepted(),
+			Queued:   int64(srv.Queued()),
+			BytesIn:  in,
+			BytesOut: out,
+			Age:      durationpb.New(time.Since(srv.Created).Round(time.Millisecond)),
+		})
+	}
+	return resp, nil
+}
+
+// ListStreams implements StreamService.ListStreams.
+func (s *Service) ListStreams(ctx context.Context, req *smv1.ListStreamsRequest) (*smv1.ListStreamsResponse, error) {
+	resp := &smv1.ListStreamsResponse{}
+	for _, st := range s.m.Streams() {
+		resp.Streams = append(resp.Streams, &smv1.StreamInfo{
+			StreamId: st.ID,
+			Kind:     st.Kind(),
+			Peername: addrString(asAddr(st.W.ExtraInfo("peername"))),
+			Sockname: addrString(asAddr(st.W.ExtraInfo("sockname"))),
+			State:    st.State(),
+			BytesIn:  st.R.Consumed(),
+			BytesOut: st.W.Written(),
+			Buffered: int64(st.R.Buffered()),
+			Age:      durationpb.New(time.Since(st.Created).Round(time.Millisecond)),
+			ServerId: st.ServerID,
+		})
+	}
+	return resp, nil
+}
+
+// read runs one read on a stream and applies the no-loss rules: a result
+// too large for a response, or one whose caller is already gone, is put
+// back. incomplete reports an IncompleteReadError turned into a result.
+func (s *Service) read(ctx context.Context, id string, op func(*streamcore.Reader) ([]byte, error)) (data []byte, incomplete bool, st *Stream, err error) {
+	st, err = s.m.stream(id)
+	if err != nil {
+		return nil, false, nil, err
+	}
+	defer st.use()()
+	data, err = op(st.R)
+	if ie, ok := err.(*streamcore.IncompleteReadError); ok {
+		data, incomplete, err = ie.Partial, true, nil
+	}
+	if err != nil {
+		return nil, false, st, err
+	}
+	if len(data) > s.maxResult() {
+		st.R.Unread(data)
+		return nil, false, st, &streamcore.ResultTooLargeError{Size: len(data), Max: s.maxResult()}
+	}
+	if ctx.Err() != nil {
+		st.R.Unread(data)
+		return nil, false, st, ctx.Err()
+	}
+	return data, incomplete, st, nil
+}
+
+// Read implements StreamService.Read.
+func (s *Service) Read(ctx context.Context, req *smv1.ReadRequest) (*smv1.ReadResponse, error) {
+	n := int64(-1)
+	if req.N != nil {
+		n = *req.N
+	}
+	if n < -1 {
+		return nil, toStatus(invalid("n", "must be >= -1 (-1 reads to EOF)"))
+	}
+	data, _, st, err := s.read(ctx, req.StreamId, func(r *streamcore.Reader) ([]byte, error) {
+		if n < 0 {
+			return r.ReadAll(ctx, s.maxResult())
+		}
+		return r.Read(ctx, int(min(n, int64(s.maxResult()))))
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &smv1.ReadResponse{Data: data, Eof: st.R.AtEOF()}, nil
+}
+
+// ReadLine implements StreamService.ReadLine.
+func (s *Service) ReadLine(ctx context.Context, req *smv1.ReadLineRequest) (*smv1.ReadLineResponse, error) {
+	data, _, st, err := s.read(ctx, req.StreamId, func(r *streamcore.Reader) ([]byte, error) { return r.ReadLine(ctx) })
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &smv1.ReadLineResponse{Data: data, Eof: st.R.AtEOF()}, nil
+}
+
+// ReadExactly implements StreamService.ReadExactly.
+func (s *Service) ReadExactly(ctx context.Context, req *smv1.ReadExactlyRequest) (*smv1.ReadExactlyResponse, error) {
+	if req.N < 0 {
+		return nil, toStatus(invalid("n", "readexactly size can not be less than zero"))
+	}
+	if req.N > int64(s.maxResult()) {
+		if _, err := s.m.stream(req.StreamId); err != nil {
+			return nil, toStatus(err)
+		}
+		return nil, toStatus(&streamcore.ResultTooLargeError{Size: int(min(req.N, 1<<40)), Max: s.maxResult()})
+	}
+	data, incomplete, _, err := s.read(ctx, req.StreamId, func(r *streamcore.Reader) ([]byte, error) { return r.ReadExactly(ctx, int(req.N)) })
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &smv1.ReadExactlyResponse{Data: data, Incomplete: incomplete, Expected: req.N}, nil
+}
+
+// ReadUntil implements StreamService.ReadUntil.
+func (s *Service) ReadUntil(ctx context.Context, req *smv1.ReadUntilRequest) (*smv1.ReadUntilResponse, error) {
+	var seps [][]byte
+	switch {
+	case req.Separator != nil && len(req.Separators) > 0:
+		return nil, toStatus(invalid("separators", "set separator or separators, not both"))
+	case req.Separator != nil:
+		if len(req.Separator) == 0 {
+			return nil, toStatus(invalid("separator", "Separator should be at least one-byte string"))
+		}
+		seps = [][]byte{req.Separator}
+	case len(req.Separators) > 0:
+		for i, sep := range req.Separators {
+			if len(sep) == 0 {
+				return nil, toStatus(invalid("separators["+itoa(i)+"]", "Separator should be at least one-byte string"))
+			}
+		}
+		seps = req.Separators
+	default:
+		seps = [][]byte{{'\n'}}
+	}
+	data, incomplete, _, err := s.read(ctx, req.StreamId, func(r *streamcore.Reader) ([]byte, error) { return r.ReadUntil(ctx, seps...) })
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &smv1.ReadUntilResponse{Data: data, Incomplete: incomplete}, nil
+}
+
+// AtEof implements StreamService.AtEof.
+func (s *Service) AtEof(ctx context.Context, req *smv1.AtEofRequest) (*smv1.AtEofResponse, error) {
+	st, err := s.m.stream(req.StreamId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	st.touch()
+	return &smv1.AtEofResponse{AtEof: st.R.AtEOF()}, nil
+}
+
+// withStream runs f on a stream, marking it in use.
+func (s *Service) withStream(id string, f func(st *Stream) error) error {
+	st, err := s.m.stream(id)
+	if err != nil {
+		return toStatus(err)
+	}
+	defer st.use()()
+	return toStatus(f(st))
+}
+
+// Write implements StreamService.Write.
+func (s *Service) Write(ctx context.Context, req *smv1.WriteRequest) (*smv1.WriteResponse, error) {
+	var buffered int
+	err := s.withStream(req.StreamId, func(st *Stream) error {
+		err := st.W.Write(req.Data)
+		buffered = st.W.BufferSize()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &smv1.WriteResponse{Buffered: int64(buffered)}, nil
+}
+
+// WriteLines implements StreamService.WriteLines.
+func (s *Service) WriteLines(ctx context.Context, req *smv1.WriteLinesRequest) (*smv1.WriteLinesResponse, error) {
+	var buffered int
+	err := s.withStream(req.StreamId, func(st *Stream) error {
+		err := st.W.WriteLines(req.Lines...)
+		buffered = st.W.BufferSize()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &smv1.WriteLinesResponse{Buffered: int64(buffered)}, nil
+}
+
+// Drain implements StreamService.Drain.
+func (s *Service) Drain(ctx context.Context, req *smv1.DrainRequest) (*smv1.DrainResponse, error) {
+	if err := s.withStream(req.StreamId, func(st *Stream) error { return st.W.Drain(ctx) }); err != nil {
+		return nil, err
+	}
+	return &smv1.DrainResponse{}, nil
+}
+
+// WriteEof implements StreamService.WriteEof.
+func (s *Service) WriteEof(ctx context.Context, req *smv1.WriteEofRequest) (*smv1.WriteEofResponse, error) {
+	if err := s.withStream(req.StreamId, func(st *Stream) error { return st.W.WriteEOF() }); err != nil {
+		return nil, err
+	}
+	return &smv1.WriteEofResponse{}, nil
+}
+
+// CanWriteEof implements StreamService.CanWriteEof.
+func (s *Service) CanWriteEof(ctx context.Context, req *smv1.CanWriteEofRequest) (*smv1.CanWriteEofResponse, error) {
+	var ok bool
+	if err := s.withStream(req.StreamId, func(st *Stream) error { ok = st.W.CanWriteEOF(); return nil }); err != nil {
+		return nil, err
+	}
+	return &smv1.CanWriteEofResponse{CanWriteEof: ok}, nil
+}
+
+// Close implements StreamService.Close.
+func (s *Service) Close(ctx context.Context, req *smv1.CloseRequest) (*smv1.CloseResponse, error) {
+	if err := s.withStream(req.StreamId, func(st *Stream) error { st.W.Close(); return nil }); err != nil {
+		return nil, err
+	}
+	return &smv1.CloseResponse{}, nil
+}
+
+// Abort implements StreamService.Abort.
+func (s *Service) Abort(ctx context.Context, req *smv1.AbortRequest) (*smv1.AbortResponse, error) {
+	if err := s.withStream(req.StreamId, func(st *Stream) error { st.W.Abort(); return nil }); err != nil {
+		return nil, err
+	}
+	return &smv1.AbortResponse{}, nil
+}
+
+// WaitClosed implements StreamService.WaitClosed.
+func (s *Service) WaitClosed(ctx context.Context, req *smv1.WaitClosedRequest) (*smv1.WaitClosedResponse, error) {
+	if err := s.withStream(req.StreamId, func(st *Stream) error { return st.W.WaitClosed(ctx) }); err != nil {
+		return nil, err
+	}
+	return &smv1.WaitClosedResponse{}, nil
+}
+
+// IsClosing implements StreamService.IsClosing.
+func (s *Service) IsClosing(ctx context.Context, req *smv1.IsClosingRequest) (*smv1.IsClosingResponse, error) {
+	var closing bool
+	if err := s.withStream(req.StreamId, func(st *Stream) error { closing = st.W.IsClosing(); return nil }); err != nil {
+		return nil, err
+	}
+	return &smv1.IsClosingResponse{IsClosing: closing}, nil
+}
+
+// StartTls implements StreamService.StartTls.
+func (s *Service) StartTls(ctx context.Context, req *smv1.StartTlsRequest) (*smv1.StartTlsResponse, error) {
+	if req.Tls == nil {
+		return nil, toStatus(invalid("tls", "TLS options are required"))
+	}
+	err := s.withStream(req.StreamId, func(st *Stream) error {
+		build := clientTLS
+		if st.W.IsServerSide() {
+			build = serverTLS
+		}
+		cfg, hs, err := build(req.Tls, "tls")
+		if err != nil {
+			return err
+		}
+		if !st.W.IsServerSide() && cfg.ServerName == "" {
+			if a, ok := asAddr(st.W.ExtraInfo("peername")).(*net.TCPAddr); ok {
+				cfg.ServerName = a.IP.String()
+			}
+		}
+		return st.W.StartTLS(ctx, cfg, hs)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &smv1.StartTlsResponse{}, nil
+}
+
+// GetExtraInfo implements StreamService.GetExtraInfo.
+func (s *Service) GetExtraInfo(ctx context.Context, req *smv1.GetExtraInfoRequest) (*smv1.GetExtraInfoResponse, error) {
+	resp := &smv1.GetExtraInfoResponse{}
+	err := s.withStream(req.StreamId, func(st *Stream) error {
+		v, err := extraInfo(st.W, req.Name)
+		resp.Value = v
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
