@@ -1,0 +1,67 @@
+# One command each for setup, format, lint, generate and test; CI (.ci/run)
+# runs `make test`, exactly as a developer does.
+
+GO        ?= go
+BUF       ?= npx --yes @bufbuild/buf@1.75.0
+GOBIN     := $(shell $(GO) env GOPATH)/bin
+GRPCURL   := $(GOBIN)/grpcurl
+export PATH := $(GOBIN):$(PATH)
+
+.PHONY: all run build setup tools generate fmt verify verify-fmt verify-vet verify-generated lint test test-go test-examples bench clean
+
+all: build
+
+## run: start the daemon on its defaults (a 0600 Unix socket; see README)
+run:
+	$(GO) run ./cmd/streammgrd
+
+build:
+	$(GO) build ./...
+
+## setup: install everything the tests need (grpcurl, example clients)
+setup: tools
+	./examples/setup.sh
+
+tools: $(GRPCURL)
+
+$(GRPCURL):
+	$(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
+
+## generate: regenerate api/ from proto/ with local plugins
+generate:
+	$(BUF) generate
+
+## fmt: format Go code
+fmt:
+	gofmt -w $$(git ls-files '*.go' | grep -v '^api/')
+
+lint:
+	$(BUF) lint
+
+verify-fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^api/')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+verify-vet:
+	$(GO) vet ./...
+
+## verify-generated: api/ must match what buf generates from proto/
+verify-generated:
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(BUF) generate -o $$tmp && diff -r api $$tmp/api && echo "api/ is fresh"
+
+## verify: every static check CI runs
+verify: verify-fmt verify-vet lint verify-generated
+
+## test: all checks and all tests (race detector on); what CI runs
+test: setup verify test-go
+
+test-go:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+## bench: benchmarks against their baselines
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./streamcore/
+
+clean:
+	rm -rf examples/python/.venv examples/node/node_modules
