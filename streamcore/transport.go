@@ -187,7 +187,10 @@ func (t *transport) signalLocked() {
 
 func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
 	defer close(done)
-	var chunk []byte
+	var rc syscall.RawConn
+	if sc, ok := conn.(syscall.Conn); ok {
+		rc, _ = sc.SyscallConn()
+	}
 	for {
 		t.mu.Lock()
 		for t.paused && !t.stopRead && !t.pausing {
@@ -199,18 +202,18 @@ func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
 			return
 		}
 		t.mu.Unlock()
-		if chunk == nil {
-			chunk = make([]byte, readSize)
-		}
-		n, err := conn.Read(chunk)
+		n, chunk, err := readChunk(conn, rc)
 		t.mu.Lock()
 		if n > 0 && !t.stopRead {
-			t.buf = append(t.buf, chunk[:n]...)
+			t.buf = append(t.buf, (*chunk)[:n]...)
 			t.nreceived.Add(int64(n))
 			t.signalLocked()
 			if !t.paused && len(t.buf) > 2*t.limit {
 				t.paused = true
 			}
+		}
+		if chunk != nil {
+			chunkPool.Put(chunk)
 		}
 		if err != nil {
 			t.readerRun = false
@@ -233,6 +236,49 @@ func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
 		}
 		t.mu.Unlock()
 	}
+}
+
+// chunkPool holds read buffers of readSize bytes.
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, readSize); return &b }}
+
+// readChunk reads once from conn into a pooled buffer, which the caller
+// returns to chunkPool. For a socket (rc != nil) it waits for readability
+// before taking a buffer, so an idle stream holds no read buffer at all.
+func readChunk(conn net.Conn, rc syscall.RawConn) (int, *[]byte, error) {
+	if rc == nil {
+		buf := chunkPool.Get().(*[]byte)
+		n, err := conn.Read(*buf)
+		return n, buf, err
+	}
+	var (
+		n    int
+		serr error
+		buf  *[]byte
+	)
+	err := rc.Read(func(fd uintptr) bool {
+		buf = chunkPool.Get().(*[]byte)
+		for {
+			n, serr = syscall.Read(int(fd), *buf)
+			if serr != syscall.EINTR {
+				break
+			}
+		}
+		if serr == syscall.EAGAIN {
+			chunkPool.Put(buf)
+			buf = nil
+			return false
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return 0, buf, err
+	case serr != nil:
+		return 0, buf, &net.OpError{Op: "read", Net: conn.LocalAddr().Network(), Source: conn.LocalAddr(), Addr: conn.RemoteAddr(), Err: os.NewSyscallError("read", serr)}
+	case n <= 0:
+		return 0, buf, io.EOF
+	}
+	return n, buf, nil
 }
 
 func isTimeout(err error) bool {
