@@ -59,8 +59,9 @@ func extraInfo(w *streamcore.Writer, name string) (*structpb.Value, error) {
 		if !ok {
 			return structpb.NewNullValue(), nil
 		}
+		c, _ := w.ExtraInfo("cipher").(streamcore.CipherInfo)
 		return structpb.NewValue(map[string]any{
-			"version":                tlsVersion(st.Version),
+			"version":                c.Protocol,
 			"server_hostname":        st.ServerName,
 			"selected_alpn_protocol": st.NegotiatedProtocol,
 		})
@@ -86,16 +87,6 @@ func extraInfo(w *streamcore.Writer, name string) (*structpb.Value, error) {
 		return structpb.NewValue([]any{c.Name, c.Protocol, c.Bits})
 	}
 	return structpb.NewNullValue(), nil
-}
-
-func tlsVersion(v uint16) string {
-	switch v {
-	case tls.VersionTLS12:
-		return "TLSv1.2"
-	case tls.VersionTLS13:
-		return "TLSv1.3"
-	}
-	return fmt.Sprintf("0x%04x", v)
 }
 
 func family(a net.Addr) string {
