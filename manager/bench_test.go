@@ -1,0 +1,142 @@
+package manager_test
+
+// Echo benchmarks, run together so the numbers compare in one run:
+//
+//	DirectTCP  a Go client and a TCP echo peer: the floor.
+//	BareGRPC   one unary gRPC call carrying the payload both ways, over the
+//	           same kind of Unix socket the daemon uses: the cost of gRPC.
+//	Daemon     Write + ReadExactly through the StreamService to the same
+//	           TCP echo peer: what a remote client of streammgrd pays.
+//
+// go test -run '^$' -bench Echo -benchmem ./manager
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
+	"github.com/streammgr/streammgr/manager"
+)
+
+const benchPayload = 4 << 10
+
+// echoPeer starts a TCP echo server and returns its address.
+func echoPeer(b *testing.B) *net.TCPAddr {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(c, c); c.Close() }()
+		}
+	}()
+	b.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().(*net.TCPAddr)
+}
+
+// grpcOnUnix serves srv on a fresh Unix socket and returns a client conn.
+func grpcOnUnix(b *testing.B, srv *grpc.Server) *grpc.ClientConn {
+	dir, err := os.MkdirTemp("", "sm")
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(dir, "b.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	cc, err := grpc.NewClient("unix:"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cc.Close(); srv.Stop(); os.RemoveAll(dir) })
+	return cc
+}
+
+func BenchmarkEchoDirectTCP(b *testing.B) {
+	c, err := net.Dial("tcp", echoPeer(b).String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, benchPayload)
+	b.SetBytes(benchPayload)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+type echoService struct {
+	testpb.UnimplementedTestServiceServer
+}
+
+func (echoService) UnaryCall(_ context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	return &testpb.SimpleResponse{Payload: req.Payload}, nil
+}
+
+func BenchmarkEchoBareGRPC(b *testing.B) {
+	srv := grpc.NewServer()
+	testpb.RegisterTestServiceServer(srv, echoService{})
+	client := testpb.NewTestServiceClient(grpcOnUnix(b, srv))
+	req := &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, benchPayload)}}
+	ctx := context.Background()
+	b.SetBytes(benchPayload)
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := client.UnaryCall(ctx, req)
+		if err != nil || len(resp.GetPayload().GetBody()) != benchPayload {
+			b.Fatalf("echo: %v", err)
+		}
+	}
+}
+
+func BenchmarkEchoDaemon(b *testing.B) {
+	m := manager.New(manager.Config{})
+	defer m.Close()
+	srv := grpc.NewServer()
+	smv1.RegisterStreamServiceServer(srv, manager.NewService(m))
+	client := smv1.NewStreamServiceClient(grpcOnUnix(b, srv))
+	ctx := context.Background()
+	peer := echoPeer(b)
+	open, err := client.Open(ctx, &smv1.OpenRequest{Address: &smv1.OpenRequest_Tcp{Tcp: &smv1.TcpAddress{Host: "127.0.0.1", Port: uint32(peer.Port)}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := open.StreamId
+	data := make([]byte, benchPayload)
+	b.SetBytes(benchPayload)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := client.Write(ctx, &smv1.WriteRequest{StreamId: id, Data: data}); err != nil {
+			b.Fatal(err)
+		}
+		resp, err := client.ReadExactly(ctx, &smv1.ReadExactlyRequest{StreamId: id, N: benchPayload})
+		if err != nil || len(resp.Data) != benchPayload {
+			b.Fatalf("read: %v", err)
+		}
+	}
+	b.StopTimer()
+	_, _ = client.Abort(ctx, &smv1.AbortRequest{StreamId: id})
+}
