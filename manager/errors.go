@@ -75,6 +75,16 @@ type acceptTimeoutError struct{}
 
 func (acceptTimeoutError) Error() string { return "no connection arrived before the accept timeout" }
 
+// connectTimeoutError is a connect that ran out of Open's connect_timeout
+// while the call itself still had time. (A dial timeout matches
+// context.DeadlineExceeded, so without this type it would be reported as
+// the call's own deadline.)
+type connectTimeoutError struct{ err error }
+
+func (e *connectTimeoutError) Error() string { return e.err.Error() }
+
+func (e *connectTimeoutError) Unwrap() error { return e.err }
+
 // toStatus maps a domain error to a gRPC status error with details. It is
 // the only place errors are translated; field names the request field the
 // error concerns, if any.
@@ -165,6 +175,8 @@ func classify(err error) (codes.Code, string, []protoadapt.MessageV1) {
 		return codes.DeadlineExceeded, ReasonAcceptTimeout, nil
 	case errors.As(err, &ht):
 		return codes.DeadlineExceeded, ReasonHandshakeTimeout, nil
+	case errors.As(err, new(*connectTimeoutError)):
+		return codes.DeadlineExceeded, ReasonConnectTimeout, nil
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled, ReasonCancelled, nil
 	case errors.Is(err, context.DeadlineExceeded):

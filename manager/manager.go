@@ -289,6 +289,11 @@ func (m *Manager) Open(ctx context.Context, network, addr string, port int, opts
 		r, w, err = streamcore.OpenConnection(ctx, addr, port, opts)
 	}
 	if err != nil {
+		var ht *streamcore.HandshakeTimeoutError
+		if ctx.Err() == nil && isTimeout(err) && !errors.As(err, &ht) {
+			// The connect's own timeout, not the call's deadline.
+			err = &connectTimeoutError{err: err}
+		}
 		return nil, err
 	}
 	return m.addStream(kind, r, w, nil)
@@ -428,6 +433,14 @@ func (s *Server) Bytes() (in, out int64) {
 func (s *Server) Accept(ctx context.Context) (*Stream, error) {
 	p, err := s.queue.pop(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.m.roomForStream(); err != nil {
+		// A full registry must not cost the client its connection: put it
+		// back for a later claim.
+		if !s.queue.pushFront(p) {
+			p.w.Abort()
+		}
 		return nil, err
 	}
 	kind := "tcp"
