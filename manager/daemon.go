@@ -109,19 +109,19 @@ func (d *Daemon) listen(addr string) error {
 		d.unixPaths = append(d.unixPaths, path)
 		return nil
 	}
-	host, _, err := net.SplitHostPort(addr)
+	ta, err := net.ResolveTCPAddr("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %q: want unix:/path or host:port: %w", addr, err)
 	}
-	ln, err := net.Listen("tcp", addr)
+	remote := !ta.IP.IsLoopback() // an empty host (every interface) is remote too
+	if remote && !d.cfg.AllowRemote {
+		return fmt.Errorf("listen %s: not a loopback address; pass --allow-remote to listen on it (streammgrd has no authentication yet)", addr)
+	}
+	ln, err := net.ListenTCP("tcp", ta)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
-	if a := ln.Addr().(*net.TCPAddr); !a.IP.IsLoopback() || host == "" {
-		if !d.cfg.AllowRemote {
-			ln.Close()
-			return fmt.Errorf("listen %s: not a loopback address; pass --allow-remote to listen on it (streammgrd has no authentication yet)", addr)
-		}
+	if remote {
 		d.log.Warn("listening on a non-loopback address without authentication: anyone who can reach it can open sockets as this user", "addr", ln.Addr().String())
 	}
 	d.listeners = append(d.listeners, ln)

@@ -173,6 +173,18 @@ func (m *Manager) stream(id string) (*Stream, error) {
 	return s, nil
 }
 
+// acquire looks up a stream and marks an RPC in progress on it, atomically
+// with respect to the reaper; the returned func ends the RPC.
+func (m *Manager) acquire(id string) (*Stream, func(), error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.streams[id]
+	if !ok {
+		return nil, nil, &notFoundError{kind: "stream", id: id}
+	}
+	return s, s.use(), nil
+}
+
 // server looks up a server handle.
 func (m *Manager) server(id string) (*Server, error) {
 	m.mu.Lock()
@@ -211,10 +223,11 @@ func (m *Manager) Servers() []*Server {
 // reap releases idle streams.
 func (m *Manager) reap() {
 	defer m.reaperWG.Done()
-	period := time.Second
-	if m.cfg.IdleTimeout > 0 && m.cfg.IdleTimeout/4 < period {
-		period = max(m.cfg.IdleTimeout/4, 10*time.Millisecond)
+	period := min(time.Second, m.cfg.ClosedLinger/4)
+	if m.cfg.IdleTimeout > 0 {
+		period = min(period, m.cfg.IdleTimeout/4)
 	}
+	period = max(period, 10*time.Millisecond)
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {

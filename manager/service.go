@@ -41,6 +41,20 @@ func limitOf(field string, v *int64) (int, error) {
 	return int(*v), nil
 }
 
+// streamLimit validates a requested reader limit and returns the one to
+// use: absent means asyncio's 64 KiB, or less when the daemon's message
+// size could not carry a line that long.
+func (s *Service) streamLimit(v *int64) (int, error) {
+	limit, err := limitOf("limit", v)
+	if err != nil {
+		return 0, err
+	}
+	if limit == 0 {
+		return min(streamcore.DefaultLimit, s.maxResult()/2), nil
+	}
+	return limit, checkLimitFits(s, limit)
+}
+
 func checkLimitFits(s *Service, limit int) error {
 	if limit > s.maxResult()/2 {
 		return invalid("limit", "a line of limit bytes must fit in one response: limit <= "+itoa(s.maxResult()/2)+" with the daemon's max message size")
@@ -50,11 +64,8 @@ func checkLimitFits(s *Service, limit int) error {
 
 // Open implements StreamService.Open.
 func (s *Service) Open(ctx context.Context, req *smv1.OpenRequest) (*smv1.OpenResponse, error) {
-	limit, err := limitOf("limit", req.Limit)
+	limit, err := s.streamLimit(req.Limit)
 	if err != nil {
-		return nil, toStatus(err)
-	}
-	if err := checkLimitFits(s, limit); err != nil {
 		return nil, toStatus(err)
 	}
 	opts := &streamcore.DialOptions{Options: streamcore.Options{Limit: limit}}
@@ -123,10 +134,7 @@ func asAddr(v any) net.Addr {
 
 // OpenPair implements StreamService.OpenPair.
 func (s *Service) OpenPair(ctx context.Context, req *smv1.OpenPairRequest) (*smv1.OpenPairResponse, error) {
-	limit, err := limitOf("limit", req.Limit)
-	if err == nil {
-		err = checkLimitFits(s, limit)
-	}
+	limit, err := s.streamLimit(req.Limit)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -139,10 +147,7 @@ func (s *Service) OpenPair(ctx context.Context, req *smv1.OpenPairRequest) (*smv
 
 // StartServer implements StreamService.StartServer.
 func (s *Service) StartServer(ctx context.Context, req *smv1.StartServerRequest) (*smv1.StartServerResponse, error) {
-	limit, err := limitOf("limit", req.Limit)
-	if err == nil {
-		err = checkLimitFits(s, limit)
-	}
+	limit, err := s.streamLimit(req.Limit)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -309,11 +314,11 @@ func (s *Service) ListStreams(ctx context.Context, req *smv1.ListStreamsRequest)
 // too large for a response, or one whose caller is already gone, is put
 // back. incomplete reports an IncompleteReadError turned into a result.
 func (s *Service) read(ctx context.Context, id string, op func(*streamcore.Reader) ([]byte, error)) (data []byte, incomplete bool, st *Stream, err error) {
-	st, err = s.m.stream(id)
+	st, done, err := s.m.acquire(id)
 	if err != nil {
 		return nil, false, nil, err
 	}
-	defer st.use()()
+	defer done()
 	data, err = op(st.R)
 	if ie, ok := err.(*streamcore.IncompleteReadError); ok {
 		data, incomplete, err = ie.Partial, true, nil
@@ -420,11 +425,11 @@ func (s *Service) AtEof(ctx context.Context, req *smv1.AtEofRequest) (*smv1.AtEo
 
 // withStream runs f on a stream, marking it in use.
 func (s *Service) withStream(id string, f func(st *Stream) error) error {
-	st, err := s.m.stream(id)
+	st, done, err := s.m.acquire(id)
 	if err != nil {
 		return toStatus(err)
 	}
-	defer st.use()()
+	defer done()
 	return toStatus(f(st))
 }
 

@@ -2950,7 +2950,8 @@ type StreamInfo struct {
 	Peername string `protobuf:"bytes,3,opt,name=peername,proto3" json:"peername,omitempty"`
 	// Local address.
 	Sockname string `protobuf:"bytes,4,opt,name=sockname,proto3" json:"sockname,omitempty"`
-	// "open", "eof" (peer FIN), "closing" or "closed".
+	// "open", "eof" (the peer sent EOF and every byte was read), "closing"
+	// (Close called, pending writes flushing) or "closed" (connection gone).
 	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
 	// Bytes consumed by reads so far.
 	BytesIn int64 `protobuf:"varint,6,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
