@@ -102,7 +102,8 @@ func (s *Stream) lost() bool {
 	}
 }
 
-// State is "open", "eof" (peer FIN), "closing" or "closed".
+// State is "open", "eof" (peer EOF received and buffer drained), "closing"
+// or "closed".
 func (s *Stream) State() string {
 	switch {
 	case s.lost():
