@@ -478,6 +478,11 @@ func (s *Server) AbortClients() { s.eachClient((*Writer).Abort) }
 func (s *Server) WaitClosed(ctx context.Context) error {
 	select {
 	case <-s.done:
+		return nil // already closed: no coin toss with an ended ctx
+	default:
+	}
+	select {
+	case <-s.done:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -81,6 +81,7 @@ type transport struct {
 	readerRun bool          // the read goroutine is running
 	readerEnd chan struct{} // closed when the read goroutine exits
 	pausing   bool          // start_tls is stopping the read goroutine
+	tlsPre    []byte        // bytes read while pausing: the peer's first TLS bytes
 
 	// writer state
 	wbuf        []byte
@@ -121,8 +122,8 @@ func newTransport(conn net.Conn, opts *Options, server bool) (*transport, error)
 		conn:    conn,
 		raw:     conn,
 		server:  server,
-		peer:    conn.RemoteAddr(),
-		local:   conn.LocalAddr(),
+		peer:    unnamedUnix(conn.RemoteAddr()),
+		local:   unnamedUnix(conn.LocalAddr()),
 		opened:  time.Now(),
 		limit:   limit,
 		wake:    make(chan struct{}),
@@ -148,6 +149,15 @@ func newTransport(conn net.Conn, opts *Options, server bool) (*transport, error)
 	t.maxWrite = maxWrite
 	t.startLocked()
 	return t, nil
+}
+
+// unnamedUnix maps Go's rendering of an unnamed Unix socket's address ("@",
+// as if it were an empty abstract name) to asyncio's "".
+func unnamedUnix(a net.Addr) net.Addr {
+	if ua, ok := a.(*net.UnixAddr); ok && ua != nil && ua.Name == "@" {
+		return &net.UnixAddr{Name: "", Net: ua.Net}
+	}
+	return a
 }
 
 // setConnLocked installs conn (plain or TLS) and derives what depends on it.
@@ -204,7 +214,11 @@ func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
 		t.mu.Unlock()
 		n, chunk, err := readChunk(conn, rc)
 		t.mu.Lock()
-		if n > 0 && !t.stopRead {
+		if n > 0 && !t.stopRead && t.pausing {
+			// start_tls has taken over the socket: as in asyncio, bytes not
+			// yet delivered when it was called belong to the TLS layer.
+			t.tlsPre = append(t.tlsPre, (*chunk)[:n]...)
+		} else if n > 0 && !t.stopRead {
 			t.buf = append(t.buf, (*chunk)[:n]...)
 			t.nreceived.Add(int64(n))
 			t.signalLocked()
@@ -306,10 +320,14 @@ func (t *transport) writeLoop(conn net.Conn, done chan struct{}) {
 			_, err := conn.Write(chunk)
 			t.mu.Lock()
 			t.writerBusy = false
+			if t.lost {
+				// Lost (Abort, a read error, a peer EOF on TLS) while the
+				// chunk was in flight: the buffer is already discarded.
+				t.writerRun = false
+				return
+			}
 			if err != nil {
-				if !t.lost {
-					t.connectionLostLocked(err)
-				}
+				t.connectionLostLocked(err)
 				t.writerRun = false
 				return
 			}
@@ -520,4 +538,20 @@ func (t *transport) consumeLocked(n int) []byte {
 	t.nread.Add(int64(n))
 	t.maybeResumeLocked()
 	return data
+}
+
+// prefixConn replays bytes that the read goroutine took from the socket
+// before a TLS handshake took it over.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(b, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
 }

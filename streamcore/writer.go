@@ -152,7 +152,10 @@ func (w *Writer) Close() {
 	t.stopRead = true
 	t.readCond.Broadcast()
 	t.writeCond.Signal()
-	if !t.writerRun {
+	// With nothing left to send the connection is lost now, not when the
+	// write goroutine next runs, so that a Drain right after Close reliably
+	// reports ErrConnectionLost (asyncio's drain yields once for this).
+	if !t.writerRun || (len(t.wbuf) == 0 && !t.writerBusy && !t.pausing) {
 		t.connectionLostLocked(nil)
 	}
 }
@@ -181,12 +184,18 @@ func (w *Writer) IsClosing() bool {
 func (w *Writer) WaitClosed(ctx context.Context) error {
 	select {
 	case <-w.t.lostCh:
-		w.t.mu.Lock()
-		defer w.t.mu.Unlock()
-		return w.t.lostErr
-	case <-ctx.Done():
-		return ctx.Err()
+	default:
+		// Not lost yet: wait. (Checked first so that an already-lost
+		// stream reports its result even to an ended ctx.)
+		select {
+		case <-w.t.lostCh:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
+	w.t.mu.Lock()
+	defer w.t.mu.Unlock()
+	return w.t.lostErr
 }
 
 // Done returns a channel closed once the connection is lost.
@@ -322,9 +331,11 @@ func (w *Writer) IsServerSide() bool { return w.t.server }
 // StartTLS is asyncio's start_tls(): it upgrades the open stream to TLS in
 // place — as a server if the stream was accepted by a Server, otherwise as a
 // client. Pending writes are flushed first; bytes already in the reader's
-// buffer stay there as plaintext. handshakeTimeout 0 means 60 s. If the
-// handshake fails the connection is lost with that error. If ctx ends before
-// the handshake starts, the stream is left as it was.
+// buffer stay there as plaintext, except on the server side a buffered
+// ClientHello (the client may start TLS as soon as it has our last plaintext
+// reply, before this call) goes to the handshake. handshakeTimeout 0 means
+// 60 s. If the handshake fails the connection is lost with that error. If
+// ctx ends before the handshake starts, the stream is left as it was.
 func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTimeout time.Duration) error {
 	if config == nil {
 		return &ValueError{Msg: "start_tls needs a TLS configuration"}
@@ -362,6 +373,13 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 		defer t.mu.Unlock()
 		t.pausing = false
 		_ = conn.SetReadDeadline(time.Time{})
+		if len(t.tlsPre) > 0 {
+			// No TLS after all: what was read meanwhile is plain data.
+			t.buf = append(t.buf, t.tlsPre...)
+			t.nreceived.Add(int64(len(t.tlsPre)))
+			t.tlsPre = nil
+			t.signalLocked()
+		}
 		if t.lost {
 			return
 		}
@@ -394,17 +412,32 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 		}
 		return err
 	}
+	pre := t.tlsPre
+	t.tlsPre = nil
+	if t.server && startsTLSHandshake(t.buf) {
+		// The client's ClientHello arrived, and was buffered, between the
+		// handler's last plaintext write and this call (asyncio has no such
+		// window: its reader is paused before the loop runs again). It
+		// belongs to the handshake, not to the plaintext stream.
+		pre = append(append([]byte(nil), t.buf...), pre...)
+		t.buf = nil
+		t.paused = false
+	}
 	t.mu.Unlock()
 	_ = conn.SetReadDeadline(time.Time{})
+	hconn := conn
+	if len(pre) > 0 {
+		hconn = &prefixConn{Conn: conn, pre: pre}
+	}
 
 	if handshakeTimeout <= 0 {
 		handshakeTimeout = DefaultHandshakeTimeout
 	}
 	var tc *tls.Conn
 	if t.server {
-		tc = tls.Server(conn, config)
+		tc = tls.Server(hconn, config)
 	} else {
-		tc = tls.Client(conn, config)
+		tc = tls.Client(hconn, config)
 	}
 	if err := handshake(ctx, tc, handshakeTimeout); err != nil {
 		t.mu.Lock()
@@ -433,6 +466,14 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 	t.writerEnd = make(chan struct{})
 	go t.writeLoop(tc, t.writerEnd)
 	return nil
+}
+
+// startsTLSHandshake reports whether b begins like a TLS handshake record
+// (content type 22, version 3.x), as far as it goes.
+func startsTLSHandshake(b []byte) bool {
+	return len(b) > 0 && b[0] == 0x16 &&
+		(len(b) < 2 || b[1] == 0x03) &&
+		(len(b) < 3 || b[2] <= 0x04)
 }
 
 // DefaultHandshakeTimeout is asyncio's TLS handshake timeout.
