@@ -208,15 +208,11 @@ func (r *Reader) overrunLocked(e *LimitOverrunError, line bool) error {
 		return e
 	}
 	t := r.t
+	drop := len(t.buf)
 	if e.Consumed < len(t.buf) && t.buf[e.Consumed] == '\n' {
-		t.buf = t.buf[e.Consumed+1:]
-	} else {
-		t.buf = nil
+		drop = e.Consumed + 1
 	}
-	if len(t.buf) == 0 {
-		t.buf = nil
-	}
-	t.maybeResumeLocked()
+	t.consumeLocked(drop) // dropped bytes count as consumed: they left the stream
 	return &LineTooLongError{LimitOverrunError: *e}
 }
 
@@ -277,7 +273,8 @@ func (r *Reader) Unread(data []byte) {
 	t.signalLocked()
 }
 
-// Consumed returns the number of bytes reads have consumed so far.
+// Consumed returns the number of bytes that have left the buffer so far:
+// everything reads returned, plus lines readline dropped over the limit.
 func (r *Reader) Consumed() int64 { return r.t.nread.Load() }
 
 // IsReading reports whether bytes are being pulled from the socket (false

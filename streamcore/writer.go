@@ -3,7 +3,6 @@ package streamcore
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -285,7 +284,7 @@ func (w *Writer) ExtraInfo(name string) any {
 		if len(st.VerifiedChains) > 0 && len(st.VerifiedChains[0]) > 0 {
 			return st.VerifiedChains[0][0]
 		}
-		return (*x509.Certificate)(nil)
+		return nil
 	case "peercert_chain":
 		return st.PeerCertificates
 	case "cipher":
