@@ -1,0 +1,726 @@
+//go:build linux
+
+package examples
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"go/build"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
+)
+
+// The setup command named when a client toolchain is missing.
+const setupHint = "run examples/setup.sh from the repository root"
+
+// runTimeout bounds every example run; pytest and node --test get testTimeout.
+const (
+	runTimeout  = 90 * time.Second
+	testTimeout = 5 * time.Minute
+)
+
+// world is what the examples run against: one streammgrd listening on a
+// Unix socket and on loopback TCP, a plain echo server, an HTTP and an HTTPS
+// server (self-signed certificate, its PEM in caFile).
+type world struct {
+	unixAddr   string // unix:/tmp/smNNN/d.sock
+	tcpAddr    string // 127.0.0.1:port, the same daemon
+	echoPort   int
+	closedPort int // nobody listens there
+	httpURL    string
+	httpsURL   string
+	httpPort   int
+	httpsPort  int
+	caFile     string
+	client     smv1.StreamServiceClient
+}
+
+// language is one client of the examples.
+type language struct {
+	name string
+	dir  string // its directory, absolute
+	ext  string // script suffix
+	// argv is the command line that runs a script of the language.
+	argv func(script string) []string
+	// repr shows a received string as the examples print it: Python prints
+	// bytes (b'abc'), the others a quoted string ('abc').
+	bytesRepr func(s string) string
+	// sockname shows a TCP address as the echo server prints it.
+	sockname func(host string, port int) string
+	env      []string
+	// ready fails the test, naming the setup command, when the
+	// language's toolchain or dependencies are missing.
+	ready func(t *testing.T)
+	// selfTests runs the language's own test suite against the daemon.
+	selfTests func(t *testing.T, w *world, l *language)
+}
+
+func TestExamples(t *testing.T) {
+	w := startWorld(t)
+	t.Run("languages", func(t *testing.T) {
+		for _, l := range languages(t) {
+			t.Run(l.name, func(t *testing.T) {
+				t.Parallel()
+				l.ready(t)
+				testLanguage(t, w, l)
+			})
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	// Every example closes what it opened: no server is left, and every
+	// stream still known to the daemon is closed.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	servers, err := w.client.ListServers(ctx, &smv1.ListServersRequest{})
+	if err != nil {
+		t.Fatalf("ListServers: %v", err)
+	}
+	for _, s := range servers.Servers {
+		t.Errorf("server left behind: %v", s)
+	}
+	streams, err := w.client.ListStreams(ctx, &smv1.ListStreamsRequest{})
+	if err != nil {
+		t.Fatalf("ListStreams: %v", err)
+	}
+	for _, s := range streams.Streams {
+		if s.State != "closed" {
+			t.Errorf("stream left %s: %v", s.State, s)
+		}
+	}
+}
+
+func testLanguage(t *testing.T, w *world, l *language) {
+	echoWant := func(msg string) string {
+		return fmt.Sprintf("Send: '%s'\nReceived: '%s'\nClose the connection\n", msg, msg)
+	}
+	t.Run("echo_client", func(t *testing.T) {
+		out := l.mustRun(t, nil, "echo_client", w.unixAddr, "--port", strconv.Itoa(w.echoPort))
+		if want := echoWant("Hello World!"); out != want {
+			t.Errorf("stdout:\n%s\nwant:\n%s", out, want)
+		}
+	})
+	t.Run("echo_client_tcp_daemon", func(t *testing.T) {
+		msg := "through a TCP daemon address"
+		out := l.mustRun(t, nil, "echo_client", w.tcpAddr, "--host", "127.0.0.1", "--port", strconv.Itoa(w.echoPort), "--message", msg)
+		if want := echoWant(msg); out != want {
+			t.Errorf("stdout:\n%s\nwant:\n%s", out, want)
+		}
+	})
+	t.Run("echo_client_refused", func(t *testing.T) {
+		_, stderr := l.mustFail(t, nil, "echo_client", w.unixAddr, "--port", strconv.Itoa(w.closedPort))
+		if !strings.Contains(strings.ToLower(stderr), "refused") {
+			t.Errorf("stderr does not say the connection was refused:\n%s", stderr)
+		}
+	})
+	t.Run("echo_server", func(t *testing.T) { testEchoServer(t, w, l) })
+	t.Run("http_headers", func(t *testing.T) {
+		path := "/headers/plain?lang=" + l.name
+		out := l.mustRun(t, nil, "http_headers", w.unixAddr, w.httpURL+path)
+		checkHeaders(t, out, path, fmt.Sprintf("127.0.0.1:%d", w.httpPort))
+	})
+	t.Run("http_headers_https", func(t *testing.T) {
+		path := "/headers/tls"
+		out := l.mustRun(t, nil, "http_headers", w.unixAddr, w.httpsURL+path, "--cafile", w.caFile)
+		checkHeaders(t, out, path, fmt.Sprintf("localhost:%d", w.httpsPort))
+	})
+	t.Run("http_headers_https_untrusted", func(t *testing.T) {
+		// Without --cafile the self-signed certificate is not trusted.
+		_, stderr := l.mustFail(t, nil, "http_headers", w.unixAddr, w.httpsURL+"/")
+		if !strings.Contains(stderr, "certificate") {
+			t.Errorf("stderr does not mention the certificate:\n%s", stderr)
+		}
+	})
+	t.Run("socketpair", func(t *testing.T) {
+		out := l.mustRun(t, nil, "socketpair", w.unixAddr)
+		if want := "Received: " + l.bytesRepr("abc") + "\n"; out != want {
+			t.Errorf("stdout %q, want %q", out, want)
+		}
+	})
+	t.Run("socketpair_env_address", func(t *testing.T) {
+		out := l.mustRun(t, []string{"STREAMMGR_ADDR=" + w.unixAddr}, "socketpair")
+		if want := "Received: " + l.bytesRepr("abc") + "\n"; out != want {
+			t.Errorf("stdout %q, want %q", out, want)
+		}
+	})
+	t.Run("no_address", func(t *testing.T) {
+		_, stderr := l.mustFail(t, nil, "socketpair")
+		if !strings.Contains(stderr, "STREAMMGR_ADDR") {
+			t.Errorf("stderr does not say how to give the address:\n%s", stderr)
+		}
+	})
+	t.Run("errors_demo", func(t *testing.T) {
+		out := l.mustRun(t, nil, "errors_demo", w.unixAddr)
+		for _, want := range []string{
+			"ReadUntil over the limit: RESOURCE_EXHAUSTED LIMIT_OVERRUN consumed=16\n",
+			"data kept: " + l.bytesRepr("0123456789ABCDEF") + "\n",
+			"ReadExactly past EOF: incomplete partial=" + l.bytesRepr("abc") + " expected=10\n",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("stdout lacks %q:\n%s", want, out)
+			}
+		}
+	})
+	t.Run("tests", func(t *testing.T) { l.selfTests(t, w, l) })
+}
+
+func checkHeaders(t *testing.T, out, path, host string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if !regexp.MustCompile(`^HTTP header> HTTP/1\.[01] 200 OK$`).MatchString(lines[0]) {
+		t.Errorf("first line %q is not the status line; stdout:\n%s", lines[0], out)
+	}
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "HTTP header> ") || strings.TrimSpace(l) != l {
+			t.Errorf("line %q is not `HTTP header> ...` stripped", l)
+		}
+	}
+	for _, want := range []string{
+		"HTTP header> X-Example: streammgr",
+		"HTTP header> X-Request-Path: " + path,
+		"HTTP header> X-Request-Host: " + host,
+	} {
+		if !strings.Contains(out+"\n", want+"\n") {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// testEchoServer starts the echo server example on a free port, talks to it
+// with plain Go TCP clients, stops it with SIGTERM and checks that it
+// closed its server in the daemon.
+func testEchoServer(t *testing.T, w *world, l *language) {
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	defer cancel()
+	cmd := l.command(ctx, nil, "echo_server", w.unixAddr, "--port", "0")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start echo_server: %v", err)
+	}
+	exited := make(chan error, 1)
+	waited := false
+	var out lockedBuffer
+	firstLine := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			out.WriteString(sc.Text() + "\n")
+			select {
+			case firstLine <- sc.Text():
+			default:
+			}
+		}
+		exited <- cmd.Wait()
+	}()
+	defer func() {
+		if !waited {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("echo_server stdout:\n%s\nstderr:\n%s", out.String(), stderr.String())
+		}
+	}()
+
+	// Serving on ('127.0.0.1', 41234) / Serving on 127.0.0.1:41234
+	var serving string
+	select {
+	case serving = <-firstLine:
+	case err := <-exited:
+		waited = true
+		t.Fatalf("echo_server exited before serving: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no `Serving on` line within 30s")
+	}
+	m := regexp.MustCompile(`^Serving on .*?(\d+)\)?$`).FindStringSubmatch(serving)
+	if m == nil {
+		t.Fatalf("first line %q, want `Serving on ...`", serving)
+	}
+	port, _ := strconv.Atoi(m[1])
+	if want := "Serving on " + l.sockname("127.0.0.1", port); serving != want {
+		t.Errorf("first line %q, want %q", serving, want)
+	}
+
+	// Two clients at once: each is served as it arrives.
+	type result struct {
+		msg, got, peer string
+		err            error
+	}
+	results := make(chan result, 2)
+	for i := range 2 {
+		go func() {
+			msg := fmt.Sprintf("hello %d from a Go client of the %s echo server", i, l.name)
+			r := result{msg: msg}
+			defer func() { results <- r }()
+			c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 10*time.Second)
+			if err != nil {
+				r.err = err
+				return
+			}
+			defer c.Close()
+			a := c.LocalAddr().(*net.TCPAddr)
+			r.peer = l.sockname(a.IP.String(), a.Port)
+			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, r.err = io.WriteString(c, msg); r.err != nil {
+				return
+			}
+			var got []byte
+			got, r.err = io.ReadAll(c) // the server closes after echoing
+			r.got = string(got)
+		}()
+	}
+	var wantLines []string
+	for range 2 {
+		r := <-results
+		if r.err != nil || r.got != r.msg {
+			t.Errorf("echo of %q: got %q, %v", r.msg, r.got, r.err)
+		}
+		wantLines = append(wantLines, fmt.Sprintf("Received '%s' from %s", r.msg, r.peer), fmt.Sprintf("Send: '%s'", r.msg))
+	}
+	// The server prints "Close the connection" just before closing: wait for
+	// both to reach us.
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(out.String(), "Close the connection\n") < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, want := range append(wantLines, "Close the connection") {
+		if !strings.Contains(out.String(), want+"\n") {
+			t.Errorf("stdout lacks %q", want)
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	select {
+	case err := <-exited:
+		waited = true
+		if err != nil {
+			t.Errorf("echo_server after SIGTERM: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("echo_server still running 20s after SIGTERM")
+	}
+	servers, err := w.client.ListServers(ctx, &smv1.ListServersRequest{})
+	if err != nil {
+		t.Fatalf("ListServers: %v", err)
+	}
+	for _, s := range servers.Servers {
+		for _, sock := range s.Sockets {
+			if sock == net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) {
+				t.Errorf("the example's server is still open in the daemon: %v", s)
+			}
+		}
+	}
+}
+
+func languages(t *testing.T) []*language {
+	abs := func(dir string) string {
+		d, err := filepath.Abs(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	pyDir, nodeDir, shDir := abs("python"), abs("node"), abs("grpcurl")
+	venvPython := filepath.Join(pyDir, ".venv", "bin", "python")
+	quoted := func(s string) string { return "'" + s + "'" }
+	hostPort := func(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+	grpcurl := findGrpcurl()
+	return []*language{
+		{
+			name: "python", dir: pyDir, ext: ".py",
+			argv:      func(script string) []string { return []string{venvPython, script} },
+			bytesRepr: func(s string) string { return "b'" + s + "'" },
+			sockname:  func(host string, port int) string { return fmt.Sprintf("('%s', %d)", host, port) },
+			ready: func(t *testing.T) {
+				for _, f := range []string{venvPython, filepath.Join(pyDir, "streammgr_pb", "streammgr", "v1", "streammgr_pb2_grpc.py")} {
+					if _, err := os.Stat(f); err != nil {
+						t.Fatalf("the Python examples are not set up (%v): %s (or examples/python/setup.sh)", err, setupHint)
+					}
+				}
+			},
+			selfTests: func(t *testing.T, w *world, l *language) {
+				out := runSuite(t, l, []string{venvPython, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"}, w)
+				m := regexp.MustCompile(`(?m)^=* ?(\d+) passed.*$`).FindStringSubmatch(out)
+				if m == nil || strings.Contains(m[0], "failed") || strings.Contains(m[0], "error") {
+					t.Fatalf("pytest summary not found or not clean:\n%s", out)
+				}
+				t.Logf("pytest: %s", strings.Trim(m[0], "= "))
+			},
+		},
+		{
+			name: "node", dir: nodeDir, ext: ".js",
+			argv:      func(script string) []string { return []string{"node", script} },
+			bytesRepr: quoted,
+			sockname:  hostPort,
+			ready: func(t *testing.T) {
+				if _, err := exec.LookPath("node"); err != nil {
+					t.Fatalf("node is not installed (%v): install Node.js 18 or later, then %s", err, setupHint)
+				}
+				if _, err := os.Stat(filepath.Join(nodeDir, "node_modules", "@grpc", "grpc-js", "package.json")); err != nil {
+					t.Fatalf("the Node examples are not set up (%v): %s (or cd examples/node && npm ci)", err, setupHint)
+				}
+			},
+			selfTests: func(t *testing.T, w *world, l *language) {
+				out := runSuite(t, l, []string{"node", "--test", "--test-reporter=tap", "test/"}, w)
+				pass := regexp.MustCompile(`(?m)^# pass (\d+)$`).FindStringSubmatch(out)
+				fail := regexp.MustCompile(`(?m)^# fail (\d+)$`).FindStringSubmatch(out)
+				if pass == nil || fail == nil || fail[1] != "0" || pass[1] == "0" {
+					t.Fatalf("node --test summary not found or not clean:\n%s", out)
+				}
+				t.Logf("node --test: %s passed", pass[1])
+			},
+		},
+		{
+			name: "grpcurl", dir: shDir, ext: ".sh",
+			argv:      func(script string) []string { return []string{"bash", script} },
+			bytesRepr: quoted,
+			sockname:  hostPort,
+			env:       []string{"GRPCURL=" + grpcurl},
+			ready: func(t *testing.T) {
+				if fi, err := os.Stat(grpcurl); grpcurl == "" || err != nil || fi.Mode()&0o111 == 0 {
+					t.Fatalf("grpcurl not found ($GRPCURL, PATH, $GOPATH/bin): %s (or go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4)", setupHint)
+				}
+				for _, tool := range []string{"bash", "base64", "iconv", "sed", "paste"} {
+					if _, err := exec.LookPath(tool); err != nil {
+						t.Fatalf("the grpcurl examples need %s: %v", tool, err)
+					}
+				}
+			},
+			selfTests: func(t *testing.T, w *world, l *language) {
+				// The scripts are the tests; check they are valid bash.
+				scripts, _ := filepath.Glob(filepath.Join(shDir, "*.sh"))
+				for _, s := range scripts {
+					if out, err := exec.Command("bash", "-n", s).CombinedOutput(); err != nil {
+						t.Errorf("bash -n %s: %v\n%s", filepath.Base(s), err, out)
+					}
+				}
+			},
+		},
+	}
+}
+
+// findGrpcurl returns grpcurl's path: $GRPCURL, on PATH, or in GOPATH/bin.
+func findGrpcurl() string {
+	if p := os.Getenv("GRPCURL"); p != "" {
+		return p
+	}
+	if p, err := exec.LookPath("grpcurl"); err == nil {
+		return p
+	}
+	for _, dir := range filepath.SplitList(build.Default.GOPATH) {
+		p := filepath.Join(dir, "bin", "grpcurl")
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
+}
+
+// command builds the command running an example in its own process group,
+// with STREAMMGR_ADDR removed from the environment unless extraEnv sets it.
+func (l *language) command(ctx context.Context, extraEnv []string, example string, args ...string) *exec.Cmd {
+	argv := append(l.argv(filepath.Join(l.dir, example+l.ext)), args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = l.dir
+	env := []string{}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "STREAMMGR_ADDR=") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(append(env, l.env...), extraEnv...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// run runs an example to its end.
+func (l *language) run(t *testing.T, extraEnv []string, example string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	defer cancel()
+	cmd := l.command(ctx, extraEnv, example, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// mustRun runs an example that must succeed and returns its stdout.
+func (l *language) mustRun(t *testing.T, extraEnv []string, example string, args ...string) string {
+	t.Helper()
+	stdout, stderr, err := l.run(t, extraEnv, example, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", example+l.ext, strings.Join(args, " "), err, stdout, stderr)
+	}
+	return stdout
+}
+
+// mustFail runs an example that must exit non-zero (not killed).
+func (l *language) mustFail(t *testing.T, extraEnv []string, example string, args ...string) (stdout, stderr string) {
+	t.Helper()
+	stdout, stderr, err := l.run(t, extraEnv, example, args...)
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() <= 0 {
+		t.Fatalf("%s %s: got %v, want a non-zero exit\nstdout:\n%s\nstderr:\n%s", example+l.ext, strings.Join(args, " "), err, stdout, stderr)
+	}
+	return stdout, stderr
+}
+
+// runSuite runs a language's own test suite in its directory against the
+// daemon and returns its combined output.
+func runSuite(t *testing.T, l *language, argv []string, w *world) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = l.dir
+	cmd.Env = append(append(os.Environ(), l.env...), "STREAMMGR_ADDR="+w.unixAddr)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+	return string(out)
+}
+
+// startWorld builds and starts streammgrd and the local servers; all are
+// stopped when the test ends.
+func startWorld(t *testing.T) *world {
+	w := &world{}
+	dir, err := os.MkdirTemp("", "sm") // short: Unix socket paths are limited to 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+
+	bin := filepath.Join(dir, "streammgrd")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/streammgrd")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build streammgrd: %v\n%s", err, out)
+	}
+	startDaemon(t, w, bin, filepath.Join(dir, "d.sock"))
+
+	// A plain echo server for the echo clients.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	w.echoPort = ln.Addr().(*net.TCPAddr).Port
+
+	// A port nobody listens on.
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.closedPort = closed.Addr().(*net.TCPAddr).Port
+	closed.Close()
+
+	// HTTP and HTTPS servers answering HEAD with headers that echo the request.
+	handler := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("X-Example", "streammgr")
+		rw.Header().Set("X-Request-Path", r.URL.RequestURI())
+		rw.Header().Set("X-Request-Host", r.Host)
+		rw.WriteHeader(http.StatusOK)
+	})
+	quiet := log.New(io.Discard, "", 0) // the untrusted-certificate run makes the server log a handshake error
+	hs := httptest.NewUnstartedServer(handler)
+	hs.Config.ErrorLog = quiet
+	hs.Start()
+	t.Cleanup(hs.Close)
+	w.httpPort = hs.Listener.Addr().(*net.TCPAddr).Port
+	w.httpURL = fmt.Sprintf("http://127.0.0.1:%d", w.httpPort)
+
+	cert, certPEM := selfSignedCert(t)
+	w.caFile = filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(w.caFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tlsSrv := httptest.NewUnstartedServer(handler)
+	tlsSrv.Config.ErrorLog = quiet
+	tlsSrv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	tlsSrv.StartTLS()
+	t.Cleanup(tlsSrv.Close)
+	w.httpsPort = tlsSrv.Listener.Addr().(*net.TCPAddr).Port
+	w.httpsURL = fmt.Sprintf("https://localhost:%d", w.httpsPort)
+	return w
+}
+
+// startDaemon runs streammgrd on sock and on a loopback port, and reads both
+// addresses from its "listening" log lines.
+func startDaemon(t *testing.T, w *world, bin, sock string) {
+	cmd := exec.Command(bin, "--listen", "unix:"+sock, "--listen", "127.0.0.1:0")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start streammgrd: %v", err)
+	}
+	var logs lockedBuffer
+	addrs := make(chan string, 2)
+	done := make(chan error, 1)
+	go func() {
+		re := regexp.MustCompile(`msg=listening addr=(\S+)`)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				addrs <- m[1]
+			}
+		}
+		done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("streammgrd exited with %v after SIGTERM", err)
+			}
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+			t.Errorf("streammgrd still running 15s after SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("streammgrd log:\n%s", logs.String())
+		}
+	})
+	for range 2 {
+		select {
+		case a := <-addrs:
+			if tcp, ok := strings.CutPrefix(a, "tcp:"); ok {
+				w.tcpAddr = tcp
+			} else if strings.HasPrefix(a, "unix:") {
+				w.unixAddr = a
+			}
+		case err := <-done:
+			t.Fatalf("streammgrd exited: %v\n%s", err, logs.String())
+		case <-time.After(30 * time.Second):
+			t.Fatalf("streammgrd did not log its addresses within 30s:\n%s", logs.String())
+		}
+	}
+	if w.unixAddr != "unix:"+sock || w.tcpAddr == "" {
+		t.Fatalf("streammgrd listens on %q and %q, want unix:%s and a loopback port", w.unixAddr, w.tcpAddr, sock)
+	}
+	conn, err := grpc.NewClient(w.unixAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	w.client = smv1.NewStreamServiceClient(conn)
+}
+
+// selfSignedCert makes a CA-flagged self-signed certificate for localhost,
+// 127.0.0.1 and ::1.
+func selfSignedCert(t *testing.T) (tls.Certificate, []byte) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "streammgr examples test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, certPEM
+}
+
+// lockedBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) WriteString(s string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.b.WriteString(s)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}

@@ -1,0 +1,530 @@
+'use strict';
+// streammgr.js: asyncio Streams through streammgrd, for Node.js.
+//
+// A small wrapper over @grpc/grpc-js with the service loaded at run time by
+// @grpc/proto-loader from ../../proto. It looks like Python's asyncio
+// Streams API (openConnection gives a StreamReader and a StreamWriter,
+// startServer a Server) and gives the daemon's errors back as asyncio's
+// exceptions:
+//
+// - a read that hit EOF first is not a gRPC error: the daemon answers it with
+//   incomplete = true and the partial bytes, and this module throws
+//   IncompleteReadError {partial, expected};
+// - RESOURCE_EXHAUSTED with reason LIMIT_OVERRUN is decoded from the
+//   grpc-status-details-bin trailer (a google.rpc.Status whose Any details
+//   hold a google.rpc.ErrorInfo and a streammgr.v1.LimitOverrunError) and
+//   thrown as LimitOverrunError {consumed};
+// - anything else is a StreammgrError. Every error carries grpcCode,
+//   grpcStatus (the code's name), reason and details.
+//
+//   const sm = require('./streammgr');
+//   const client = new sm.Client('unix:/run/user/1000/streammgrd.sock');
+//   const {reader, writer} = await client.openConnection('127.0.0.1', 8888);
+//   await writer.write(Buffer.from('Hello World!'));
+//   console.log((await reader.read(100)).toString());
+//   await writer.close();
+//   await writer.waitClosed();
+//   client.close();
+
+const fs = require('node:fs');
+const path = require('node:path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+const protobuf = require('protobufjs');
+
+const PROTO_DIR = path.resolve(__dirname, '..', '..', 'proto');
+const PROTO_FILE = 'streammgr/v1/streammgr.proto';
+const ADDR_ENV = 'STREAMMGR_ADDR';
+
+// The service, from the .proto at run time. bytes are Buffers; int64s become
+// Numbers (our int64s are byte counts, far below 2^53).
+const packageDefinition = protoLoader.loadSync(PROTO_FILE, {
+  includeDirs: [PROTO_DIR],
+  keepCase: true,
+  longs: Number,
+  enums: String,
+  bytes: Buffer,
+  defaults: true,
+  oneofs: true,
+});
+const { StreamService } = grpc.loadPackageDefinition(packageDefinition).streammgr.v1;
+
+// Error details are decoded with protobufjs (which proto-loader is built on).
+// google.rpc's messages are not in this repository, so the few we read are
+// declared here, field for field as in google/rpc/status.proto and
+// error_details.proto; streammgr.v1.LimitOverrunError comes from our proto.
+const detailsRoot = new protobuf.Root();
+detailsRoot.resolvePath = (origin, target) => {
+  if (path.isAbsolute(target)) return target;
+  const full = path.join(PROTO_DIR, target);
+  // google/protobuf/*.proto are bundled with protobufjs under their own names.
+  return fs.existsSync(full) ? full : target;
+};
+detailsRoot.loadSync(PROTO_FILE, { keepCase: true });
+if (!detailsRoot.lookup('google.protobuf.Any')) {
+  protobuf.parse(`
+    syntax = "proto3";
+    package google.protobuf;
+    // As in google/protobuf/any.proto: a packed message and its type.
+    message Any {
+      string type_url = 1;
+      bytes value = 2;
+    }
+  `, detailsRoot, { keepCase: true });
+}
+protobuf.parse(`
+  syntax = "proto3";
+  package google.rpc;
+  // The status in the grpc-status-details-bin trailer.
+  message Status {
+    int32 code = 1;
+    string message = 2;
+    repeated google.protobuf.Any details = 3;
+  }
+  // Why an error happened: reason is one of manager/errors.go's Reason*.
+  message ErrorInfo {
+    string reason = 1;
+    string domain = 2;
+    map<string, string> metadata = 3;
+  }
+  // Invalid request fields (INVALID_ARGUMENT).
+  message BadRequest {
+    message FieldViolation {
+      string field = 1;
+      string description = 2;
+    }
+    repeated FieldViolation field_violations = 1;
+  }
+`, detailsRoot, { keepCase: true });
+detailsRoot.resolveAll();
+const Status = detailsRoot.lookupType('google.rpc.Status');
+const DETAIL_TYPES = new Map(
+  ['google.rpc.ErrorInfo', 'google.rpc.BadRequest', 'streammgr.v1.LimitOverrunError'].map((name) => [
+    `type.googleapis.com/${name}`,
+    detailsRoot.lookupType(name),
+  ]),
+);
+
+const CODE_NAMES = Object.fromEntries(Object.entries(grpc.status).map(([name, n]) => [n, name]));
+
+/**
+ * Decodes the grpc-status-details-bin trailer of a failed call.
+ * @param {grpc.Metadata|undefined} metadata the error's metadata
+ * @returns {{code: number, message: string, details: object[]}|null} the
+ *   google.rpc.Status, each detail decoded to a plain object with its
+ *   '@type' (unknown types keep their raw bytes as value), or null.
+ */
+function decodeStatusDetails(metadata) {
+  const raw = metadata && metadata.get('grpc-status-details-bin')[0];
+  if (!raw) return null;
+  const st = Status.decode(Buffer.isBuffer(raw) ? raw : Buffer.from(raw, 'base64'));
+  const details = st.details.map((any) => {
+    const type = DETAIL_TYPES.get(any.type_url);
+    if (!type) return { '@type': any.type_url, value: Buffer.from(any.value) };
+    const obj = type.toObject(type.decode(any.value), { longs: Number, defaults: true });
+    return { '@type': any.type_url, ...obj };
+  });
+  return { code: st.code, message: st.message, details };
+}
+
+/** asyncio.IncompleteReadError: EOF came before the read could complete. */
+class IncompleteReadError extends Error {
+  constructor(partial, expected) {
+    super(`${partial.length} bytes read on a total of ${expected == null ? 'undefined' : expected} expected bytes`);
+    this.name = 'IncompleteReadError';
+    this.partial = partial;
+    this.expected = expected; // null for readuntil, as asyncio's None
+  }
+}
+
+/** A failed call: the gRPC status with the daemon's reason. */
+class StreammgrError extends Error {
+  constructor(message, grpcCode, reason, details) {
+    super(message);
+    this.name = 'StreammgrError';
+    this.grpcCode = grpcCode;
+    this.grpcStatus = CODE_NAMES[grpcCode] || String(grpcCode);
+    this.reason = reason;
+    this.details = details;
+  }
+
+  toString() {
+    return `${this.name}: ${this.grpcStatus}${this.reason ? ' ' + this.reason : ''}: ${this.message}`;
+  }
+}
+
+/** asyncio.LimitOverrunError: a readuntil found no separator within the limit. */
+class LimitOverrunError extends StreammgrError {
+  constructor(message, grpcCode, reason, details, consumed) {
+    super(message, grpcCode, reason, details);
+    this.name = 'LimitOverrunError';
+    this.consumed = consumed;
+  }
+}
+
+/**
+ * Turns a grpc-js ServiceError into StreammgrError or LimitOverrunError.
+ * @param {Error & {code: number, details: string, metadata: grpc.Metadata}} err
+ */
+function translateError(err) {
+  let status = null;
+  try {
+    status = decodeStatusDetails(err.metadata);
+  } catch (e) {
+    // A malformed trailer: report the plain status.
+  }
+  const details = status ? status.details : [];
+  const info = details.find((d) => d['@type'] === 'type.googleapis.com/google.rpc.ErrorInfo');
+  const overrun = details.find((d) => d['@type'] === 'type.googleapis.com/streammgr.v1.LimitOverrunError');
+  const reason = info ? info.reason : '';
+  const message = err.details || err.message;
+  let out;
+  if (reason === 'LIMIT_OVERRUN' && overrun) {
+    out = new LimitOverrunError(message, err.code, reason, details, overrun.consumed);
+  } else {
+    out = new StreammgrError(message, err.code, reason, details);
+  }
+  if (info && info.metadata && info.metadata.errno) out.errno = Number(info.metadata.errno);
+  out.cause = err;
+  return out;
+}
+
+/** 'unix:/path', 'unix:///path' or 'host:port' to a grpc-js target. */
+function daemonTarget(address) {
+  if (address.startsWith('unix:')) {
+    let p = address.slice('unix:'.length);
+    if (p.startsWith('//')) p = p.slice(2);
+    if (p.startsWith('@')) return `unix-abstract:${p.slice(1)}`;
+    return `unix://${path.resolve(p)}`; // unix:///abs/path
+  }
+  return address;
+}
+
+/** A connection to streammgrd. */
+class Client {
+  /** @param {string} address 'unix:/path' or 'host:port' */
+  constructor(address) {
+    this.address = address;
+    this.stub = new StreamService(daemonTarget(address), grpc.credentials.createInsecure());
+  }
+
+  /** Runs one unary RPC; rejects with translateError's error. */
+  call(method, request, { timeoutMs } = {}) {
+    const options = timeoutMs == null ? {} : { deadline: new Date(Date.now() + timeoutMs) };
+    return new Promise((resolve, reject) => {
+      this.stub[method](request, options, (err, resp) => (err ? reject(translateError(err)) : resolve(resp)));
+    });
+  }
+
+  pair(streamId) {
+    return { reader: new StreamReader(this, streamId), writer: new StreamWriter(this, streamId) };
+  }
+
+  /**
+   * asyncio.open_connection(host, port, ssl=..., server_hostname=...).
+   * @param {object} [opts]
+   * @param {boolean} [opts.ssl] TLS, verified against caPem or the system roots
+   * @param {string} [opts.serverHostname] name to verify and send as SNI (default host)
+   * @param {string} [opts.caPem] PEM roots to trust
+   * @param {number} [opts.limit] the reader's limit
+   */
+  async openConnection(host, port, { ssl = false, serverHostname, caPem, limit } = {}) {
+    const req = { tcp: { host, port } };
+    if (ssl) req.tls = { server_hostname: serverHostname || '', ca_pem: caPem || '' };
+    if (limit != null) req.limit = limit;
+    const resp = await this.call('Open', req);
+    return this.pair(resp.stream_id);
+  }
+
+  /** asyncio.open_unix_connection(path). */
+  async openUnixConnection(socketPath, { limit } = {}) {
+    const req = { unix: { path: socketPath } };
+    if (limit != null) req.limit = limit;
+    return this.pair((await this.call('Open', req)).stream_id);
+  }
+
+  /** A connected pair made by the daemon: [{reader, writer}, {reader, writer}]. */
+  async openPair({ limit } = {}) {
+    const req = limit == null ? {} : { limit };
+    const resp = await this.call('OpenPair', req);
+    return [this.pair(resp.first_stream_id), this.pair(resp.second_stream_id)];
+  }
+
+  /** asyncio.start_server without the callback: see Server. */
+  async startServer(host, port, { limit, backlog = 0 } = {}) {
+    const req = { tcp: { host: host || '', port }, backlog };
+    if (limit != null) req.limit = limit;
+    const resp = await this.call('StartServer', req);
+    return new Server(this, resp.server_id, resp.sockets);
+  }
+
+  /** Closes the channel. */
+  close() {
+    // Not this.stub.close(): the generated client has a method per RPC under
+    // its lowerCamelCase name too, so stub.close is the Close RPC.
+    grpc.Client.prototype.close.call(this.stub);
+  }
+}
+
+/** asyncio.StreamReader over a daemon stream handle. */
+class StreamReader {
+  constructor(client, streamId) {
+    this.client = client;
+    this.streamId = streamId;
+  }
+
+  /** Up to n bytes (n = -1: until EOF); an empty Buffer at EOF. */
+  async read(n = -1) {
+    return (await this.client.call('Read', { stream_id: this.streamId, n })).data;
+  }
+
+  /** One line with its '\n', the partial line at EOF, empty after EOF. */
+  async readline() {
+    return (await this.client.call('ReadLine', { stream_id: this.streamId })).data;
+  }
+
+  /** Exactly n bytes; IncompleteReadError(partial, n) at EOF. */
+  async readexactly(n) {
+    const resp = await this.client.call('ReadExactly', { stream_id: this.streamId, n });
+    if (resp.incomplete) throw new IncompleteReadError(resp.data, resp.expected);
+    return resp.data;
+  }
+
+  /**
+   * Bytes up to and including separator (a Buffer or string, or an array of
+   * them: the match that ends first wins). IncompleteReadError(partial, null)
+   * at EOF, LimitOverrunError past the limit (the data stays buffered).
+   */
+  async readuntil(separator = '\n') {
+    const req = { stream_id: this.streamId };
+    if (Array.isArray(separator)) req.separators = separator.map((s) => Buffer.from(s));
+    else req.separator = Buffer.from(separator);
+    const resp = await this.client.call('ReadUntil', req);
+    if (resp.incomplete) throw new IncompleteReadError(resp.data, null);
+    return resp.data;
+  }
+
+  async atEof() {
+    return (await this.client.call('AtEof', { stream_id: this.streamId })).at_eof;
+  }
+
+  /** Lines until EOF: for await (const line of reader). */
+  async *[Symbol.asyncIterator]() {
+    for (;;) {
+      const line = await this.readline();
+      if (line.length === 0) return;
+      yield line;
+    }
+  }
+}
+
+/**
+ * google.protobuf.Value, as proto-loader decodes it, to plain JS. The
+ * well-known types come from protobufjs's bundled descriptors, whose field
+ * names are lowerCamelCase whatever keepCase says, so both spellings are
+ * accepted.
+ */
+function fromValue(v) {
+  const kind = v && v.kind && v.kind.replace(/_([a-z])/g, (_, c) => c.toUpperCase());
+  if (!kind || kind === 'nullValue') return null;
+  const x = v[kind] !== undefined ? v[kind] : v[v.kind];
+  if (kind === 'listValue') return (x.values || []).map(fromValue);
+  if (kind === 'structValue') {
+    return Object.fromEntries(Object.entries(x.fields || {}).map(([k, f]) => [k, fromValue(f)]));
+  }
+  return x;
+}
+
+/** asyncio.StreamWriter over a daemon stream handle. */
+class StreamWriter {
+  constructor(client, streamId) {
+    this.client = client;
+    this.streamId = streamId;
+  }
+
+  /** Buffers data (never waits for the peer); resolves to the bytes buffered. */
+  async write(data) {
+    return (await this.client.call('Write', { stream_id: this.streamId, data: Buffer.from(data) })).buffered;
+  }
+
+  async writelines(lines) {
+    const req = { stream_id: this.streamId, lines: lines.map((l) => Buffer.from(l)) };
+    return (await this.client.call('WriteLines', req)).buffered;
+  }
+
+  async drain() {
+    await this.client.call('Drain', { stream_id: this.streamId });
+  }
+
+  async writeEof() {
+    await this.client.call('WriteEof', { stream_id: this.streamId });
+  }
+
+  async canWriteEof() {
+    return (await this.client.call('CanWriteEof', { stream_id: this.streamId })).can_write_eof;
+  }
+
+  async close() {
+    await this.client.call('Close', { stream_id: this.streamId });
+  }
+
+  async abort() {
+    await this.client.call('Abort', { stream_id: this.streamId });
+  }
+
+  async waitClosed() {
+    await this.client.call('WaitClosed', { stream_id: this.streamId });
+  }
+
+  async isClosing() {
+    return (await this.client.call('IsClosing', { stream_id: this.streamId })).is_closing;
+  }
+
+  /** peername, sockname, cipher, ...: peername is [host, port] for TCP. */
+  async getExtraInfo(name, dflt = null) {
+    const v = fromValue((await this.client.call('GetExtraInfo', { stream_id: this.streamId, name })).value);
+    return v == null ? dflt : v;
+  }
+}
+
+/** asyncio.Server for a daemon server handle. */
+class Server {
+  constructor(client, serverId, sockets) {
+    this.client = client;
+    this.serverId = serverId;
+    this.sockets = sockets; // ['127.0.0.1:8888']
+    this.calls = new Set();
+  }
+
+  /** The next accepted connection; rejects with ACCEPT_TIMEOUT after timeoutMs. */
+  async accept(timeoutMs) {
+    const req = { server_id: this.serverId };
+    if (timeoutMs != null) {
+      req.timeout = { seconds: Math.floor(timeoutMs / 1000), nanos: (timeoutMs % 1000) * 1e6 };
+    }
+    return this.client.pair((await this.client.call('Accept', req)).stream_id);
+  }
+
+  /**
+   * Every connection as it arrives (the Serve server-streaming RPC), until
+   * the server is closed: for await (const {reader, writer, peername} of server.serve()).
+   */
+  async *serve() {
+    const call = this.client.stub.Serve({ server_id: this.serverId });
+    this.calls.add(call);
+    try {
+      for await (const resp of call) {
+        yield { ...this.client.pair(resp.stream_id), peername: resp.peername };
+      }
+    } catch (err) {
+      if (err.code === grpc.status.CANCELLED && this.closing) return; // close() ended it
+      throw translateError(err);
+    } finally {
+      this.calls.delete(call);
+      call.cancel();
+    }
+  }
+
+  /**
+   * Runs handler({reader, writer, peername}) for each connection, like
+   * asyncio.start_server's callback, until the server closes. A failing
+   * handler is reported on stderr and does not stop the server.
+   */
+  async serveForever(handler) {
+    for await (const conn of this.serve()) {
+      Promise.resolve()
+        .then(() => handler(conn))
+        .catch((err) => console.error(`connection handler failed: ${err}`));
+    }
+  }
+
+  /** Stops listening and releases the handle (asyncio's Server.close()). */
+  /** The daemon then ends serve() (and serveForever) normally. */
+  async close({ closeClients = false, abortClients = false } = {}) {
+    this.closing = true;
+    try {
+      await this.client.call('CloseServer', {
+        server_id: this.serverId,
+        close_clients: closeClients,
+        abort_clients: abortClients,
+      });
+    } finally {
+      for (const call of this.calls) call.cancel();
+    }
+  }
+}
+
+/**
+ * Splits an example's arguments: the daemon address is the first argument
+ * unless it is an option or a URL, else $STREAMMGR_ADDR. Options are
+ * --name value pairs. Returns {address, positional, options}.
+ */
+function parseArgs(argv, usage) {
+  const args = [...argv];
+  let address = process.env[ADDR_ENV] || '';
+  if (args.length && !args[0].startsWith('-') && !args[0].includes('://')) address = args.shift();
+  const positional = [];
+  const options = {};
+  while (args.length) {
+    const a = args.shift();
+    if (a === '-h' || a === '--help') {
+      console.log(usage);
+      process.exit(0);
+    } else if (a.startsWith('--')) {
+      const eq = a.indexOf('=');
+      if (eq > 0) options[a.slice(2, eq)] = a.slice(eq + 1);
+      else if (args.length) options[a.slice(2)] = args.shift();
+      else usageError(usage, `${a} needs a value`);
+    } else {
+      positional.push(a);
+    }
+  }
+  if (!address) usageError(usage, `no daemon address: pass unix:/path or host:port first, or set ${ADDR_ENV}`);
+  return { address, positional, options };
+}
+
+function usageError(usage, msg) {
+  console.error(`error: ${msg}\n${usage}`);
+  process.exit(2);
+}
+
+/**
+ * Runs an example's async main(signal): SIGINT and SIGTERM abort the given
+ * AbortSignal (for a clean stop, exit 0; check signal.aborted before waiting
+ * on it, a signal may have come already); any error is printed and exits 1.
+ */
+function run(main) {
+  const ac = new AbortController();
+  for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => ac.abort());
+  main(ac.signal).then(
+    () => process.exit(0),
+    (err) => {
+      console.error(`error: ${err && err.toString ? err.toString() : err}`);
+      process.exit(1);
+    },
+  );
+}
+
+/** Python's repr() of a string, for output like the Python examples'. */
+function pyRepr(s) {
+  const q = s.includes("'") && !s.includes('"') ? '"' : "'";
+  const body = s.replace(/[\\\n\r\t]/g, (c) => ({ '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' })[c]);
+  return q + (q === "'" ? body.replace(/'/g, "\\'") : body) + q;
+}
+
+module.exports = {
+  Client,
+  StreamReader,
+  StreamWriter,
+  Server,
+  IncompleteReadError,
+  LimitOverrunError,
+  StreammgrError,
+  decodeStatusDetails,
+  translateError,
+  daemonTarget,
+  parseArgs,
+  run,
+  pyRepr,
+  PROTO_DIR,
+};

@@ -1,0 +1,491 @@
+"""asyncio Streams through streammgrd.
+
+A small wrapper over the generated gRPC stubs (grpc.aio) that looks like
+asyncio's Streams API: open_connection() gives a (StreamReader, StreamWriter)
+pair, start_server() a Server, and the daemon's errors come back as the
+exceptions asyncio raises:
+
+* a read that hit EOF first is not a gRPC error: the daemon answers it with
+  incomplete = true and the partial bytes, and this module raises
+  asyncio.IncompleteReadError(partial, expected);
+* RESOURCE_EXHAUSTED with reason LIMIT_OVERRUN is decoded from the status
+  details (google.rpc.Status in the grpc-status-details-bin trailer, read
+  with grpc_status.rpc_status.from_call) and raised as
+  asyncio.LimitOverrunError(message, consumed);
+* connection errors become ConnectionResetError, ConnectionRefusedError, ...;
+  anything else a StreammgrError carrying the gRPC code and the reason.
+
+Every translated exception has the attributes grpc_code, reason and
+rpc_error (the original grpc.aio.AioRpcError).
+
+The one visible difference from asyncio: every method is a coroutine, since
+each one is an RPC (await writer.write(data), await writer.close(), ...).
+
+    async with streammgr_client.Client("unix:/run/user/1000/streammgrd.sock") as c:
+        reader, writer = await c.open_connection("127.0.0.1", 8888)
+        await writer.write(b"Hello World!")
+        await writer.drain()
+        print(await reader.read(100))
+        await writer.close()
+        await writer.wait_closed()
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import ssl
+import sys
+from typing import AsyncIterator, Awaitable, Callable, Iterable
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+_GENERATED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "streammgr_pb")
+if _GENERATED not in sys.path:
+    sys.path.insert(0, _GENERATED)
+try:
+    from streammgr.v1 import streammgr_pb2 as pb  # noqa: E402
+    from streammgr.v1 import streammgr_pb2_grpc as pb_grpc  # noqa: E402
+except ImportError as e:  # pragma: no cover - a setup problem, not a bug
+    raise ImportError(
+        f"streammgr stubs not found in {_GENERATED}: run examples/python/setup.sh "
+        f"(or examples/python/gen.sh): {e}"
+    ) from e
+
+__all__ = [
+    "Client",
+    "StreamReader",
+    "StreamWriter",
+    "Server",
+    "StreammgrError",
+    "translate_error",
+    "daemon_target",
+    "add_address_argument",
+    "run",
+    "pb",
+]
+
+ADDR_ENV = "STREAMMGR_ADDR"
+
+
+class StreammgrError(Exception):
+    """A daemon error with no closer asyncio equivalent."""
+
+    def __init__(self, message: str, grpc_code: grpc.StatusCode, reason: str):
+        super().__init__(message)
+        self.grpc_code = grpc_code
+        self.reason = reason
+
+    def __str__(self) -> str:
+        reason = f" {self.reason}" if self.reason else ""
+        return f"{self.grpc_code.name}{reason}: {self.args[0]}"
+
+
+# Reasons (manager/errors.go) that have a built-in Python exception.
+_OS_ERRORS: dict[str, type[BaseException]] = {
+    "CONNECTION_RESET": ConnectionResetError,
+    "CONNECTION_REFUSED": ConnectionRefusedError,
+    "CONNECTION_ABORTED": ConnectionAbortedError,
+    "BROKEN_PIPE": BrokenPipeError,
+    "CONNECTION_LOST": ConnectionError,
+    "NO_SUCH_SOCKET": FileNotFoundError,
+    "PERMISSION_DENIED": PermissionError,
+    "ADDRESS_IN_USE": OSError,
+    "UNREACHABLE": OSError,
+    "IO_ERROR": OSError,
+    "DNS_ERROR": socket.gaierror,
+    "TLS_ERROR": ssl.SSLError,
+}
+_OTHER_ERRORS: dict[str, type[BaseException]] = {
+    "INVALID_ARGUMENT": ValueError,
+    "LINE_TOO_LONG": ValueError,  # readline() turns LimitOverrunError into ValueError
+    "CONCURRENT_READ": RuntimeError,
+    "WRITE_EOF_UNSUPPORTED": NotImplementedError,
+    "CONNECT_TIMEOUT": TimeoutError,
+    "HANDSHAKE_TIMEOUT": TimeoutError,
+    "ACCEPT_TIMEOUT": TimeoutError,
+}
+
+
+def translate_error(err: grpc.RpcError) -> BaseException:
+    """Returns the asyncio-style exception for a failed call.
+
+    err is a grpc.aio.AioRpcError (or anything with code(), details() and
+    trailing_metadata()). The google.rpc.Status in its trailers carries a
+    google.rpc.ErrorInfo (reason, metadata such as errno) and, for
+    LIMIT_OVERRUN, a streammgr.v1.LimitOverrunError with consumed.
+    """
+    code = err.code()
+    message = err.details() or ""
+    reason = ""
+    errno = None
+    overrun = None
+    try:
+        status = rpc_status.from_call(err)
+    except ValueError:  # code or message inconsistent with the trailer
+        status = None
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+                if "errno" in info.metadata:
+                    errno = int(info.metadata["errno"])
+            elif detail.Is(pb.LimitOverrunError.DESCRIPTOR):
+                overrun = pb.LimitOverrunError()
+                detail.Unpack(overrun)
+    exc: BaseException
+    if reason == "LIMIT_OVERRUN" and overrun is not None:
+        exc = asyncio.LimitOverrunError(message, overrun.consumed)
+    elif reason in _OS_ERRORS:
+        cls = _OS_ERRORS[reason]
+        exc = cls(errno, message) if errno is not None else cls(message)
+    elif reason in _OTHER_ERRORS:
+        exc = _OTHER_ERRORS[reason](message)
+    else:
+        exc = StreammgrError(message, code, reason)
+    exc.grpc_code = code  # type: ignore[attr-defined]
+    exc.reason = reason  # type: ignore[attr-defined]
+    exc.rpc_error = err  # type: ignore[attr-defined]
+    return exc
+
+
+def daemon_target(address: str) -> str:
+    """Turns a daemon address ("unix:/path", "unix:///path" or "host:port")
+    into a gRPC target. Relative Unix paths are made absolute."""
+    if address.startswith("unix:"):
+        path = address[len("unix:"):]
+        if path.startswith("//"):
+            path = path[2:]
+        if path.startswith("@"):  # Linux abstract namespace
+            return "unix-abstract:" + path[1:]
+        return "unix:" + os.path.abspath(path)
+    return address
+
+
+class Client:
+    """A connection to streammgrd. Use it as an async context manager, or
+    call close() when done. Create it inside a running event loop."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self._channel = grpc.aio.insecure_channel(daemon_target(address))
+        self.stub = pb_grpc.StreamServiceStub(self._channel)
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def call(self, method: str, request, timeout: float | None = None):
+        """Runs one unary RPC, raising its error translated (translate_error)."""
+        try:
+            return await getattr(self.stub, method)(request, timeout=timeout)
+        except grpc.aio.AioRpcError as e:
+            raise translate_error(e) from e
+
+    def _pair(self, stream_id: str) -> tuple["StreamReader", "StreamWriter"]:
+        return StreamReader(self, stream_id), StreamWriter(self, stream_id)
+
+    async def open_connection(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl: bool = False,
+        server_hostname: str | None = None,
+        ca_pem: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> tuple["StreamReader", "StreamWriter"]:
+        """asyncio.open_connection(host, port, ssl=..., server_hostname=...).
+
+        ssl=True verifies the server against the system roots, or against
+        ca_pem (PEM text) when given; server_hostname defaults to host."""
+        req = pb.OpenRequest(tcp=pb.TcpAddress(host=host, port=port))
+        if ssl:
+            req.tls.CopyFrom(pb.TlsOptions(server_hostname=server_hostname or "", ca_pem=ca_pem or ""))
+        if limit is not None:
+            req.limit = limit
+        resp = await self.call("Open", req, timeout)
+        return self._pair(resp.stream_id)
+
+    async def open_unix_connection(
+        self, path: str, *, limit: int | None = None
+    ) -> tuple["StreamReader", "StreamWriter"]:
+        """asyncio.open_unix_connection(path)."""
+        req = pb.OpenRequest(unix=pb.UnixAddress(path=path))
+        if limit is not None:
+            req.limit = limit
+        resp = await self.call("Open", req)
+        return self._pair(resp.stream_id)
+
+    async def open_pair(
+        self, *, limit: int | None = None
+    ) -> tuple[tuple["StreamReader", "StreamWriter"], tuple["StreamReader", "StreamWriter"]]:
+        """A connected pair made by the daemon (socket.socketpair() passed to
+        open_connection(sock=...)): what one writer writes the other reader reads."""
+        req = pb.OpenPairRequest()
+        if limit is not None:
+            req.limit = limit
+        resp = await self.call("OpenPair", req)
+        return self._pair(resp.first_stream_id), self._pair(resp.second_stream_id)
+
+    async def start_server(
+        self, host: str | None, port: int, *, limit: int | None = None, backlog: int = 0
+    ) -> "Server":
+        """asyncio.start_server without the callback: pass the callback to
+        Server.serve_forever, or take connections with accept() or serve()."""
+        req = pb.StartServerRequest(tcp=pb.TcpAddress(host=host or "", port=port), backlog=backlog)
+        if limit is not None:
+            req.limit = limit
+        resp = await self.call("StartServer", req)
+        return Server(self, resp.server_id, list(resp.sockets))
+
+
+class StreamReader:
+    """asyncio.StreamReader over a daemon stream handle."""
+
+    def __init__(self, client: Client, stream_id: str):
+        self._c = client
+        self.stream_id = stream_id
+
+    def __repr__(self) -> str:
+        return f"<StreamReader {self.stream_id}>"
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to n bytes (n = -1: until EOF); b"" at EOF."""
+        resp = await self._c.call("Read", pb.ReadRequest(stream_id=self.stream_id, n=n))
+        return resp.data
+
+    async def readline(self) -> bytes:
+        """One line including b"\\n", the partial line at EOF, b"" after EOF.
+        ValueError when the line is longer than the limit, as in asyncio."""
+        resp = await self._c.call("ReadLine", pb.ReadLineRequest(stream_id=self.stream_id))
+        return resp.data
+
+    async def readexactly(self, n: int) -> bytes:
+        """Exactly n bytes, or asyncio.IncompleteReadError(partial, n) at EOF."""
+        resp = await self._c.call("ReadExactly", pb.ReadExactlyRequest(stream_id=self.stream_id, n=n))
+        if resp.incomplete:
+            raise asyncio.IncompleteReadError(resp.data, resp.expected)
+        return resp.data
+
+    async def readuntil(self, separator: bytes | tuple[bytes, ...] = b"\n") -> bytes:
+        """Bytes up to and including the separator (or the first of several).
+        asyncio.IncompleteReadError(partial, None) at EOF;
+        asyncio.LimitOverrunError(message, consumed) past the limit, the data
+        staying buffered."""
+        req = pb.ReadUntilRequest(stream_id=self.stream_id)
+        if isinstance(separator, tuple):
+            req.separators.extend(separator)
+        else:
+            req.separator = separator
+        resp = await self._c.call("ReadUntil", req)
+        if resp.incomplete:
+            raise asyncio.IncompleteReadError(resp.data, None)
+        return resp.data
+
+    async def at_eof(self) -> bool:
+        resp = await self._c.call("AtEof", pb.AtEofRequest(stream_id=self.stream_id))
+        return resp.at_eof
+
+    def __aiter__(self) -> "StreamReader":
+        return self
+
+    async def __anext__(self) -> bytes:
+        line = await self.readline()
+        if line == b"":
+            raise StopAsyncIteration
+        return line
+
+
+def _from_value(v):
+    """google.protobuf.Value to Python, lists as tuples (peername is a tuple)."""
+    kind = v.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    if kind == "number_value":
+        n = v.number_value
+        return int(n) if n.is_integer() else n
+    if kind == "list_value":
+        return tuple(_from_value(x) for x in v.list_value.values)
+    if kind == "struct_value":
+        return {k: _from_value(x) for k, x in v.struct_value.fields.items()}
+    return getattr(v, kind)
+
+
+class StreamWriter:
+    """asyncio.StreamWriter over a daemon stream handle; every method is a
+    coroutine (close() too)."""
+
+    def __init__(self, client: Client, stream_id: str):
+        self._c = client
+        self.stream_id = stream_id
+
+    def __repr__(self) -> str:
+        return f"<StreamWriter {self.stream_id}>"
+
+    async def write(self, data: bytes) -> int:
+        """Buffers data (never waits for the peer); returns the bytes buffered."""
+        resp = await self._c.call("Write", pb.WriteRequest(stream_id=self.stream_id, data=data))
+        return resp.buffered
+
+    async def writelines(self, lines: Iterable[bytes]) -> int:
+        resp = await self._c.call("WriteLines", pb.WriteLinesRequest(stream_id=self.stream_id, lines=list(lines)))
+        return resp.buffered
+
+    async def drain(self) -> None:
+        await self._c.call("Drain", pb.DrainRequest(stream_id=self.stream_id))
+
+    async def write_eof(self) -> None:
+        await self._c.call("WriteEof", pb.WriteEofRequest(stream_id=self.stream_id))
+
+    async def can_write_eof(self) -> bool:
+        resp = await self._c.call("CanWriteEof", pb.CanWriteEofRequest(stream_id=self.stream_id))
+        return resp.can_write_eof
+
+    async def close(self) -> None:
+        await self._c.call("Close", pb.CloseRequest(stream_id=self.stream_id))
+
+    async def abort(self) -> None:
+        await self._c.call("Abort", pb.AbortRequest(stream_id=self.stream_id))
+
+    async def wait_closed(self) -> None:
+        await self._c.call("WaitClosed", pb.WaitClosedRequest(stream_id=self.stream_id))
+
+    async def is_closing(self) -> bool:
+        resp = await self._c.call("IsClosing", pb.IsClosingRequest(stream_id=self.stream_id))
+        return resp.is_closing
+
+    async def get_extra_info(self, name: str, default=None):
+        """peername, sockname, peercert, cipher, ... shaped as in Python."""
+        resp = await self._c.call("GetExtraInfo", pb.GetExtraInfoRequest(stream_id=self.stream_id, name=name))
+        value = _from_value(resp.value)
+        return default if value is None else value
+
+
+def _socket_name(addr: str):
+    """ "127.0.0.1:8888" -> ('127.0.0.1', 8888), as socket.getsockname() shows
+    it; a Unix path stays a string."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or addr.startswith("/") or addr.startswith("@"):
+        return addr
+    return (host.strip("[]"), int(port))
+
+
+class Server:
+    """asyncio.Server for a daemon server handle. Connections are taken with
+    accept(), serve() or serve_forever(callback)."""
+
+    def __init__(self, client: Client, server_id: str, sockets: list[str]):
+        self._c = client
+        self.server_id = server_id
+        self.addresses = sockets
+        self.sockets = [_socket_name(s) for s in sockets]
+
+    async def __aenter__(self) -> "Server":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def accept(self, timeout: float | None = None) -> tuple[StreamReader, StreamWriter]:
+        """The next accepted connection; TimeoutError after timeout seconds."""
+        req = pb.AcceptRequest(server_id=self.server_id)
+        if timeout is not None:
+            req.timeout.FromNanoseconds(int(timeout * 1e9))
+        resp = await self._c.call("Accept", req)
+        return self._c._pair(resp.stream_id)
+
+    async def serve(self) -> AsyncIterator[tuple[StreamReader, StreamWriter]]:
+        """Every connection as it arrives (the Serve server-streaming RPC),
+        until the server is closed."""
+        call = self._c.stub.Serve(pb.ServeRequest(server_id=self.server_id))
+        try:
+            async for resp in call:
+                yield self._c._pair(resp.stream_id)
+        except grpc.aio.AioRpcError as e:
+            raise translate_error(e) from e
+        finally:
+            call.cancel()
+
+    async def serve_forever(
+        self, client_connected_cb: Callable[[StreamReader, StreamWriter], Awaitable[None]]
+    ) -> None:
+        """Runs client_connected_cb(reader, writer) in a task per connection,
+        like asyncio.start_server's callback, until cancelled. A failing
+        callback is reported on stderr and does not stop the server."""
+        tasks: set[asyncio.Task] = set()
+
+        def done(t: asyncio.Task) -> None:
+            tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                print(f"connection handler failed: {t.exception()!r}", file=sys.stderr, flush=True)
+
+        try:
+            async for reader, writer in self.serve():
+                t = asyncio.create_task(client_connected_cb(reader, writer))
+                tasks.add(t)
+                t.add_done_callback(done)
+        finally:
+            for t in list(tasks):
+                t.cancel()
+
+    async def close(self, close_clients: bool = False, abort_clients: bool = False) -> None:
+        """Stops listening and releases the handle (asyncio's Server.close())."""
+        await self._c.call(
+            "CloseServer",
+            pb.CloseServerRequest(server_id=self.server_id, close_clients=close_clients, abort_clients=abort_clients),
+        )
+
+
+def add_address_argument(parser: argparse.ArgumentParser) -> None:
+    """Adds the daemon address: the first argument, or $STREAMMGR_ADDR."""
+    parser.add_argument(
+        "address",
+        nargs="?",
+        default=os.environ.get(ADDR_ENV),
+        help=f"streammgrd address, unix:/path or host:port (default ${ADDR_ENV})",
+    )
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if not args.address:
+        parser.error(f"no daemon address: pass unix:/path or host:port first, or set {ADDR_ENV}")
+    return args
+
+
+def run(main: Awaitable[None]) -> None:
+    """Runs an example's main coroutine: stdout line-buffered (so a parent
+    process sees each line at once), SIGINT/SIGTERM stop it cleanly (exit 0),
+    and any error is printed and exits 1."""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
+
+    async def wrapper() -> None:
+        task = asyncio.ensure_future(main)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass  # stopped by a signal
+
+    try:
+        asyncio.run(wrapper())
+    except Exception as e:  # noqa: BLE001 - every failure exits non-zero
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)

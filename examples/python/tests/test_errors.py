@@ -1,0 +1,97 @@
+"""translate_error without a daemon: hand-built google.rpc.Status trailers."""
+
+import asyncio
+
+import grpc
+import pytest
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+import streammgr_client as sm
+
+
+class FakeRpcError(grpc.RpcError):
+    """Just enough of grpc.aio.AioRpcError for rpc_status.from_call."""
+
+    def __init__(self, code, message, *details):
+        self._code, self._message = code, message
+        st = status_pb2.Status(code=code.value[0], message=message)
+        for d in details:
+            a = any_pb2.Any()
+            a.Pack(d)
+            st.details.append(a)
+        self._trailers = (("grpc-status-details-bin", st.SerializeToString()),) if details else ()
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._message
+
+    def trailing_metadata(self):
+        return self._trailers
+
+
+def info(reason, **metadata):
+    return error_details_pb2.ErrorInfo(reason=reason, domain="streammgr", metadata=metadata)
+
+
+def test_limit_overrun_is_asyncio_limit_overrun_error():
+    msg = "Separator is not found, and chunk exceed the limit"
+    err = FakeRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, msg, info("LIMIT_OVERRUN"), sm.pb.LimitOverrunError(consumed=42)
+    )
+    exc = sm.translate_error(err)
+    assert isinstance(exc, asyncio.LimitOverrunError)
+    assert exc.consumed == 42
+    assert exc.args[0] == msg
+    assert exc.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert exc.reason == "LIMIT_OVERRUN"
+    assert exc.rpc_error is err
+
+
+def test_line_too_long_is_value_error():
+    err = FakeRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "too long", info("LINE_TOO_LONG"), sm.pb.LimitOverrunError(consumed=3)
+    )
+    assert isinstance(sm.translate_error(err), ValueError)
+
+
+@pytest.mark.parametrize(
+    "reason,cls",
+    [
+        ("CONNECTION_RESET", ConnectionResetError),
+        ("CONNECTION_REFUSED", ConnectionRefusedError),
+        ("BROKEN_PIPE", BrokenPipeError),
+        ("NO_SUCH_SOCKET", FileNotFoundError),
+    ],
+)
+def test_os_errors_keep_errno(reason, cls):
+    err = FakeRpcError(grpc.StatusCode.UNAVAILABLE, "boom", info(reason, errno="104"))
+    exc = sm.translate_error(err)
+    assert type(exc) is cls
+    assert exc.errno == 104
+    assert exc.strerror == "boom"
+
+
+def test_unknown_reason_and_no_details_are_streammgr_errors():
+    exc = sm.translate_error(FakeRpcError(grpc.StatusCode.NOT_FOUND, "unknown stream id", info("STREAM_NOT_FOUND")))
+    assert isinstance(exc, sm.StreammgrError)
+    assert exc.reason == "STREAM_NOT_FOUND"
+    assert str(exc) == "NOT_FOUND STREAM_NOT_FOUND: unknown stream id"
+    bare = sm.translate_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "no daemon"))
+    assert isinstance(bare, sm.StreammgrError)
+    assert bare.reason == ""
+
+
+@pytest.mark.parametrize(
+    "given,want",
+    [
+        ("unix:/tmp/x.sock", "unix:/tmp/x.sock"),
+        ("unix:///tmp/x.sock", "unix:/tmp/x.sock"),
+        ("unix:@abstract", "unix-abstract:abstract"),
+        ("127.0.0.1:7000", "127.0.0.1:7000"),
+    ],
+)
+def test_daemon_target(given, want):
+    assert sm.daemon_target(given) == want

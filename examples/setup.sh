@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up every client of the examples in one command:
+#   - Python: examples/python/.venv with the pinned requirements, and the
+#     stubs generated from proto/ (examples/python/setup.sh);
+#   - Node: npm ci in examples/node (the versions of package-lock.json);
+#   - grpcurl: go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4,
+#     unless a grpcurl is already on PATH or in $(go env GOPATH)/bin.
+# Needs python3 (with venv), node and npm (Node.js 18 or later), and go.
+# Usage: examples/setup.sh
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+echo "== Python: examples/python/.venv and stubs"
+"$here/python/setup.sh"
+
+echo "== Node: npm ci in examples/node"
+(cd "$here/node" && npm ci --no-audit --no-fund)
+
+echo "== grpcurl"
+if command -v grpcurl >/dev/null 2>&1; then
+  echo "grpcurl found: $(command -v grpcurl)"
+elif [[ -x $(go env GOPATH)/bin/grpcurl ]]; then
+  echo "grpcurl found: $(go env GOPATH)/bin/grpcurl"
+else
+  go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
+  echo "grpcurl installed: $(go env GOPATH)/bin/grpcurl"
+fi
+echo "== ready: go test ./examples/"
