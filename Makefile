@@ -30,6 +30,7 @@ $(GRPCURL):
 ## generate: regenerate api/ from proto/ with local plugins
 generate:
 	$(BUF) generate
+	$(BUF) build -o manager/descriptors.binpb
 
 ## fmt: format Go code
 fmt:
@@ -45,10 +46,12 @@ verify-fmt:
 verify-vet:
 	$(GO) vet ./...
 
-## verify-generated: api/ must match what buf generates from proto/
+## verify-generated: api/ and the reflection descriptors must match proto/
 verify-generated:
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
-	$(BUF) generate -o $$tmp && diff -r api $$tmp/api && echo "api/ is fresh"
+	$(BUF) generate -o $$tmp && diff -r api $$tmp/api && \
+	$(BUF) build -o $$tmp/descriptors.binpb && cmp manager/descriptors.binpb $$tmp/descriptors.binpb && \
+	echo "api/ and manager/descriptors.binpb are fresh"
 
 ## verify: every static check CI runs
 verify: verify-fmt verify-vet lint verify-generated

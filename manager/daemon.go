@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
@@ -63,7 +62,10 @@ func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
 	)
 	smv1.RegisterStreamServiceServer(d.srv, NewService(d.m))
 	healthpb.RegisterHealthServer(d.srv, d.health)
-	reflection.Register(d.srv)
+	if err := registerReflection(d.srv); err != nil {
+		d.closeListeners()
+		return nil, err
+	}
 	return d, nil
 }
 
