@@ -1111,26 +1111,18 @@ func testDeadlineKeepsBytes(t *testing.T, d *daemon) {
 	call[empty](t, tg, "Abort", m{"streamId": id})
 }
 
-// contractScript finds ../shared/check-contract.sh next to the module root.
+// contractScript is the checker of the contract's public names
+// (testdata/check-contract.sh), or STREAMMGR_CONTRACT_SCRIPT when set.
 func contractScript(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("STREAMMGR_CONTRACT_SCRIPT"); p != "" {
 		return p
 	}
-	dir, err := os.Getwd()
+	p, err := filepath.Abs(filepath.Join("testdata", "check-contract.sh"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "check-contract.sh")
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
+	return p
 }
 
 func testContract(t *testing.T, d *daemon) {
