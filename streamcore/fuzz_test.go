@@ -14,7 +14,7 @@ import (
 )
 
 // refModel is a reference model of asyncio's StreamReader buffer logic
-// (CPython 3.13 streams.py, contract §1 and §3) plus the transport's read
+// (CPython 3.13 Lib/asyncio/streams.py: StreamReader and its transport) plus the transport's read
 // loop: chunks fed by the peer wait in the connection until the reader
 // pulls them, one read per chunk, and it stops pulling while more than
 // 2*limit bytes are buffered.
@@ -126,7 +126,7 @@ func (o *opReadExactly) step(m *refModel) (bool, []byte, error) {
 	return true, nil, nil
 }
 
-// opReadUntil is CPython's readuntil scan loop (contract §3.4), with
+// opReadUntil is CPython's StreamReader.readuntil scan loop, with
 // readline's handling of its errors when line is set.
 type opReadUntil struct {
 	seps    [][]byte
