@@ -66,7 +66,6 @@ type transport struct {
 	server    bool // accepted by a server (start_tls is server side)
 	peer      net.Addr
 	local     net.Addr
-	opened    time.Time
 
 	// reader state
 	buf       []byte
@@ -100,10 +99,9 @@ type transport struct {
 	lostCh      chan struct{}
 	writerRun   bool
 	writerEnd   chan struct{}
-	onLost      func()
 	nread       atomic.Int64 // bytes consumed by reads
 	nwritten    atomic.Int64 // bytes accepted by writes
-	nreceived   atomic.Int64 // bytes received from the socket
+	nreceived   atomic.Int64 // bytes received from the socket into the buffer
 	rawSyscall  syscall.RawConn
 	canHalfShut bool
 }
@@ -124,7 +122,6 @@ func newTransport(conn net.Conn, opts *Options, server bool) (*transport, error)
 		server:  server,
 		peer:    unnamedUnix(conn.RemoteAddr()),
 		local:   unnamedUnix(conn.LocalAddr()),
-		opened:  time.Now(),
 		limit:   limit,
 		wake:    make(chan struct{}),
 		drainCh: make(chan struct{}),
@@ -399,7 +396,7 @@ func (t *transport) connectionLostLocked(err error) {
 	t.readCond.Broadcast()
 	t.writeCond.Broadcast()
 	close(t.lostCh)
-	conn, raw, tlsConn := t.conn, t.raw, t.tlsConn
+	raw, tlsConn := t.raw, t.tlsConn
 	if tlsConn != nil && err == nil && !t.writerBusy {
 		// Send close_notify without holding the lock; it may wait briefly.
 		go func() {
@@ -408,13 +405,9 @@ func (t *transport) connectionLostLocked(err error) {
 			_ = raw.Close()
 		}()
 	} else {
-		_ = conn.Close()
-		if raw != conn {
-			_ = raw.Close()
-		}
-	}
-	if t.onLost != nil {
-		go t.onLost()
+		// Closing the socket beneath TLS, not the tls.Conn: its Close would
+		// send close_notify and could wait on a peer that does not read.
+		_ = raw.Close()
 	}
 }
 
