@@ -190,6 +190,16 @@ func testLanguage(t *testing.T, w *world, l *language) {
 			}
 		}
 	})
+	if l.name == "python" {
+		// The echo benchmark is a measurement; here it only has to run.
+		t.Run("bench_echo", func(t *testing.T) {
+			out := l.mustRun(t, nil, "bench_echo", w.unixAddr, "--rounds", "20")
+			re := regexp.MustCompile(`(?m)^asyncio +\d+ round trips/s.*\n^streammgrd +\d+ round trips/s.*\n^streammgrd takes [\d.]+x`)
+			if !re.MatchString(out) {
+				t.Errorf("bench_echo output:\n%s", out)
+			}
+		})
+	}
 	t.Run("tests", func(t *testing.T) { l.selfTests(t, w, l) })
 }
 
