@@ -165,8 +165,13 @@ func (r *Reader) readUntil(ctx context.Context, line bool, separators [][]byte) 
 		return nil, t.err
 	}
 	offset := 0
+	gen := t.unreads
 	matchStart, matchEnd := -1, -1
 	for {
+		if t.unreads != gen {
+			// Bytes were put back at the front: scan from the start again.
+			offset, gen = 0, t.unreads
+		}
 		n := len(t.buf)
 		if n-offset >= minLen {
 			for _, sep := range seps {
@@ -269,6 +274,7 @@ func (r *Reader) Unread(data []byte) {
 	buf := make([]byte, 0, len(data)+len(t.buf))
 	buf = append(buf, data...)
 	t.buf = append(buf, t.buf...)
+	t.unreads++
 	t.nread.Add(-int64(len(data)))
 	t.signalLocked()
 }

@@ -37,7 +37,15 @@ type ServerOptions struct {
 	// Deferred binds the sockets without listening (asyncio's
 	// start_serving=False): connections are refused until StartServing.
 	Deferred bool
+	// MaxHandshakes caps the TLS handshakes in progress; a connection
+	// accepted beyond it is closed at once, so silent peers cannot pile up
+	// goroutines and file descriptors. 0 means DefaultMaxHandshakes.
+	MaxHandshakes int
 }
+
+// DefaultMaxHandshakes is the default cap on a TLS server's handshakes in
+// progress.
+const DefaultMaxHandshakes = 128
 
 // acceptRetryDelay is how long accepting pauses after EMFILE and friends.
 const acceptRetryDelay = time.Second
@@ -63,6 +71,8 @@ type Server struct {
 	unixStat  os.FileInfo
 	accepted  int64
 	handshake sync.WaitGroup
+	// handshakes holds a token per TLS handshake in progress.
+	handshakes chan struct{}
 }
 
 type boundSocket struct {
@@ -178,6 +188,10 @@ func newServer(handler Handler, opts *ServerOptions) (*Server, error) {
 	if s.backlog <= 0 {
 		s.backlog = 100
 	}
+	if s.opts.MaxHandshakes <= 0 {
+		s.opts.MaxHandshakes = DefaultMaxHandshakes
+	}
+	s.handshakes = make(chan struct{}, s.opts.MaxHandshakes)
 	return s, nil
 }
 
@@ -281,6 +295,9 @@ func (s *Server) StartServing(ctx context.Context) error {
 		return nil
 	}
 	for _, bs := range s.socks {
+		if bs.ln != nil {
+			continue // listening since an earlier, partly failed call
+		}
 		if err := syscall.Listen(bs.fd, s.backlog); err != nil {
 			return os.NewSyscallError("listen", err)
 		}
@@ -320,6 +337,14 @@ func (s *Server) acceptLoop(ln net.Listener) {
 			}
 			continue
 		}
+		if s.opts.TLS != nil {
+			select {
+			case s.handshakes <- struct{}{}:
+			default:
+				conn.Close() // too many handshakes in progress
+				continue
+			}
+		}
 		s.handshake.Add(1)
 		go s.serveConn(conn)
 	}
@@ -350,6 +375,7 @@ func (s *Server) serveConn(conn net.Conn) {
 		}()
 		err := handshake(ctx, tc, timeout)
 		cancel()
+		<-s.handshakes
 		if err != nil {
 			conn.Close()
 			return

@@ -25,6 +25,8 @@ const (
 	DefaultMaxWriteBufferFactor = 16
 	// readSize is the most bytes one socket read asks for (asyncio: 256 KiB).
 	readSize = 256 << 10
+	// tlsReadSize is the read buffer of a TLS stream: one record's plaintext.
+	tlsReadSize = 16 << 10
 	// writeChunk is the most bytes handed to one socket write, so that the
 	// buffer size and drain waiters update as the peer takes data.
 	writeChunk = 64 << 10
@@ -80,6 +82,7 @@ type transport struct {
 	readerRun bool          // the read goroutine is running
 	readerEnd chan struct{} // closed when the read goroutine exits
 	pausing   bool          // start_tls is stopping the read goroutine
+	unreads   uint64        // Unread calls so far: a waiting readuntil rescans
 	tlsPre    []byte        // bytes read while pausing: the peer's first TLS bytes
 
 	// writer state
@@ -94,6 +97,7 @@ type transport struct {
 	eofWanted   bool
 	eofSent     bool
 	closing     bool
+	aborted     bool // Abort: no close_notify, the socket closes at once
 	lost        bool
 	lostErr     error
 	lostCh      chan struct{}
@@ -224,7 +228,7 @@ func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
 			}
 		}
 		if chunk != nil {
-			chunkPool.Put(chunk)
+			putChunk(chunk)
 		}
 		if err != nil {
 			t.readerRun = false
@@ -249,15 +253,33 @@ func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
 	}
 }
 
-// chunkPool holds read buffers of readSize bytes.
-var chunkPool = sync.Pool{New: func() any { b := make([]byte, readSize); return &b }}
+// chunkPool holds read buffers of readSize bytes, tlsChunkPool smaller
+// ones for TLS streams; putChunk returns a buffer to its pool.
+var (
+	chunkPool    = sync.Pool{New: func() any { b := make([]byte, readSize); return &b }}
+	tlsChunkPool = sync.Pool{New: func() any { b := make([]byte, tlsReadSize); return &b }}
+)
+
+func putChunk(b *[]byte) {
+	if cap(*b) == tlsReadSize {
+		tlsChunkPool.Put(b)
+	} else {
+		chunkPool.Put(b)
+	}
+}
 
 // readChunk reads once from conn into a pooled buffer, which the caller
-// returns to chunkPool. For a socket (rc != nil) it waits for readability
+// returns with putChunk. For a socket (rc != nil) it waits for readability
 // before taking a buffer, so an idle stream holds no read buffer at all.
 func readChunk(conn net.Conn, rc syscall.RawConn) (int, *[]byte, error) {
 	if rc == nil {
-		buf := chunkPool.Get().(*[]byte)
+		pool := &chunkPool
+		if _, ok := conn.(*tls.Conn); ok {
+			// A TLS read returns at most one record (16 KiB of plaintext),
+			// and an idle TLS stream holds its buffer while it waits.
+			pool = &tlsChunkPool
+		}
+		buf := pool.Get().(*[]byte)
 		n, err := conn.Read(*buf)
 		return n, buf, err
 	}
@@ -397,7 +419,7 @@ func (t *transport) connectionLostLocked(err error) {
 	t.writeCond.Broadcast()
 	close(t.lostCh)
 	raw, tlsConn := t.raw, t.tlsConn
-	if tlsConn != nil && err == nil && !t.writerBusy {
+	if tlsConn != nil && err == nil && !t.writerBusy && !t.aborted {
 		// Send close_notify without holding the lock; it may wait briefly.
 		go func() {
 			_ = tlsConn.SetWriteDeadline(time.Now().Add(time.Second))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -154,7 +155,9 @@ func (w *Writer) Close() {
 	// With nothing left to send the connection is lost now, not when the
 	// write goroutine next runs, so that a Drain right after Close reliably
 	// reports ErrConnectionLost (asyncio's drain yields once for this).
-	if !t.writerRun || (len(t.wbuf) == 0 && !t.writerBusy && !t.pausing) {
+	// During StartTLS the writer is parked on purpose: the upgrade starts a
+	// new one, which flushes and then closes.
+	if !t.pausing && (!t.writerRun || (len(t.wbuf) == 0 && !t.writerBusy)) {
 		t.connectionLostLocked(nil)
 	}
 }
@@ -166,6 +169,7 @@ func (w *Writer) Abort() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.wbuf = nil
+	t.aborted = true
 	t.connectionLostLocked(nil)
 }
 
@@ -339,6 +343,9 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 	if config == nil {
 		return &ValueError{Msg: "start_tls needs a TLS configuration"}
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	t := w.t
 	t.mu.Lock()
 	if t.closing {
@@ -393,13 +400,16 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 			go t.writeLoop(t.conn, t.writerEnd)
 		}
 	}
-	for _, ch := range []chan struct{}{readerEnd, writerEnd} {
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			resume()
-			return ctx.Err()
-		}
+	// The reader stops at once (its read deadline has passed); the writer
+	// once it has flushed, which may take as long as the peer wants.
+	<-readerEnd
+	select {
+	case <-writerEnd:
+	case <-ctx.Done():
+	}
+	if ctx.Err() != nil {
+		resume()
+		return ctx.Err()
 	}
 	t.mu.Lock()
 	if t.lost {
@@ -439,9 +449,17 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 		tc = tls.Client(hconn, config)
 	}
 	if err := handshake(ctx, tc, handshakeTimeout); err != nil {
+		// The socket is mid-handshake and cannot go back to plaintext. The
+		// stream keeps an error of its own: the caller's cancel or deadline
+		// must not become every later read's answer.
+		lost := err
+		if ctx.Err() != nil {
+			lost = &net.OpError{Op: "start_tls", Net: t.local.Network(), Source: t.local, Addr: t.peer,
+				Err: fmt.Errorf("handshake interrupted (%v): %w", err, syscall.ECONNABORTED)}
+		}
 		t.mu.Lock()
 		t.pausing = false
-		t.connectionLostLocked(err)
+		t.connectionLostLocked(lost)
 		t.mu.Unlock()
 		return err
 	}
