@@ -60,7 +60,20 @@ func DefaultListen() string {
 	return fmt.Sprintf("unix:/tmp/streammgrd-%d.sock", os.Getuid())
 }
 
-// withDefaults returns c with zero values replaced by defaults.
+// MinMessageSize is the smallest MaxMessageSize: room for a useful read
+// and for the response's other fields.
+const MinMessageSize = 16 << 10
+
+// validate reports settings that cannot work.
+func (c Config) validate() error {
+	if c.MaxMessageSize != 0 && c.MaxMessageSize < MinMessageSize {
+		return fmt.Errorf("max message size %d is below the minimum of %d bytes", c.MaxMessageSize, MinMessageSize)
+	}
+	return nil
+}
+
+// withDefaults returns c with zero values replaced by defaults (and a
+// message size below MinMessageSize raised to it).
 func (c Config) withDefaults() Config {
 	if len(c.Listen) == 0 {
 		c.Listen = []string{DefaultListen()}
@@ -74,6 +87,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxServers, DefaultMaxServers)
 	def(&c.MaxAcceptQueue, DefaultMaxAcceptQueue)
 	def(&c.MaxMessageSize, DefaultMaxMessageSize)
+	c.MaxMessageSize = max(c.MaxMessageSize, MinMessageSize)
 	def(&c.MaxWriteBuffer, DefaultMaxWriteBuffer)
 	if c.IdleTimeout < 0 {
 		c.IdleTimeout = 0

@@ -38,6 +38,9 @@ type Daemon struct {
 // NewDaemon binds every listen address and builds the gRPC server. Nothing
 // is served until Serve.
 func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	cfg = cfg.withDefaults()
 	d := &Daemon{cfg: cfg, log: log}
 	for _, addr := range cfg.Listen {

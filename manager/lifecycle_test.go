@@ -406,3 +406,32 @@ func TestAcceptEndsWhenTheServerCloses(t *testing.T) {
 		t.Fatal("a waiting Accept did not end when its server closed")
 	}
 }
+
+// A StartServer or OpenPair whose caller is gone by the time it succeeds
+// releases what it made: nobody would ever learn the handles.
+func TestCallerGoneReleases(t *testing.T) {
+	t.Parallel()
+	m := New(Config{})
+	defer m.Close()
+	svc := NewService(m)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := svc.StartServer(ctx, &smv1.StartServerRequest{Address: &smv1.StartServerRequest_Tcp{Tcp: &smv1.TcpAddress{Host: "127.0.0.1"}}})
+	wantStatus(t, err, codes.Canceled, ReasonCancelled)
+	if n := len(m.Servers()); n != 0 {
+		t.Fatalf("%d servers left after a StartServer nobody received", n)
+	}
+	_, err = svc.OpenPair(ctx, &smv1.OpenPairRequest{})
+	wantStatus(t, err, codes.Canceled, ReasonCancelled)
+	if n := len(m.Streams()); n != 0 {
+		t.Fatalf("%d streams left after an OpenPair nobody received", n)
+	}
+}
+
+// A daemon refuses a message size too small to carry a useful read.
+func TestDaemonMinMessageSize(t *testing.T) {
+	_, err := NewDaemon(Config{Listen: []string{"127.0.0.1:0"}, MaxMessageSize: 1000}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), "max message size") {
+		t.Fatalf("NewDaemon with a 1000-byte message size = %v, want a refusal", err)
+	}
+}

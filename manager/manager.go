@@ -119,6 +119,15 @@ func (s *Stream) State() string {
 // addStream registers a stream, evicting a released-worthy closed stream if
 // the registry is full.
 func (m *Manager) addStream(kind string, r *streamcore.Reader, w *streamcore.Writer, srv *Server) (*Stream, error) {
+	s, err := m.register(kind, r, w, srv)
+	if err != nil {
+		w.Abort()
+	}
+	return s, err
+}
+
+// register adds a stream to the registry, or fails leaving it untouched.
+func (m *Manager) register(kind string, r *streamcore.Reader, w *streamcore.Writer, srv *Server) (*Stream, error) {
 	s := &Stream{ID: newID("s-"), kind: kind, R: r, W: w, Created: time.Now(), srv: srv}
 	if srv != nil {
 		s.ServerID = srv.ID
@@ -127,11 +136,9 @@ func (m *Manager) addStream(kind string, r *streamcore.Reader, w *streamcore.Wri
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		w.Abort()
 		return nil, errShuttingDown
 	}
 	if len(m.streams) >= m.cfg.MaxStreams && !m.evictClosedLocked() {
-		w.Abort()
 		return nil, &limitError{what: "streams", limit: m.cfg.MaxStreams}
 	}
 	m.streams[s.ID] = s
@@ -449,22 +456,17 @@ func (s *Server) Accept(ctx context.Context) (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.m.roomForStream(); err != nil {
+	kind := "tcp"
+	if _, ok := p.w.ExtraInfo("sockname").(*net.UnixAddr); ok {
+		kind = "unix"
+	}
+	st, err := s.m.register(kind, p.r, p.w, s)
+	if err != nil {
 		// A full registry must not cost the client its connection: put it
 		// back for a later claim.
 		if !s.queue.pushFront(p) {
 			p.w.Abort()
 		}
-		return nil, err
-	}
-	kind := "tcp"
-	if a := p.w.ExtraInfo("sockname"); a != nil {
-		if _, ok := a.(*net.UnixAddr); ok {
-			kind = "unix"
-		}
-	}
-	st, err := s.m.addStream(kind, p.r, p.w, s)
-	if err != nil {
 		return nil, err
 	}
 	return st, nil

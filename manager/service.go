@@ -142,6 +142,12 @@ func (s *Service) OpenPair(ctx context.Context, req *smv1.OpenPairRequest) (*smv
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if ctx.Err() != nil {
+		// The caller is gone: nobody would learn the handles.
+		s.m.Release(a.ID)
+		s.m.Release(b.ID)
+		return nil, toStatus(ctx.Err())
+	}
 	return &smv1.OpenPairResponse{FirstStreamId: a.ID, SecondStreamId: b.ID}, nil
 }
 
@@ -187,6 +193,12 @@ func (s *Service) StartServer(ctx context.Context, req *smv1.StartServerRequest)
 	}
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if ctx.Err() != nil {
+		// The caller is gone: nobody would learn the handle, and servers
+		// are never reaped.
+		_ = s.m.CloseServer(srv.ID, false, true)
+		return nil, toStatus(ctx.Err())
 	}
 	return &smv1.StartServerResponse{ServerId: srv.ID, Sockets: addrStrings(srv.Sockets())}, nil
 }
