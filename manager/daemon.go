@@ -51,18 +51,7 @@ func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
 	}
 	d.m = New(cfg)
 	d.health = health.NewServer()
-	d.srv = grpc.NewServer(
-		grpc.MaxRecvMsgSize(cfg.MaxMessageSize),
-		grpc.MaxSendMsgSize(cfg.MaxMessageSize),
-		grpc.ChainUnaryInterceptor(
-			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), selector.MatchFunc(notInfra)),
-			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(d.recovered)),
-		),
-		grpc.ChainStreamInterceptor(
-			selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), selector.MatchFunc(notInfra)),
-			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(d.recovered)),
-		),
-	)
+	d.srv = grpc.NewServer(serverOptions(cfg, log)...)
 	smv1.RegisterStreamServiceServer(d.srv, NewService(d.m))
 	healthpb.RegisterHealthServer(d.srv, d.health)
 	if err := registerReflection(d.srv); err != nil {
@@ -70,6 +59,28 @@ func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// serverOptions are the gRPC server's limits and interceptors: a call log
+// (not for health checks and reflection), and recovery that turns a panic
+// into a bare INTERNAL.
+func serverOptions(cfg Config, log *slog.Logger) []grpc.ServerOption {
+	recovered := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p))
+		return status.Error(codes.Internal, "internal error")
+	})
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(cfg.MaxMessageSize),
+		grpc.MaxSendMsgSize(cfg.MaxMessageSize),
+		grpc.ChainUnaryInterceptor(
+			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), selector.MatchFunc(notInfra)),
+			recovery.UnaryServerInterceptor(recovered),
+		),
+		grpc.ChainStreamInterceptor(
+			selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), selector.MatchFunc(notInfra)),
+			recovery.StreamServerInterceptor(recovered),
+		),
+	}
 }
 
 var logOpts = []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
@@ -83,13 +94,6 @@ func slogAdapter(l *slog.Logger) logging.Logger {
 	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		l.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
-}
-
-// recovered logs a panic and answers a bare INTERNAL: no panic value or
-// stack ever reaches the client.
-func (d *Daemon) recovered(ctx context.Context, p any) error {
-	d.log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p))
-	return status.Error(codes.Internal, "internal error")
 }
 
 // listen binds one address: "unix:/path" (mode 0600, a stale socket file

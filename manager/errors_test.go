@@ -753,8 +753,8 @@ func TestAcceptQueueFull(t *testing.T) {
 		waitFor(t, "the connection to be accepted", func() bool { return e.serverInfo(t, srv.ServerId).Accepted == int64(i+1) })
 	}
 	peerSeesEOF(t, peers[2])
-	if info := e.serverInfo(t, srv.ServerId); info.Queued != 2 || info.Accepted != 3 {
-		t.Fatalf("queued/accepted = %d/%d, want 2/3", info.Queued, info.Accepted)
+	if info := e.serverInfo(t, srv.ServerId); info.Queued != 2 || info.Accepted != 3 || info.Rejected != 1 {
+		t.Fatalf("queued/accepted/rejected = %d/%d/%d, want 2/3/1", info.Queued, info.Accepted, info.Rejected)
 	}
 	for i := range 2 {
 		acc := e.accept(t, srv.ServerId)

@@ -432,6 +432,10 @@ func (s *Server) State() string {
 // StartServing starts listening.
 func (s *Server) StartServing(ctx context.Context) error { return s.srv.StartServing(ctx) }
 
+// Rejected returns the connections closed at once: the accept queue was
+// full, or too many TLS handshakes were in progress.
+func (s *Server) Rejected() int64 { return s.rejected.Load() + s.srv.Rejected() }
+
 // Queued returns the connections waiting to be claimed.
 func (s *Server) Queued() int { return s.queue.len() }
 

@@ -294,6 +294,7 @@ func (s *Service) ListServers(ctx context.Context, req *smv1.ListServersRequest)
 			State:    srv.State(),
 			Accepted: srv.Accepted(),
 			Queued:   int64(srv.Queued()),
+			Rejected: srv.Rejected(),
 			BytesIn:  in,
 			BytesOut: out,
 			Age:      durationpb.New(time.Since(srv.Created).Round(time.Millisecond)),

@@ -155,7 +155,7 @@ func TestTLSServerCapsHandshakes(t *testing.T) {
 			closed++
 		}
 	}
-	if closed != clients-limit {
-		t.Fatalf("%d of %d silent clients were closed, want %d (limit %d)", closed, clients, clients-limit, limit)
+	if closed != clients-limit || srv.Rejected() != clients-limit {
+		t.Fatalf("%d of %d silent clients were closed (Rejected %d), want %d (limit %d)", closed, clients, srv.Rejected(), clients-limit, limit)
 	}
 }

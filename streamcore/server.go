@@ -70,6 +70,7 @@ type Server struct {
 	unixPath  string
 	unixStat  os.FileInfo
 	accepted  int64
+	rejected  int64
 	handshake sync.WaitGroup
 	// handshakes holds a token per TLS handshake in progress.
 	handshakes chan struct{}
@@ -342,6 +343,9 @@ func (s *Server) acceptLoop(ln net.Listener) {
 			case s.handshakes <- struct{}{}:
 			default:
 				conn.Close() // too many handshakes in progress
+				s.mu.Lock()
+				s.rejected++
+				s.mu.Unlock()
 				continue
 			}
 		}
@@ -441,6 +445,14 @@ func (s *Server) Accepted() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.accepted
+}
+
+// Rejected returns how many connections were closed at once because
+// MaxHandshakes TLS handshakes were already in progress.
+func (s *Server) Rejected() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rejected
 }
 
 // Close is asyncio's close(): it stops listening, closes the listening

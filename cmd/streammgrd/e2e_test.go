@@ -1174,8 +1174,8 @@ func TestDaemonLimits(t *testing.T) {
 	}
 	expectPeerEOF(t, extra)
 	extra.Close()
-	if srv, _ := serverByID(t, tg, s.ServerID); srv.Queued != 1 {
-		t.Errorf("queued %d, want 1", srv.Queued)
+	if srv, _ := serverByID(t, tg, s.ServerID); srv.Queued != 1 || srv.Rejected != 1 {
+		t.Errorf("queued %d, rejected %d, want 1 and 1", srv.Queued, srv.Rejected)
 	}
 	call[empty](t, tg, "CloseServer", m{"serverId": s.ServerID})
 	expectPeerEOF(t, queued) // unclaimed connections are closed with the server

@@ -787,6 +787,7 @@ type (
 		State    string   `json:"state"`
 		Accepted int64    `json:"accepted,string"`
 		Queued   int64    `json:"queued,string"`
+		Rejected int64    `json:"rejected,string"`
 		BytesIn  int64    `json:"bytesIn,string"`
 		BytesOut int64    `json:"bytesOut,string"`
 		Age      string   `json:"age"`

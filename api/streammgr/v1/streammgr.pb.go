@@ -1223,7 +1223,11 @@ type ServerInfo struct {
 	// Bytes written to the streams this server accepted.
 	BytesOut int64 `protobuf:"varint,7,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
 	// Time since the server started.
-	Age           *durationpb.Duration `protobuf:"bytes,8,opt,name=age,proto3" json:"age,omitempty"`
+	Age *durationpb.Duration `protobuf:"bytes,8,opt,name=age,proto3" json:"age,omitempty"`
+	// Connections closed at once because max-accept-queue connections were
+	// already waiting to be claimed (or too many TLS handshakes were in
+	// progress).
+	Rejected      int64 `protobuf:"varint,9,opt,name=rejected,proto3" json:"rejected,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1312,6 +1316,13 @@ func (x *ServerInfo) GetAge() *durationpb.Duration {
 		return x.Age
 	}
 	return nil
+}
+
+func (x *ServerInfo) GetRejected() int64 {
+	if x != nil {
+		return x.Rejected
+	}
+	return 0
 }
 
 // ReadRequest is StreamReader.read(n).
@@ -3202,7 +3213,7 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x13CloseServerResponse\"\x14\n" +
 	"\x12ListServersRequest\"I\n" +
 	"\x13ListServersResponse\x122\n" +
-	"\aservers\x18\x01 \x03(\v2\x18.streammgr.v1.ServerInfoR\aservers\"\xf2\x01\n" +
+	"\aservers\x18\x01 \x03(\v2\x18.streammgr.v1.ServerInfoR\aservers\"\x8e\x02\n" +
 	"\n" +
 	"ServerInfo\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12\x18\n" +
@@ -3212,7 +3223,8 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x06queued\x18\x05 \x01(\x03R\x06queued\x12\x19\n" +
 	"\bbytes_in\x18\x06 \x01(\x03R\abytesIn\x12\x1b\n" +
 	"\tbytes_out\x18\a \x01(\x03R\bbytesOut\x12+\n" +
-	"\x03age\x18\b \x01(\v2\x19.google.protobuf.DurationR\x03age\"C\n" +
+	"\x03age\x18\b \x01(\v2\x19.google.protobuf.DurationR\x03age\x12\x1a\n" +
+	"\brejected\x18\t \x01(\x03R\brejected\"C\n" +
 	"\vReadRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x11\n" +
 	"\x01n\x18\x02 \x01(\x03H\x00R\x01n\x88\x01\x01B\x04\n" +
