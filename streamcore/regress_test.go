@@ -26,7 +26,7 @@ func TestStartTLSEndedContextKeepsStream(t *testing.T) {
 		if err := w2.Write([]byte("ping\n")); err != nil {
 			t.Fatal(err)
 		}
-		rctx, rcancel := context.WithTimeout(context.Background(), failAfterStream)
+		rctx, rcancel := context.WithTimeout(context.Background(), failAfter)
 		line, err := r1.ReadLine(rctx)
 		if err != nil || string(line) != "ping\n" {
 			t.Fatalf("iteration %d: ReadLine after the refused StartTLS = %q, %v", i, line, err)
@@ -42,10 +42,6 @@ func TestStartTLSEndedContextKeepsStream(t *testing.T) {
 		w2.Abort()
 	}
 }
-
-// failAfterStream bounds the waits in these tests; it is a failure bound,
-// never a speed assertion.
-const failAfterStream = 10 * time.Second
 
 // A cancelled StartTLS handshake loses the connection with an error of its
 // own, not the caller's context error.
@@ -80,7 +76,7 @@ func TestUnreadWhileReadLineWaits(t *testing.T) {
 	}
 	defer w1.Abort()
 	defer w2.Abort()
-	ctx, cancel := context.WithTimeout(context.Background(), failAfterStream)
+	ctx, cancel := context.WithTimeout(context.Background(), failAfter)
 	defer cancel()
 	if err := w2.Write([]byte("a\nbcdef")); err != nil {
 		t.Fatal(err)
