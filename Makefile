@@ -62,9 +62,11 @@ test: setup verify test-go
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-## bench: benchmarks against their baselines
+## bench: benchmarks against their baselines (bufio, bare net.Conn, direct
+## TCP, bare gRPC), each group in one run
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./streamcore/
+	$(GO) test -run '^$$' -bench Echo -benchmem ./manager/
 
 clean:
 	rm -rf examples/python/.venv examples/node/node_modules
