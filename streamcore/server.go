@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,7 +19,9 @@ import (
 // Handler receives each accepted connection (asyncio's client_connected_cb).
 // It runs in its own goroutine; the stream stays open until the handler (or
 // whoever it hands the stream to) closes it, or the server's clients are
-// closed.
+// closed. A handler that panics is logged (ServerOptions.Logger) and its
+// connection aborted, as asyncio reports an unhandled exception in
+// client_connected_cb and closes the connection; the server keeps serving.
 type Handler func(r *Reader, w *Writer)
 
 // ServerOptions configures StartServer and StartUnixServer. The zero value
@@ -41,6 +45,8 @@ type ServerOptions struct {
 	// accepted beyond it is closed at once, so silent peers cannot pile up
 	// goroutines and file descriptors. 0 means DefaultMaxHandshakes.
 	MaxHandshakes int
+	// Logger receives a panicking handler's report (nil: slog.Default()).
+	Logger *slog.Logger
 }
 
 // DefaultMaxHandshakes is the default cap on a TLS server's handshakes in
@@ -406,7 +412,32 @@ func (s *Server) serveConn(conn net.Conn) {
 		s.checkDone()
 	}()
 	r := &Reader{t: t}
-	s.handler(r, &Writer{t: t, r: r})
+	w := &Writer{t: t, r: r}
+	defer func() {
+		// As asyncio reports "Unhandled exception in client_connected_cb"
+		// and closes the connection, a panicking handler is logged and its
+		// connection aborted; the server keeps serving.
+		if p := recover(); p != nil {
+			s.logger().Error("streamcore: panic in connection handler", "panic", fmt.Sprint(p),
+				"peer", addrText(t.peer), "stack", string(debug.Stack()))
+			w.Abort()
+		}
+	}()
+	s.handler(r, w)
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.opts.Logger != nil {
+		return s.opts.Logger
+	}
+	return slog.Default()
+}
+
+func addrText(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
 }
 
 func (s *Server) checkDone() {
