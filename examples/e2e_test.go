@@ -6,18 +6,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"go/build"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -36,6 +29,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
+	"github.com/streammgr/streammgr/streamcore/streamtest"
 )
 
 // The setup command named when a client toolchain is missing.
@@ -154,7 +148,7 @@ func testLanguage(t *testing.T, w *world, l *language) {
 		checkHeaders(t, out, path, fmt.Sprintf("localhost:%d", w.httpsPort))
 	})
 	t.Run("http_headers_https_untrusted", func(t *testing.T) {
-		// Without --cafile the self-signed certificate is not trusted.
+		// Without --cafile the test CA's certificate is not trusted.
 		_, stderr := l.mustFail(t, nil, "http_headers", w.unixAddr, w.httpsURL+"/")
 		if !strings.Contains(stderr, "certificate") {
 			t.Errorf("stderr does not mention the certificate:\n%s", stderr)
@@ -594,7 +588,7 @@ func startWorld(t *testing.T) *world {
 	w.httpPort = hs.Listener.Addr().(*net.TCPAddr).Port
 	w.httpURL = fmt.Sprintf("http://127.0.0.1:%d", w.httpPort)
 
-	cert, certPEM := selfSignedCert(t)
+	cert, certPEM := serverCert(t)
 	w.caFile = filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(w.caFile, certPEM, 0o600); err != nil {
 		t.Fatal(err)
@@ -675,40 +669,17 @@ func startDaemon(t *testing.T, w *world, bin, sock string) {
 	w.client = smv1.NewStreamServiceClient(conn)
 }
 
-// selfSignedCert makes a CA-flagged self-signed certificate for localhost,
-// 127.0.0.1 and ::1.
-func selfSignedCert(t *testing.T) (tls.Certificate, []byte) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// serverCert makes a throwaway CA and a server certificate signed by it
+// for localhost, 127.0.0.1 and ::1, and returns the server certificate and
+// the CA certificate in PEM form (for use as a CA file). It is not
+// self-signed any more, but like a self-signed certificate it is trusted only
+// when the CA file is given.
+func serverCert(t *testing.T) (tls.Certificate, []byte) {
+	p, err := streamtest.NewPKI(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "streammgr examples test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, certPEM
+	return p.Server, []byte(p.CAPEM)
 }
 
 // lockedBuffer is a bytes.Buffer safe for one writer and concurrent readers.

@@ -7,16 +7,10 @@ package manager
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -34,6 +28,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
+	"github.com/streammgr/streammgr/streamcore/streamtest"
 )
 
 func TestMain(m *testing.M) {
@@ -529,15 +524,16 @@ func wantBytes(t *testing.T, what string, got, want []byte) {
 	}
 }
 
-// PKI: a CA and certificates signed by it, generated once.
+// PKI: a CA and certificates signed by it, generated once by streamtest.
 
 type testPKI struct {
 	caPEM                 string
-	serverCert, serverKey string // CN=localhost, SANs localhost and 127.0.0.1
+	serverCert, serverKey string // CN=localhost, SANs localhost, 127.0.0.1 and ::1
 	clientCert, clientKey string // CN=test-client
 	pool                  *x509.CertPool
 	serverPair            tls.Certificate
 	clientPair            tls.Certificate
+	st                    *streamtest.PKI // the fixture the fields above come from
 }
 
 var pkiOnce = sync.OnceValues(makePKI)
@@ -552,80 +548,31 @@ func pki(t *testing.T) *testPKI {
 }
 
 func makePKI() (*testPKI, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p, err := streamtest.NewPKI(&streamtest.PKIOptions{ClientCommonName: "test-client"})
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "streammgr test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, err
-	}
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, dns []string, ips []net.IP) (string, string, error) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return "", "", err
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: cn},
-			NotBefore:    now.Add(-time.Hour),
-			NotAfter:     now.Add(24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			DNSNames:     dns,
-			IPAddresses:  ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			return "", "", err
-		}
-		keyDER, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			return "", "", err
-		}
-		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-			string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})), nil
-	}
-	p := &testPKI{caPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})), pool: x509.NewCertPool()}
-	p.pool.AddCert(ca)
-	if p.serverCert, p.serverKey, err = leaf(2, "localhost", x509.ExtKeyUsageServerAuth, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}); err != nil {
-		return nil, err
-	}
-	if p.clientCert, p.clientKey, err = leaf(3, "test-client", x509.ExtKeyUsageClientAuth, nil, nil); err != nil {
-		return nil, err
-	}
-	if p.serverPair, err = tls.X509KeyPair([]byte(p.serverCert), []byte(p.serverKey)); err != nil {
-		return nil, err
-	}
-	if p.clientPair, err = tls.X509KeyPair([]byte(p.clientCert), []byte(p.clientKey)); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return &testPKI{
+		caPEM:      p.CAPEM,
+		serverCert: p.ServerCertPEM, serverKey: p.ServerKeyPEM,
+		clientCert: p.ClientCertPEM, clientKey: p.ClientKeyPEM,
+		pool:       p.CertPool,
+		serverPair: p.Server,
+		clientPair: p.Client,
+		st:         p,
+	}, nil
 }
 
 // peerServerTLS is the Go peer's configuration as a TLS server.
 func (p *testPKI) peerServerTLS() *tls.Config {
-	return &tls.Config{Certificates: []tls.Certificate{p.serverPair}, MinVersion: tls.VersionTLS12}
+	return p.st.ServerConfig()
 }
 
 // peerClientTLS is the Go peer's configuration as a TLS client, presenting
 // the client certificate when withCert is set.
 func (p *testPKI) peerClientTLS(withCert bool) *tls.Config {
-	cfg := &tls.Config{RootCAs: p.pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
+	cfg := p.st.ClientConfig()
+	cfg.ServerName = "localhost"
 	if withCert {
 		cfg.Certificates = []tls.Certificate{p.clientPair}
 	}

@@ -3,15 +3,10 @@ package streamcore
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"path/filepath"
 	"sync"
@@ -19,14 +14,17 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/streammgr/streammgr/streamcore/streamtest"
 )
 
 // testPKI is a throwaway CA with a server and a client certificate, made
-// in memory for the test run (ECDSA P-256).
+// in memory for the test run (ECDSA P-256) by streamtest.
 type testPKI struct {
 	roots  *x509.CertPool
 	server tls.Certificate // localhost, example.test, 127.0.0.1, ::1
 	client tls.Certificate // CN "client", client auth
+	st     *streamtest.PKI // the fixture the fields above come from
 }
 
 var (
@@ -45,68 +43,20 @@ func getPKI(t testing.TB) *testPKI {
 }
 
 func newTestPKI() (*testPKI, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p, err := streamtest.NewPKI(&streamtest.PKIOptions{
+		ServerCommonName: "server",
+		ClientCommonName: "client",
+		ExtraDNSNames:    []string{"example.test"},
+	})
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "streamcore test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, err
-	}
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, dns []string, ips []net.IP) (tls.Certificate, error) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return tls.Certificate{}, err
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: cn},
-			NotBefore:    now.Add(-time.Hour),
-			NotAfter:     now.Add(24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			DNSNames:     dns,
-			IPAddresses:  ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			return tls.Certificate{}, err
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
-	}
-	p := &testPKI{roots: x509.NewCertPool()}
-	p.roots.AddCert(ca)
-	if p.server, err = leaf(2, "server", x509.ExtKeyUsageServerAuth, []string{"localhost", "example.test"},
-		[]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}); err != nil {
-		return nil, err
-	}
-	if p.client, err = leaf(3, "client", x509.ExtKeyUsageClientAuth, nil, nil); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return &testPKI{roots: p.CertPool, server: p.Server, client: p.Client, st: p}, nil
 }
 
-func (p *testPKI) serverConfig() *tls.Config {
-	return &tls.Config{Certificates: []tls.Certificate{p.server}, MinVersion: tls.VersionTLS12}
-}
+func (p *testPKI) serverConfig() *tls.Config { return p.st.ServerConfig() }
 
-func (p *testPKI) clientConfig() *tls.Config {
-	return &tls.Config{RootCAs: p.roots, MinVersion: tls.VersionTLS12}
-}
+func (p *testPKI) clientConfig() *tls.Config { return p.st.ClientConfig() }
 
 // tlsPeer is a raw crypto/tls server for one connection: it runs serve on
 // the handshaken connection and closes it.
