@@ -20,7 +20,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -230,14 +229,14 @@ func testEchoServer(t *testing.T, w *world, l *language) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr lockedBuffer
+	var stderr streamtest.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start echo_server: %v", err)
 	}
 	exited := make(chan error, 1)
 	waited := false
-	var out lockedBuffer
+	var out streamtest.Buffer
 	firstLine := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -614,7 +613,7 @@ func startDaemon(t *testing.T, w *world, bin, sock string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start streammgrd: %v", err)
 	}
-	var logs lockedBuffer
+	var logs streamtest.Buffer
 	addrs := make(chan string, 2)
 	done := make(chan error, 1)
 	go func() {
@@ -680,28 +679,4 @@ func serverCert(t *testing.T) (tls.Certificate, []byte) {
 		t.Fatal(err)
 	}
 	return p.Server, []byte(p.CAPEM)
-}
-
-// lockedBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) WriteString(s string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.b.WriteString(s)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -1,12 +1,10 @@
 package manager
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -18,6 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
+
+	"github.com/streammgr/streammgr/streamcore/streamtest"
 )
 
 // panicky is a service whose handler panics with a value that must never
@@ -32,28 +32,10 @@ func (panicky) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.Simple
 	panic(secret)
 }
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // The daemon's interceptors: a panic becomes a bare INTERNAL (logged, never
 // sent), StreamService calls are logged, health checks are not.
 func TestServerInterceptors(t *testing.T) {
-	var logs syncBuffer
+	var logs streamtest.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	srv := grpc.NewServer(serverOptions(Config{}.withDefaults(), log)...)
 	testpb.RegisterTestServiceServer(srv, panicky{})

@@ -1,40 +1,22 @@
 package streamcore
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/streammgr/streammgr/streamcore/streamtest"
 )
-
-// lockedBuffer is a log sink safe for the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A handler that panics is reported and its connection closed, as asyncio
 // reports an unhandled exception in client_connected_cb; the server goes on
 // serving.
 func TestHandlerPanicClosesConnection(t *testing.T) {
-	var logs lockedBuffer
+	var logs streamtest.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), failAfter)
 	defer cancel()
 	srv, err := StartServer(ctx, func(r *Reader, w *Writer) {

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streammgr/streammgr/streamcore/streamtest"
 	"google.golang.org/grpc/codes"
 )
 
@@ -1354,7 +1355,7 @@ func TestDaemonSocketFile(t *testing.T) {
 		t.Fatalf("socket file after SIGKILL: %v", err)
 	}
 	cmd := exec.Command(bin, "--listen", "unix:"+d.sock)
-	log := &lockedBuffer{}
+	log := &streamtest.Buffer{}
 	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -140,31 +140,13 @@ func grpcurlPath(t testing.TB) string {
 	return grpcurlBin
 }
 
-// lockedBuffer is a bytes.Buffer safe for a writer goroutine and readers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // daemon is one streammgrd process.
 type daemon struct {
 	dir    string // short temp dir holding the socket
 	sock   string // Unix socket path
 	tcp    string // loopback host:port, "" when not listening on TCP
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *streamtest.Buffer
 	exited chan struct{} // closed when the process has exited
 	state  *os.ProcessState
 }
@@ -193,7 +175,7 @@ func tryStartDaemon(t testing.TB, bin string, withTCP bool, extra []string) (*da
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{dir: dir, sock: filepath.Join(dir, "d.sock"), stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	d := &daemon{dir: dir, sock: filepath.Join(dir, "d.sock"), stderr: &streamtest.Buffer{}, exited: make(chan struct{})}
 	args := []string{"--listen", "unix:" + d.sock}
 	if withTCP {
 		d.tcp = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
@@ -631,7 +613,7 @@ func background(t testing.TB, tg target, method string, req any, flags ...string
 	flags = append(flags, "-d", "@")
 	cmd := tg.command(ctx, method, flags)
 	cmd.Stdin = bytes.NewReader(requestJSON(req))
-	stderr := &lockedBuffer{}
+	stderr := &streamtest.Buffer{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
