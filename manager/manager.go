@@ -55,6 +55,7 @@ type Server struct {
 	// bytes of released streams, so totals survive their release
 	releasedIn, releasedOut atomic.Int64
 	rejected                atomic.Int64
+	serveCalls              atomic.Int64
 }
 
 // New returns a Manager with cfg's limits (zero values take defaults) and
@@ -435,6 +436,9 @@ func (s *Server) StartServing(ctx context.Context) error { return s.srv.StartSer
 // Rejected returns the connections closed at once: the accept queue was
 // full, or too many TLS handshakes were in progress.
 func (s *Server) Rejected() int64 { return s.rejected.Load() + s.srv.Rejected() }
+
+// ServeCalls returns the Serve calls attached right now.
+func (s *Server) ServeCalls() int64 { return s.serveCalls.Load() }
 
 // Queued returns the connections waiting to be claimed.
 func (s *Server) Queued() int { return s.queue.len() }

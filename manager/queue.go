@@ -69,6 +69,9 @@ func (errQueueClosed) Error() string { return "server closed" }
 // closes.
 func (q *acceptQueue) pop(ctx context.Context) (pending, error) {
 	for {
+		if err := ctx.Err(); err != nil {
+			return pending{}, err // a caller that is gone claims nothing
+		}
 		q.mu.Lock()
 		if len(q.items) > 0 {
 			p := q.items[0]

@@ -259,6 +259,8 @@ func (s *Service) Serve(req *smv1.ServeRequest, stream smv1.StreamService_ServeS
 		return toStatus(err)
 	}
 	ctx := stream.Context()
+	srv.serveCalls.Add(1)
+	defer srv.serveCalls.Add(-1)
 	for {
 		st, err := srv.Accept(ctx)
 		if err != nil {
@@ -268,9 +270,14 @@ func (s *Service) Serve(req *smv1.ServeRequest, stream smv1.StreamService_ServeS
 			return toStatus(err)
 		}
 		resp := &smv1.ServeResponse{StreamId: st.ID, Peername: addrString(asAddr(st.W.ExtraInfo("peername")))}
-		if err := stream.Send(resp); err != nil {
+		if err := stream.Send(resp); err != nil || ctx.Err() != nil {
+			// Not delivered, or the caller left while it was sent: keep the
+			// connection for the next claim rather than risk losing it.
 			srv.Unaccept(st)
-			return err
+			if err == nil {
+				err = ctx.Err()
+			}
+			return toStatus(err)
 		}
 	}
 }
@@ -289,15 +296,16 @@ func (s *Service) ListServers(ctx context.Context, req *smv1.ListServersRequest)
 	for _, srv := range s.m.Servers() {
 		in, out := srv.Bytes()
 		resp.Servers = append(resp.Servers, &smv1.ServerInfo{
-			ServerId: srv.ID,
-			Sockets:  addrStrings(srv.Sockets()),
-			State:    srv.State(),
-			Accepted: srv.Accepted(),
-			Queued:   int64(srv.Queued()),
-			Rejected: srv.Rejected(),
-			BytesIn:  in,
-			BytesOut: out,
-			Age:      durationpb.New(time.Since(srv.Created).Round(time.Millisecond)),
+			ServerId:   srv.ID,
+			Sockets:    addrStrings(srv.Sockets()),
+			State:      srv.State(),
+			Accepted:   srv.Accepted(),
+			Queued:     int64(srv.Queued()),
+			Rejected:   srv.Rejected(),
+			ServeCalls: srv.ServeCalls(),
+			BytesIn:    in,
+			BytesOut:   out,
+			Age:        durationpb.New(time.Since(srv.Created).Round(time.Millisecond)),
 		})
 	}
 	return resp, nil

@@ -477,8 +477,8 @@ func testServe(t *testing.T, d *daemon) {
 		write(t, tg, r.StreamID, []byte(msg))
 		readPeer(t, c, msg)
 	}
-	if srv, _ := serverByID(t, tg, s.ServerID); srv.Accepted != 2 || srv.Queued != 0 {
-		t.Errorf("ListServers: accepted %d queued %d, want 2 and 0", srv.Accepted, srv.Queued)
+	if srv, _ := serverByID(t, tg, s.ServerID); srv.Accepted != 2 || srv.Queued != 0 || srv.Serving != 1 {
+		t.Errorf("ListServers: accepted %d queued %d serve calls %d, want 2, 0 and 1", srv.Accepted, srv.Queued, srv.Serving)
 	}
 	// Closing the server ends the Serve stream cleanly.
 	call[empty](t, tg, "CloseServer", m{"serverId": s.ServerID, "closeClients": true})
@@ -828,6 +828,12 @@ func testServeEndsWithClient(t *testing.T, d *daemon) {
 	defer call[empty](t, tg, "CloseServer", m{"serverId": s.ServerID, "abortClients": true})
 	r := timed(t, tg, "Serve", m{"serverId": s.ServerID}, time.Second)
 	checkError(t, r, codes.DeadlineExceeded, "")
+	// The daemon learns of the client's deadline a moment after grpcurl
+	// exits; connect once the call has ended on its side too.
+	eventually(t, 10*time.Second, "the Serve call to end in the daemon", func() bool {
+		srv, _ := serverByID(t, tg, s.ServerID)
+		return srv.Serving == 0
+	})
 	c, err := net.Dial("tcp", s.Sockets[0])
 	if err != nil {
 		t.Fatal(err)

@@ -766,6 +766,7 @@ type (
 		Accepted int64    `json:"accepted,string"`
 		Queued   int64    `json:"queued,string"`
 		Rejected int64    `json:"rejected,string"`
+		Serving  int64    `json:"serveCalls,string"`
 		BytesIn  int64    `json:"bytesIn,string"`
 		BytesOut int64    `json:"bytesOut,string"`
 		Age      string   `json:"age"`

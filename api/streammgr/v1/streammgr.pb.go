@@ -1227,7 +1227,9 @@ type ServerInfo struct {
 	// Connections closed at once because max-accept-queue connections were
 	// already waiting to be claimed (or too many TLS handshakes were in
 	// progress).
-	Rejected      int64 `protobuf:"varint,9,opt,name=rejected,proto3" json:"rejected,omitempty"`
+	Rejected int64 `protobuf:"varint,9,opt,name=rejected,proto3" json:"rejected,omitempty"`
+	// Serve calls attached to this server right now.
+	ServeCalls    int64 `protobuf:"varint,10,opt,name=serve_calls,json=serveCalls,proto3" json:"serve_calls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1321,6 +1323,13 @@ func (x *ServerInfo) GetAge() *durationpb.Duration {
 func (x *ServerInfo) GetRejected() int64 {
 	if x != nil {
 		return x.Rejected
+	}
+	return 0
+}
+
+func (x *ServerInfo) GetServeCalls() int64 {
+	if x != nil {
+		return x.ServeCalls
 	}
 	return 0
 }
@@ -3213,7 +3222,7 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x13CloseServerResponse\"\x14\n" +
 	"\x12ListServersRequest\"I\n" +
 	"\x13ListServersResponse\x122\n" +
-	"\aservers\x18\x01 \x03(\v2\x18.streammgr.v1.ServerInfoR\aservers\"\x8e\x02\n" +
+	"\aservers\x18\x01 \x03(\v2\x18.streammgr.v1.ServerInfoR\aservers\"\xaf\x02\n" +
 	"\n" +
 	"ServerInfo\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12\x18\n" +
@@ -3224,7 +3233,10 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\bbytes_in\x18\x06 \x01(\x03R\abytesIn\x12\x1b\n" +
 	"\tbytes_out\x18\a \x01(\x03R\bbytesOut\x12+\n" +
 	"\x03age\x18\b \x01(\v2\x19.google.protobuf.DurationR\x03age\x12\x1a\n" +
-	"\brejected\x18\t \x01(\x03R\brejected\"C\n" +
+	"\brejected\x18\t \x01(\x03R\brejected\x12\x1f\n" +
+	"\vserve_calls\x18\n" +
+	" \x01(\x03R\n" +
+	"serveCalls\"C\n" +
 	"\vReadRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x11\n" +
 	"\x01n\x18\x02 \x01(\x03H\x00R\x01n\x88\x01\x01B\x04\n" +
