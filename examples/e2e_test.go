@@ -135,11 +135,18 @@ func testLanguage(t *testing.T, w *world, l *language) {
 			t.Errorf("stderr does not say the connection was refused:\n%s", stderr)
 		}
 	})
+	t.Run("echo_client_interrupted", func(t *testing.T) { testInterruptedClient(t, w, l) })
 	t.Run("echo_server", func(t *testing.T) { testEchoServer(t, w, l) })
 	t.Run("http_headers", func(t *testing.T) {
 		path := "/headers/plain?lang=" + l.name
 		out := l.mustRun(t, nil, "http_headers", w.unixAddr, w.httpURL+path)
 		checkHeaders(t, out, path, fmt.Sprintf("127.0.0.1:%d", w.httpPort))
+	})
+	t.Run("http_headers_encoded_path", func(t *testing.T) {
+		// A space in the URL goes out percent-encoded, not as a bare space
+		// that would make the request line invalid (400 Bad Request).
+		out := l.mustRun(t, nil, "http_headers", w.unixAddr, w.httpURL+"/headers/a b?q=x y")
+		checkHeaders(t, out, "/headers/a%20b?q=x%20y", fmt.Sprintf("127.0.0.1:%d", w.httpPort))
 	})
 	t.Run("http_headers_https", func(t *testing.T) {
 		path := "/headers/tls"
@@ -155,6 +162,15 @@ func testLanguage(t *testing.T, w *world, l *language) {
 	})
 	t.Run("socketpair", func(t *testing.T) {
 		out := l.mustRun(t, nil, "socketpair", w.unixAddr)
+		if want := "Received: " + l.bytesRepr("abc") + "\n"; out != want {
+			t.Errorf("stdout %q, want %q", out, want)
+		}
+	})
+	t.Run("socketpair_unix_url", func(t *testing.T) {
+		// unix:///abs/path is an address too, even with STREAMMGR_ADDR set
+		// to something else.
+		path := strings.TrimPrefix(w.unixAddr, "unix:")
+		out := l.mustRun(t, []string{"STREAMMGR_ADDR=unix:/nonexistent/sm.sock"}, "socketpair", "unix://"+path)
 		if want := "Received: " + l.bytesRepr("abc") + "\n"; out != want {
 			t.Errorf("stdout %q, want %q", out, want)
 		}
@@ -215,6 +231,81 @@ func checkHeaders(t *testing.T, out, path, host string) {
 		if !strings.Contains(out+"\n", want+"\n") {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// testInterruptedClient runs the echo client against a server that never
+// answers, interrupts it with SIGINT while it waits in its read, and checks
+// that it exits 130 (not killed) and aborted its stream in the daemon.
+func testInterruptedClient(t *testing.T, w *world, l *language) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, silent, until the test ends
+		}
+	}()
+	peer := ln.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	defer cancel()
+	cmd := l.command(ctx, nil, "echo_client", w.unixAddr, "--port", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stream := func() *smv1.StreamInfo {
+		streams, err := w.client.ListStreams(ctx, &smv1.ListStreamsRequest{})
+		if err != nil {
+			t.Fatalf("ListStreams: %v", err)
+		}
+		for _, s := range streams.Streams {
+			if s.Peername == peer {
+				return s
+			}
+		}
+		return nil
+	}
+	// The client has sent its message when the daemon has it written.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if s := stream(); s != nil && s.BytesOut > 0 {
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("echo_client exited before reading: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("echo_client did not write within 30s")
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // into its read
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	var werr error
+	select {
+	case werr = <-exited:
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+		t.Fatal("echo_client still running 20s after SIGINT")
+	}
+	if ee, ok := werr.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+		t.Errorf("echo_client after SIGINT: %v, want exit status 130\nstdout:\n%s\nstderr:\n%s", werr, stdout.String(), stderr.String())
+	}
+	if s := stream(); s != nil && s.State != "closed" {
+		t.Errorf("the interrupted client left its stream %s: %v", s.State, s)
 	}
 }
 
@@ -326,6 +417,58 @@ func testEchoServer(t *testing.T, w *world, l *language) {
 		}
 	}
 
+	// The example's server in the daemon, to find the streams it accepted.
+	sockAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	serverID := ""
+	servers, err := w.client.ListServers(ctx, &smv1.ListServersRequest{})
+	if err != nil {
+		t.Fatalf("ListServers: %v", err)
+	}
+	for _, s := range servers.Servers {
+		for _, sock := range s.Sockets {
+			if sock == sockAddr {
+				serverID = s.ServerId
+			}
+		}
+	}
+	if serverID == "" {
+		t.Fatalf("no server on %s in the daemon: %v", sockAddr, servers.Servers)
+	}
+	// A client that connects and sends nothing: its handler waits in a read
+	// when SIGTERM comes, and the server must not leave its stream open.
+	idle, err := net.DialTimeout("tcp", sockAddr, 10*time.Second)
+	if err != nil {
+		t.Fatalf("idle client: %v", err)
+	}
+	defer idle.Close()
+	live := func() (open []*smv1.StreamInfo) {
+		streams, err := w.client.ListStreams(ctx, &smv1.ListStreamsRequest{})
+		if err != nil {
+			t.Fatalf("ListStreams: %v", err)
+		}
+		for _, s := range streams.Streams {
+			if s.ServerId != serverID {
+				continue
+			}
+			switch s.State {
+			case "open", "eof", "closing":
+				open = append(open, s)
+			}
+		}
+		return open
+	}
+	// Wait until the daemon has accepted it (the two echoed connections may
+	// already be released) and the handler had a moment to start reading.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if len(live()) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the idle client's connection never showed up in ListStreams")
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
 	}
@@ -338,16 +481,19 @@ func testEchoServer(t *testing.T, w *world, l *language) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("echo_server still running 20s after SIGTERM")
 	}
-	servers, err := w.client.ListServers(ctx, &smv1.ListServersRequest{})
+	servers, err = w.client.ListServers(ctx, &smv1.ListServersRequest{})
 	if err != nil {
 		t.Fatalf("ListServers: %v", err)
 	}
 	for _, s := range servers.Servers {
-		for _, sock := range s.Sockets {
-			if sock == net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) {
-				t.Errorf("the example's server is still open in the daemon: %v", s)
-			}
+		if s.ServerId == serverID {
+			t.Errorf("the example's server is still open in the daemon: %v", s)
 		}
+	}
+	// Every stream the server accepted is closed or released, the idle
+	// client's included.
+	for _, s := range live() {
+		t.Errorf("stream of the example's server left %s after SIGTERM: %v", s.State, s)
 	}
 }
 
@@ -400,7 +546,7 @@ func languages(t *testing.T) []*language {
 				}
 			},
 			selfTests: func(t *testing.T, w *world, l *language) {
-				out := runSuite(t, l, []string{"node", "--test", "--test-reporter=tap", "test/"}, w)
+				out := runSuite(t, l, []string{"node", "--test", "--test-reporter=tap", "test/streammgr.test.js"}, w)
 				pass := regexp.MustCompile(`(?m)^# pass (\d+)$`).FindStringSubmatch(out)
 				fail := regexp.MustCompile(`(?m)^# fail (\d+)$`).FindStringSubmatch(out)
 				if pass == nil || fail == nil || fail[1] != "0" || pass[1] == "0" {

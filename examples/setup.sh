@@ -4,8 +4,11 @@
 #     stubs generated from proto/ (examples/python/setup.sh);
 #   - Node: npm ci in examples/node (the versions of package-lock.json);
 #   - grpcurl: go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4,
-#     unless a grpcurl is already on PATH or in $(go env GOPATH)/bin.
-# Needs python3 (with venv), node and npm (Node.js 18 or later), and go.
+#     unless a grpcurl is already on PATH or in $(go env GOPATH)/bin (where
+#     go install puts it: the scripts find it there; add it to PATH to run
+#     grpcurl by hand).
+# Needs python3 with its venv module (Debian/Ubuntu: python3-venv), node and
+# npm (Node.js 18 or later), and go.
 # Usage: examples/setup.sh
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,5 +27,6 @@ elif [[ -x $(go env GOPATH)/bin/grpcurl ]]; then
 else
   go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
   echo "grpcurl installed: $(go env GOPATH)/bin/grpcurl"
+  echo "  (the scripts find it there; to run grpcurl yourself: export PATH=\"\$PATH:$(go env GOPATH)/bin\")"
 fi
 echo "== ready: go test ./examples/"

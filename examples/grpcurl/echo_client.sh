@@ -27,7 +27,8 @@ done
 
 # open_connection: the daemon connects and answers a stream handle.
 #   {"streamId": "s-...", "peername": "127.0.0.1:8888", "sockname": "127.0.0.1:41234"}
-resp=$(sm Open "{\"tcp\": {\"host\": $(sm_str "$host"), \"port\": $port}}")
+sm_call Open "{\"tcp\": {\"host\": $(sm_str "$host"), \"port\": $port}}"
+resp=$SM_OUT
 sid=$(sm_field streamId <<<"$resp")
 sm_track "$sid"
 
@@ -39,9 +40,9 @@ sm Drain "{\"stream_id\": \"$sid\"}" >/dev/null
 
 # reader.read(100): up to 100 bytes, as soon as any arrive.
 #   {"data": "SGVsbG8gV29ybGQh"}
-resp=$(sm Read "{\"stream_id\": \"$sid\", \"n\": 100}")
-data=$(sm_field data <<<"$resp" | base64 -d)
-echo "Received: $(sm_repr "$data")"
+sm_call Read "{\"stream_id\": \"$sid\", \"n\": 100}"
+resp=$SM_OUT
+echo "Received: $(sm_repr_b64 "$(sm_field data <<<"$resp")")"
 
 # writer.close() and wait_closed(): flush, close the socket, wait until it
 # is gone. The handle is released by the daemon afterwards.

@@ -6,7 +6,8 @@
 # arrives (asyncio's client_connected_cb), and a background job echoes it:
 # read up to 100 bytes, write them back, drain, close. Any TCP client can
 # talk to it: printf hi | nc 127.0.0.1 8888. SIGINT or SIGTERM closes the
-# server (CloseServer) and exits.
+# server (CloseServer, aborting the connections still being served) and
+# exits 0.
 #
 # Usage: echo_server.sh [ADDR] [--host 127.0.0.1] [--port 8888]   (port 0: any free port)
 #   ADDR: unix:/path/to/streammgrd.sock or host:port (default $STREAMMGR_ADDR)
@@ -29,16 +30,29 @@ handle_echo() {
   local sid=$1 peer=$2 resp data64 message
   resp=$(sm Read "{\"stream_id\": \"$sid\", \"n\": 100}")
   data64=$(sm_field data <<<"$resp") # empty if the client sent nothing
-  message=$(printf '%s' "$data64" | base64 -d)
-  echo "Received $(sm_repr "$message") from $peer"
+  message=$(sm_repr_b64 "$data64")
+  echo "Received $message from $peer"
 
-  echo "Send: $(sm_repr "$message")"
+  echo "Send: $message"
   sm Write "{\"stream_id\": \"$sid\", \"data\": \"$data64\"}" >/dev/null
   sm Drain "{\"stream_id\": \"$sid\"}" >/dev/null
 
   echo "Close the connection"
   sm Close "{\"stream_id\": \"$sid\"}" >/dev/null
   sm WaitClosed "{\"stream_id\": \"$sid\"}" >/dev/null
+}
+
+# serve_one STREAM_ID PEERNAME: handle_echo in a subshell (set -e applies
+# there: it is not the left side of ||); if it fails, the stream is
+# aborted, so it is not left open in the daemon.
+serve_one() {
+  local rc=0
+  handle_echo "$@" &
+  wait $! || rc=$?
+  if ((rc != 0)); then
+    echo "connection handler failed: exit $rc" >&2
+    sm Abort "{\"stream_id\": \"$1\"}" >/dev/null 2>&1 || true
+  fi
 }
 
 # start_server: the daemon binds and listens.
@@ -49,14 +63,13 @@ server_id=$(sm_field serverId <<<"$resp")
 sockets=$(sed -n 's/^ *"\([^"]*\)",\{0,1\}$/\1/p' <<<"$resp" | paste -sd, - | sed 's/,/, /g')
 echo "Serving on $sockets"
 
-# On SIGINT/SIGTERM: close the server (the daemon then ends the Serve call),
-# stop the handlers still running, exit 0.
+# On SIGINT/SIGTERM: close the server and abort the connections it accepted
+# (the daemon then ends the Serve call, and the handlers still waiting on
+# their streams fail and end), wait for the handlers, exit 0.
 stop() {
   trap - INT TERM
-  sm CloseServer "{\"server_id\": \"$server_id\"}" >/dev/null || true
-  local jobs
-  mapfile -t jobs < <(jobs -p)
-  ((${#jobs[@]} == 0)) || kill "${jobs[@]}" 2>/dev/null || true
+  sm CloseServer "{\"server_id\": \"$server_id\", \"abort_clients\": true}" >/dev/null || true
+  wait
   exit 0
 }
 trap stop INT TERM
@@ -75,7 +88,7 @@ while IFS= read -r -u 3 line; do
     *'"streamId":'*) sid=$(sm_field streamId <<<"$line") ;;
     *'"peername":'*) peer=$(sm_field peername <<<"$line") ;;
     '}')
-      handle_echo "$sid" "$peer" &
+      serve_one "$sid" "$peer" &
       sid='' peer=''
       ;;
   esac

@@ -16,7 +16,8 @@ sm_init "$@"
 ((${#SM_ARGS[@]} == 0)) || sm_die "usage: errors_demo.sh [ADDR]"
 
 # A pair whose readers have a limit of 8 bytes.
-resp=$(sm OpenPair '{"limit": 8}')
+sm_call OpenPair '{"limit": 8}'
+resp=$SM_OUT
 sid=$(sm_field firstStreamId <<<"$resp")
 peer=$(sm_field secondStreamId <<<"$resp")
 sm_track "$sid"
@@ -32,7 +33,8 @@ sm Drain "{\"stream_id\": \"$peer\"}" >/dev/null
 #    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "LIMIT_OVERRUN", ...},
 #                {"@type": "type.googleapis.com/streammgr.v1.LimitOverrunError", "consumed": "16"}]}
 rc=0
-status=$(sm_json ReadUntil "{\"stream_id\": \"$sid\", \"separator\": \"$(sm_b64 $'\n')\"}" 2>&1 >/dev/null) || rc=$?
+sm_json ReadUntil "{\"stream_id\": \"$sid\", \"separator\": \"$(sm_b64 $'\n')\"}" 2>"$SM_TMP" >/dev/null || rc=$?
+status=$(<"$SM_TMP")
 ((rc > 64)) || sm_die "ReadUntil: expected a RESOURCE_EXHAUSTED error, got exit $rc"
 code=${SM_CODES[rc - 64]}
 reason=$(sm_field reason <<<"$status")
@@ -41,8 +43,9 @@ echo "ReadUntil over the limit: $code $reason consumed=$consumed"
 echo "  message: $(sm_field message <<<"$status")"
 
 # Nothing was lost: the 16 bytes are still buffered.
-resp=$(sm ReadExactly "{\"stream_id\": \"$sid\", \"n\": 16}")
-echo "data kept: $(sm_repr "$(sm_field data <<<"$resp" | base64 -d)")"
+sm_call ReadExactly "{\"stream_id\": \"$sid\", \"n\": 16}"
+resp=$SM_OUT
+echo "data kept: $(sm_repr_b64 "$(sm_field data <<<"$resp")")"
 
 # The peer writes "abc" and closes: EOF comes before 10 bytes.
 sm Write "{\"stream_id\": \"$peer\", \"data\": \"$(sm_b64 abc)\"}" >/dev/null
@@ -50,10 +53,11 @@ sm Close "{\"stream_id\": \"$peer\"}" >/dev/null
 sm WaitClosed "{\"stream_id\": \"$peer\"}" >/dev/null
 sm_untrack "$peer"
 #   {"data": "YWJj", "incomplete": true, "expected": "10"}
-resp=$(sm ReadExactly "{\"stream_id\": \"$sid\", \"n\": 10}")
+sm_call ReadExactly "{\"stream_id\": \"$sid\", \"n\": 10}"
+resp=$SM_OUT
 [[ $(sm_field incomplete <<<"$resp") == true ]] || sm_die "ReadExactly: expected incomplete: $resp"
-partial=$(sm_field data <<<"$resp" | base64 -d)
-echo "ReadExactly past EOF: incomplete partial=$(sm_repr "$partial") expected=$(sm_field expected <<<"$resp")"
+partial=$(sm_field data <<<"$resp")
+echo "ReadExactly past EOF: incomplete partial=$(sm_repr_b64 "$partial") expected=$(sm_field expected <<<"$resp")"
 
 sm Close "{\"stream_id\": \"$sid\"}" >/dev/null
 sm WaitClosed "{\"stream_id\": \"$sid\"}" >/dev/null

@@ -33,6 +33,22 @@ hostname=${host#[}
 hostname=${hostname%]}
 header_host=$host${port:+:$port}
 [[ $path == /* ]] || path=/$path
+
+# The request target percent-encoded, as Python's urllib.parse.quote: a
+# space would split it (400 Bad Request); bytes allowed in a path or query,
+# %XX escapes included, stay as they are.
+percent_encode() {
+  local LC_ALL=C s=$1 out='' c i
+  for ((i = 0; i < ${#s}; i++)); do
+    c=${s:i:1}
+    case $c in
+      [A-Za-z0-9/%:@!\$\&\'\(\)*+,\;=~?._-]) out+=$c ;;
+      *) printf -v c '%%%02X' "'$c" && out+=$c ;;
+    esac
+  done
+  printf '%s' "$out"
+}
+path=$(percent_encode "$path")
 if [[ $scheme == https ]]; then port=${port:-443}; else port=${port:-80}; fi
 
 # open_connection(host, port, ssl=...): with "tls" set the daemon does the
@@ -44,7 +60,8 @@ if [[ $scheme == https ]]; then
   if [[ -n $cafile ]]; then ca_pem=$(<"$cafile"); fi
   open+=", \"tls\": {\"server_hostname\": $(sm_str "$hostname"), \"ca_pem\": $(sm_str "$ca_pem")}"
 fi
-resp=$(sm Open "$open}")
+sm_call Open "$open}"
+resp=$SM_OUT
 sid=$(sm_field streamId <<<"$resp")
 sm_track "$sid"
 
@@ -54,7 +71,8 @@ sm Write "{\"stream_id\": \"$sid\", \"data\": \"$query\"}" >/dev/null
 # readline() until it answers no data (EOF). Each line is decoded as
 # latin-1 (iconv) and stripped of trailing whitespace, "\r\n" included.
 while :; do
-  resp=$(sm ReadLine "{\"stream_id\": \"$sid\"}")
+  sm_call ReadLine "{\"stream_id\": \"$sid\"}"
+  resp=$SM_OUT
   data=$(sm_field data <<<"$resp")
   [[ -n $data ]] || break
   line=$(printf '%s' "$data" | base64 -d | iconv -f latin1 -t utf-8 | sed 's/[[:space:]]*$//')

@@ -1,8 +1,10 @@
+# shellcheck shell=bash
 # lib.sh: what the grpcurl examples share. Source it from a script, then call
 #   sm_init "$@"
-# which takes the daemon address from the first argument (unix:/path or
-# host:port) or from $STREAMMGR_ADDR, and leaves the other arguments in
-# SM_ARGS.
+# which takes the daemon address from the first argument (unix:/path,
+# unix:///path or host:port) or from $STREAMMGR_ADDR, and leaves the other
+# arguments in SM_ARGS. Abstract socket names (unix:@name) are rejected:
+# grpcurl cannot dial them.
 #
 # Everything here is plain grpcurl. The daemon registers gRPC reflection, so
 # grpcurl needs no .proto files: `grpcurl -plaintext -unix /path/to.sock list`
@@ -49,7 +51,9 @@ sm_find_grpcurl() {
 # address argument) and SM_ARGS (the arguments after the daemon address).
 sm_init() {
   local addr=${STREAMMGR_ADDR:-}
-  if (($# > 0)) && [[ $1 != -* && $1 != *://* ]]; then
+  # An argument starting with unix: is always the address (unix:///path
+  # contains :// but is no URL argument).
+  if (($# > 0)) && [[ $1 == unix:* || ($1 != -* && $1 != *://*) ]]; then
     addr=$1
     shift
   fi
@@ -60,6 +64,8 @@ sm_init() {
       SM_CONN=(-plaintext -unix)
       SM_TARGET=${addr#unix:}
       SM_TARGET=${SM_TARGET#//} # unix:///abs/path
+      [[ $SM_TARGET != @* ]] ||
+        sm_die "$addr: abstract Unix socket addresses (unix:@name) are not supported by grpcurl; give the daemon a socket path (unix:/path) or host:port"
       ;;
     *)
       SM_CONN=(-plaintext)
@@ -68,20 +74,59 @@ sm_init() {
   esac
   SM_ARGS=("$@")
   sm_find_grpcurl
+  SM_TMP=$(mktemp)
+}
+
+# Every call gives up when the daemon cannot be reached within
+# SM_CONNECT_TIMEOUT seconds. Calls that wait for the peer or the network
+# (reads, Drain, WaitClosed, Open, Serve, Accept) may legitimately wait for
+# long; the others must be answered within SM_MAX_TIME seconds.
+SM_CONNECT_TIMEOUT=${SM_CONNECT_TIMEOUT:-10}
+SM_MAX_TIME=${SM_MAX_TIME:-60}
+sm_flags() {
+  SM_FLAGS=(-connect-timeout "$SM_CONNECT_TIMEOUT")
+  case $1 in
+    Read | ReadLine | ReadExactly | ReadUntil | Drain | WaitClosed | Open | Serve | Accept) ;;
+    *) SM_FLAGS+=(-max-time "$SM_MAX_TIME") ;;
+  esac
 }
 
 # sm METHOD JSON: calls StreamService/METHOD with the request JSON and prints
 # the response JSON. On failure grpcurl prints the status (code, message,
 # details) on stderr and sm returns grpcurl's exit code (64 + gRPC code), so
-# under set -e the script stops there.
+# under set -e the script stops there. grpcurl runs in the background and
+# sm waits for it (cmd & wait $!): the INT/TERM traps below can run while a
+# call blocks, and kill it.
 sm() {
-  "$GRPCURL" "${SM_CONN[@]}" -d "$2" "$SM_TARGET" "$SM_SERVICE/$1"
+  sm_flags "$1"
+  sm_wait "$GRPCURL" "${SM_CONN[@]}" "${SM_FLAGS[@]}" -d "$2" "$SM_TARGET" "$SM_SERVICE/$1"
 }
 
 # sm_json METHOD JSON: like sm, but a failure is printed on stderr as the
 # google.rpc.Status in JSON (grpcurl -format-error), for scripts to parse.
 sm_json() {
-  "$GRPCURL" "${SM_CONN[@]}" -format-error -d "$2" "$SM_TARGET" "$SM_SERVICE/$1"
+  sm_flags "$1"
+  sm_wait "$GRPCURL" "${SM_CONN[@]}" "${SM_FLAGS[@]}" -format-error -d "$2" "$SM_TARGET" "$SM_SERVICE/$1"
+}
+
+# sm_wait COMMAND...: runs COMMAND in the background and waits for it,
+# returning its exit code; SM_CHILD is its pid meanwhile, for the traps.
+sm_wait() {
+  local rc=0
+  "$@" &
+  SM_CHILD=$!
+  wait "$SM_CHILD" || rc=$?
+  SM_CHILD=
+  return "$rc"
+}
+
+# sm_call METHOD JSON: sm with the response JSON in SM_OUT rather than on
+# stdout. Use it instead of resp=$(sm ...) in a script's main shell: bash
+# runs no trap while it waits for a command substitution, so a blocked read
+# could not be interrupted.
+sm_call() {
+  sm "$@" >"$SM_TMP"
+  SM_OUT=$(<"$SM_TMP")
 }
 
 # sm_field NAME: the value of the first "NAME": ... line of the JSON on
@@ -108,10 +153,50 @@ sm_str() {
   printf '"%s"' "$s"
 }
 
-# sm_repr STRING: STRING quoted as Python's repr() shows a str ('Hello').
+# sm_unb64 BASE64: the decoded bytes in SM_OUT, trailing newlines kept (a
+# plain $(... | base64 -d) strips them; the x guards them). A bash string
+# cannot hold NUL bytes: to show data, use sm_repr_b64.
+sm_unb64() {
+  SM_OUT=$(printf '%s' "$1" | base64 -d && printf x)
+  SM_OUT=${SM_OUT%x}
+}
+
+# sm_repr STRING: STRING quoted as Python's repr() shows a str ('Hello',
+# 'a\n', "it's").
 sm_repr() {
   local s=${1//\\/\\\\}
-  printf "'%s'" "${s//\'/\\\'}"
+  s=${s//$'\n'/\\n}
+  s=${s//$'\r'/\\r}
+  s=${s//$'\t'/\\t}
+  sm_quote "$s"
+}
+
+# sm_repr_b64 BASE64: sm_repr of the decoded bytes, all of them: trailing
+# newlines as \n, NUL and the other control bytes as \x00 ... \x1f, \x7f.
+sm_repr_b64() {
+  local hex s=''
+  for hex in $(printf '%s' "$1" | base64 -d | od -An -v -tx1); do
+    case $hex in
+      09) s+='\t' ;;
+      0a) s+='\n' ;;
+      0d) s+='\r' ;;
+      5c) s+="\\\\" ;;
+      [01]? | 7f) s+="\\x$hex" ;;
+      *) printf -v hex '%b' "\\x$hex" && s+=$hex ;;
+    esac
+  done
+  sm_quote "$s"
+}
+
+# sm_quote ESCAPED: the quotes of Python's repr() around ESCAPED, whose
+# backslashes are escapes already: '...', or "..." when it has a ' and no ".
+sm_quote() {
+  local s=$1
+  if [[ $s == *\'* && $s != *\"* ]]; then
+    printf '"%s"' "$s"
+  else
+    printf "'%s'" "${s//\'/\\\'}"
+  fi
 }
 
 # gRPC code names, by number (grpcurl's exit code is 64 + the code).
@@ -121,7 +206,8 @@ SM_CODES=(OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALRE
   INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED)
 
 # Streams this script opened: sm_track ID remembers one; if the script exits
-# with an error they are aborted, so no handle is left behind in the daemon
+# with an error or is interrupted (SIGINT, SIGTERM) they are aborted, so no
+# handle is left behind in the daemon
 # (handles outlive the client; an idle one is released after 10 minutes).
 SM_TRACKED=()
 sm_track() {
@@ -134,10 +220,16 @@ sm_untrack() {
 }
 sm_cleanup() {
   local rc=$? id
+  # A call still running (the script was interrupted): stop it.
+  if [[ -n ${SM_CHILD:-} ]]; then kill "$SM_CHILD" 2>/dev/null || true; fi
   if ((rc != 0)); then
     for id in "${SM_TRACKED[@]+"${SM_TRACKED[@]}"}"; do
       sm Abort "{\"stream_id\": \"$id\"}" >/dev/null 2>&1 || true
     done
   fi
+  if [[ -n ${SM_TMP:-} ]]; then rm -f "$SM_TMP"; fi
 }
 trap sm_cleanup EXIT
+# Interrupted: exit 128 + the signal's number, and the EXIT trap cleans up.
+trap 'trap - INT; exit 130' INT
+trap 'trap - TERM; exit 143' TERM

@@ -14,7 +14,8 @@ sm_init "$@"
 
 # Both ends are streams of the daemon:
 #   {"firstStreamId": "s-...", "secondStreamId": "s-..."}
-resp=$(sm OpenPair '{}')
+sm_call OpenPair '{}'
+resp=$SM_OUT
 rsid=$(sm_field firstStreamId <<<"$resp")
 wsid=$(sm_field secondStreamId <<<"$resp")
 sm_track "$rsid"
@@ -24,9 +25,9 @@ sm_track "$wsid"
 sm Write "{\"stream_id\": \"$wsid\", \"data\": \"$(sm_b64 abc)\"}" >/dev/null
 
 # Wait for data: Read returns as soon as bytes are there.
-resp=$(sm Read "{\"stream_id\": \"$rsid\", \"n\": 100}")
-data=$(sm_field data <<<"$resp" | base64 -d)
-echo "Received: $(sm_repr "$data")"
+sm_call Read "{\"stream_id\": \"$rsid\", \"n\": 100}"
+resp=$SM_OUT
+echo "Received: $(sm_repr_b64 "$(sm_field data <<<"$resp")")"
 
 # Close both ends.
 for sid in "$rsid" "$wsid"; do

@@ -10,17 +10,19 @@ const USAGE = "usage: node echo_client.js [ADDR] [--host 127.0.0.1] [--port 8888
 
 async function tcpEchoClient(client, message, host, port) {
   const { reader, writer } = await client.openConnection(host, port);
+  // On a failure or Ctrl-C, abort the stream.
+  await sm.aborting([writer], async () => {
+    console.log(`Send: ${sm.pyRepr(message)}`);
+    await writer.write(Buffer.from(message));
+    await writer.drain();
 
-  console.log(`Send: ${sm.pyRepr(message)}`);
-  await writer.write(Buffer.from(message));
-  await writer.drain();
+    const data = await reader.read(100);
+    console.log(`Received: ${sm.pyRepr(data.toString())}`);
 
-  const data = await reader.read(100);
-  console.log(`Received: ${sm.pyRepr(data.toString())}`);
-
-  console.log('Close the connection');
-  await writer.close();
-  await writer.waitClosed();
+    console.log('Close the connection');
+    await writer.close();
+    await writer.waitClosed();
+  });
 }
 
 sm.run(async () => {

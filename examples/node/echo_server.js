@@ -32,17 +32,24 @@ sm.run(async (signal) => {
   try {
     const server = await client.startServer(options.host ?? '127.0.0.1', Number(options.port ?? 8888));
     console.log(`Serving on ${server.sockets.join(', ')}`);
-    // SIGINT/SIGTERM close the server; serveForever then returns.
+    // SIGINT/SIGTERM close the server and abort the connections still
+    // being served (none is left open in the daemon); serveForever then
+    // returns.
     let closing = null;
     const stop = () => {
-      closing ??= server.close();
+      closing ??= server.close({ abortClients: true });
       return closing;
     };
     if (signal.aborted) stop();
     else signal.addEventListener('abort', stop);
 
-    await server.serveForever(handleEcho);
-    await closing; // the CloseServer answer, when we closed it
+    try {
+      await server.serveForever(handleEcho);
+    } finally {
+      // The CloseServer answer when we closed it; when serving ended
+      // otherwise, close what is left (errors ignored: already closed).
+      await (closing ?? server.close({ abortClients: true }).catch(() => {}));
+    }
   } finally {
     client.close();
   }

@@ -15,7 +15,11 @@ const USAGE = 'usage: node errors_demo.js [ADDR]';
 
 async function demo(client) {
   const [{ reader, writer }, { writer: peer }] = await client.openPair({ limit: 8 });
+  // On a failure or Ctrl-C, abort both ends.
+  await sm.aborting([writer, peer], () => readErrors(reader, writer, peer));
+}
 
+async function readErrors(reader, writer, peer) {
   const chunk = Buffer.from('0123456789ABCDEF'); // 16 bytes, no newline, limit 8
   await peer.write(chunk);
   await peer.drain();

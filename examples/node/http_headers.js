@@ -24,21 +24,23 @@ async function printHttpHeaders(client, urlText, cafile) {
     throw new Error(`not an http:// or https:// URL: ${urlText}`);
   }
   const { reader, writer } = conn;
+  // On a failure or Ctrl-C, abort the stream.
+  await sm.aborting([writer], async () => {
+    // url.host keeps an explicit port and IPv6 brackets, as Host wants.
+    const query = `HEAD ${url.pathname || '/'}${url.search} HTTP/1.0\r\nHost: ${url.host}\r\n\r\n`;
+    await writer.write(Buffer.from(query, 'latin1'));
+    for (;;) {
+      const raw = await reader.readline();
+      if (raw.length === 0) break;
 
-  // url.host keeps an explicit port and IPv6 brackets, as Host wants.
-  const query = `HEAD ${url.pathname || '/'}${url.search} HTTP/1.0\r\nHost: ${url.host}\r\n\r\n`;
-  await writer.write(Buffer.from(query, 'latin1'));
-  for (;;) {
-    const raw = await reader.readline();
-    if (raw.length === 0) break;
+      const line = raw.toString('latin1').trimEnd();
+      if (line) console.log(`HTTP header> ${line}`);
+    }
 
-    const line = raw.toString('latin1').trimEnd();
-    if (line) console.log(`HTTP header> ${line}`);
-  }
-
-  // Ignore the body, close the socket
-  await writer.close();
-  await writer.waitClosed();
+    // Ignore the body, close the socket
+    await writer.close();
+    await writer.waitClosed();
+  });
 }
 
 sm.run(async () => {

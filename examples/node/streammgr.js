@@ -189,16 +189,25 @@ function translateError(err) {
   return out;
 }
 
-/** 'unix:/path', 'unix:///path' or 'host:port' to a grpc-js target. */
+/**
+ * 'unix:/path', 'unix:///path' or 'host:port' to a grpc-js target. Abstract
+ * socket names (unix:@name) are rejected: grpc-js has no resolver for them.
+ */
 function daemonTarget(address) {
   if (address.startsWith('unix:')) {
     let p = address.slice('unix:'.length);
     if (p.startsWith('//')) p = p.slice(2);
-    if (p.startsWith('@')) return `unix-abstract:${p.slice(1)}`;
+    if (p.startsWith('@')) {
+      throw new Error(`${address}: abstract Unix socket addresses are not supported by grpc-js; give the daemon a socket path (unix:/path) or host:port`);
+    }
     return `unix://${path.resolve(p)}`; // unix:///abs/path
   }
   return address;
 }
+
+// The open clients, for run() to cancel their calls when an example does
+// not stop on SIGINT/SIGTERM.
+const openClients = new Set();
 
 /** A connection to streammgrd. */
 class Client {
@@ -206,14 +215,26 @@ class Client {
   constructor(address) {
     this.address = address;
     this.stub = new StreamService(daemonTarget(address), grpc.credentials.createInsecure());
+    this.calls = new Set();
+    openClients.add(this);
   }
 
   /** Runs one unary RPC; rejects with translateError's error. */
   call(method, request, { timeoutMs } = {}) {
     const options = timeoutMs == null ? {} : { deadline: new Date(Date.now() + timeoutMs) };
     return new Promise((resolve, reject) => {
-      this.stub[method](request, options, (err, resp) => (err ? reject(translateError(err)) : resolve(resp)));
+      const call = this.stub[method](request, options, (err, resp) => {
+        this.calls.delete(call);
+        if (err) reject(translateError(err));
+        else resolve(resp);
+      });
+      this.calls.add(call);
     });
+  }
+
+  /** Cancels the calls in progress: they reject with CANCELLED. */
+  cancelCalls() {
+    for (const call of this.calls) call.cancel();
   }
 
   pair(streamId) {
@@ -260,6 +281,7 @@ class Client {
 
   /** Closes the channel. */
   close() {
+    openClients.delete(this);
     // Not this.stub.close(): the generated client has a method per RPC under
     // its lowerCamelCase name too, so stub.close is the Close RPC.
     grpc.Client.prototype.close.call(this.stub);
@@ -427,14 +449,26 @@ class Server {
 
   /**
    * Runs handler({reader, writer, peername}) for each connection, like
-   * asyncio.start_server's callback, until the server closes. A failing
-   * handler is reported on stderr and does not stop the server.
+   * asyncio.start_server's callback, until the server closes, then waits
+   * for the handlers still running. A failing handler has its writer
+   * aborted (its stream is not left open in the daemon) and is reported on
+   * stderr; it does not stop the server.
    */
   async serveForever(handler) {
-    for await (const conn of this.serve()) {
-      Promise.resolve()
-        .then(() => handler(conn))
-        .catch((err) => console.error(`connection handler failed: ${err}`));
+    const running = new Set();
+    try {
+      for await (const conn of this.serve()) {
+        const p = Promise.resolve()
+          .then(() => handler(conn))
+          .catch(async (err) => {
+            await conn.writer.abort().catch(() => {}); // already closed or released
+            console.error(`connection handler failed: ${err}`);
+          })
+          .finally(() => running.delete(p));
+        running.add(p);
+      }
+    } finally {
+      await Promise.allSettled(running);
     }
   }
 
@@ -456,13 +490,15 @@ class Server {
 
 /**
  * Splits an example's arguments: the daemon address is the first argument
- * unless it is an option or a URL, else $STREAMMGR_ADDR. Options are
+ * if it starts with unix: (unix:/path, unix:///path) or is neither an
+ * option nor a URL (host:port), else $STREAMMGR_ADDR. Options are
  * --name value pairs. Returns {address, positional, options}.
  */
 function parseArgs(argv, usage) {
   const args = [...argv];
   let address = process.env[ADDR_ENV] || '';
-  if (args.length && !args[0].startsWith('-') && !args[0].includes('://')) address = args.shift();
+  const isAddress = (a) => a.startsWith('unix:') || (!a.startsWith('-') && !a.includes('://'));
+  if (args.length && isAddress(args[0])) address = args.shift();
   const positional = [];
   const options = {};
   while (args.length) {
@@ -488,21 +524,58 @@ function usageError(usage, msg) {
   process.exit(2);
 }
 
+// After SIGINT/SIGTERM, how long main has to finish on its own before its
+// calls are cancelled, and then to run its finally blocks.
+const STOP_GRACE_MS = 1000;
+const CLEANUP_MS = 3000;
+const EXIT_INTERRUPTED = 130; // 128 + SIGINT, as a shell reports Ctrl-C
+
 /**
- * Runs an example's async main(signal): SIGINT and SIGTERM abort the given
- * AbortSignal (for a clean stop, exit 0; check signal.aborted before waiting
- * on it, a signal may have come already); any error is printed and exits 1.
+ * Runs an example's async main(signal): any error is printed and exits 1.
+ * SIGINT and SIGTERM abort the given AbortSignal (check signal.aborted
+ * before waiting on it, a signal may have come already): a main that then
+ * returns, as a server stopping, exits 0. A main that ignores the signal has
+ * its calls in progress cancelled after a moment, so its finally blocks run
+ * (aborting what it opened), and exits 130; so does a second signal.
  */
 function run(main) {
   const ac = new AbortController();
-  for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => ac.abort());
+  let interrupted = false;
+  const onSignal = () => {
+    if (interrupted) process.exit(EXIT_INTERRUPTED); // a second Ctrl-C: now
+    interrupted = true;
+    ac.abort();
+    setTimeout(() => {
+      for (const c of openClients) c.cancelCalls();
+      setTimeout(() => process.exit(EXIT_INTERRUPTED), CLEANUP_MS);
+    }, STOP_GRACE_MS);
+  };
+  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, onSignal);
   main(ac.signal).then(
     () => process.exit(0),
     (err) => {
+      if (interrupted) {
+        console.error('interrupted');
+        process.exit(EXIT_INTERRUPTED);
+      }
       console.error(`error: ${err && err.toString ? err.toString() : err}`);
       process.exit(1);
     },
   );
+}
+
+/**
+ * Runs fn(); if it fails (or is interrupted: run() cancels the calls of an
+ * example that ignores SIGINT/SIGTERM), aborts the writers, so their
+ * streams are not left open in the daemon, and rethrows.
+ */
+async function aborting(writers, fn) {
+  try {
+    return await fn();
+  } catch (err) {
+    await Promise.all(writers.map((w) => w.abort().catch(() => {}))); // already closed or released
+    throw err;
+  }
 }
 
 /** Python's repr() of a string, for output like the Python examples'. */
@@ -525,6 +598,7 @@ module.exports = {
   daemonTarget,
   parseArgs,
   run,
+  aborting,
   pyRepr,
   PROTO_DIR,
 };

@@ -14,17 +14,17 @@ import streammgr_client as sm
 
 async def tcp_echo_client(client: sm.Client, message: str, host: str, port: int) -> None:
     reader, writer = await client.open_connection(host, port)
+    async with sm.aborting(writer):  # on a failure or Ctrl-C, abort the stream
+        print(f"Send: {message!r}")
+        await writer.write(message.encode())
+        await writer.drain()
 
-    print(f"Send: {message!r}")
-    await writer.write(message.encode())
-    await writer.drain()
+        data = await reader.read(100)
+        print(f"Received: {data.decode()!r}")
 
-    data = await reader.read(100)
-    print(f"Received: {data.decode()!r}")
-
-    print("Close the connection")
-    await writer.close()
-    await writer.wait_closed()
+        print("Close the connection")
+        await writer.close()
+        await writer.wait_closed()
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ talk to it (nc 127.0.0.1 8888). SIGINT or SIGTERM closes the server.
 """
 
 import argparse
+import asyncio
 
 import streammgr_client as sm
 
@@ -37,8 +38,14 @@ async def main(args: argparse.Namespace) -> None:
         addrs = ", ".join(str(sock) for sock in server.sockets)
         print(f"Serving on {addrs}")
 
-        async with server:  # closes the server on the way out (and on SIGTERM)
+        try:
             await server.serve_forever(handle_echo)
+        except asyncio.CancelledError:
+            pass  # SIGINT/SIGTERM: the way to stop a server, exit 0
+        finally:
+            # Stop listening and abort the connections still being served,
+            # so none is left open in the daemon.
+            await server.close(abort_clients=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,11 @@ import streammgr_client as sm
 
 async def demo(client: sm.Client) -> None:
     (reader, writer), (peer_reader, peer_writer) = await client.open_pair(limit=8)
+    async with sm.aborting(writer, peer_writer):  # on a failure or Ctrl-C, abort both
+        await read_errors(reader, writer, peer_writer)
 
+
+async def read_errors(reader: sm.StreamReader, writer: sm.StreamWriter, peer_writer: sm.StreamWriter) -> None:
     chunk = b"0123456789ABCDEF"  # 16 bytes, no newline, limit 8
     await peer_writer.write(chunk)
     await peer_writer.drain()

@@ -27,12 +27,19 @@ async def print_http_headers(client: sm.Client, url: str, cafile: str | None) ->
     else:
         raise ValueError(f"not an http:// or https:// URL: {url.geturl()!r}")
 
+    async with sm.aborting(writer):  # on a failure or Ctrl-C, abort the stream
+        await send_head(reader, writer, url)
+
+
+async def send_head(reader: sm.StreamReader, writer: sm.StreamWriter, url: urllib.parse.SplitResult) -> None:
     host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
     if url.port:
         host += f":{url.port}"
-    path = url.path or "/"
+    # The request target percent-encoded (a space would make it three
+    # words: 400 Bad Request); what is already encoded stays as it is.
+    path = urllib.parse.quote(url.path or "/", safe="/%:@!$&'()*+,;=~")
     if url.query:
-        path += "?" + url.query
+        path += "?" + urllib.parse.quote(url.query, safe="/%:@!$&'()*+,;=~?")
     query = f"HEAD {path} HTTP/1.0\r\nHost: {host}\r\n\r\n"
 
     await writer.write(query.encode("latin-1"))

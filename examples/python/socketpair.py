@@ -15,21 +15,21 @@ import streammgr_client as sm
 async def wait_for_data(client: sm.Client) -> None:
     # Create a pair of connected streams (socket.socketpair() in the original).
     (reader, writer), (wreader, wwriter) = await client.open_pair()
+    async with sm.aborting(writer, wwriter):  # on a failure or Ctrl-C, abort both
+        # Simulate the reception of data from the network.
+        await wwriter.write("abc".encode())
 
-    # Simulate the reception of data from the network.
-    await wwriter.write("abc".encode())
+        # Wait for data
+        data = await reader.read(100)
 
-    # Wait for data
-    data = await reader.read(100)
+        # Got data, we are done: close the streams
+        print("Received:", data)
+        await writer.close()
+        await writer.wait_closed()
 
-    # Got data, we are done: close the streams
-    print("Received:", data)
-    await writer.close()
-    await writer.wait_closed()
-
-    # Close the second end as well
-    await wwriter.close()
-    await wwriter.wait_closed()
+        # Close the second end as well
+        await wwriter.close()
+        await wwriter.wait_closed()
 
 
 async def main(args: argparse.Namespace) -> None:

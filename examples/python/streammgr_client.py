@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -62,6 +63,7 @@ __all__ = [
     "StreamReader",
     "StreamWriter",
     "Server",
+    "aborting",
     "StreammgrError",
     "translate_error",
     "daemon_target",
@@ -92,14 +94,14 @@ _OS_ERRORS: dict[str, type[BaseException]] = {
     "CONNECTION_REFUSED": ConnectionRefusedError,
     "CONNECTION_ABORTED": ConnectionAbortedError,
     "BROKEN_PIPE": BrokenPipeError,
-    "CONNECTION_LOST": ConnectionError,
+    "CONNECTION_LOST": ConnectionResetError,  # asyncio: ConnectionResetError('Connection lost')
     "NO_SUCH_SOCKET": FileNotFoundError,
     "PERMISSION_DENIED": PermissionError,
     "ADDRESS_IN_USE": OSError,
     "UNREACHABLE": OSError,
     "IO_ERROR": OSError,
     "DNS_ERROR": socket.gaierror,
-    "TLS_ERROR": ssl.SSLError,
+    "TLS_ERROR": ssl.SSLError,  # ssl.SSLCertVerificationError when verification failed
 }
 _OTHER_ERRORS: dict[str, type[BaseException]] = {
     "INVALID_ARGUMENT": ValueError,
@@ -108,6 +110,7 @@ _OTHER_ERRORS: dict[str, type[BaseException]] = {
     "WRITE_EOF_UNSUPPORTED": NotImplementedError,
     "CONNECT_TIMEOUT": TimeoutError,
     "HANDSHAKE_TIMEOUT": TimeoutError,
+    "IO_TIMEOUT": TimeoutError,
     "ACCEPT_TIMEOUT": TimeoutError,
 }
 
@@ -145,6 +148,8 @@ def translate_error(err: grpc.RpcError) -> BaseException:
         exc = asyncio.LimitOverrunError(message, overrun.consumed)
     elif reason in _OS_ERRORS:
         cls = _OS_ERRORS[reason]
+        if reason == "TLS_ERROR" and "certificate verify failed" in message.lower():
+            cls = ssl.SSLCertVerificationError
         exc = cls(errno, message) if errno is not None else cls(message)
     elif reason in _OTHER_ERRORS:
         exc = _OTHER_ERRORS[reason](message)
@@ -375,6 +380,28 @@ class StreamWriter:
         return default if value is None else value
 
 
+@contextlib.asynccontextmanager
+async def aborting(*writers: StreamWriter) -> AsyncIterator[None]:
+    """Aborts the writers if the block fails or is cancelled (by SIGINT or
+    SIGTERM through run()), so their streams are not left open in the
+    daemon; the error then propagates. Errors of the aborts themselves (a
+    stream already closed or released) are ignored.
+
+        async with aborting(writer):
+            ...
+            await writer.close()
+    """
+    try:
+        yield
+    except BaseException:
+        for w in writers:
+            try:
+                await w.abort()
+            except Exception:  # noqa: BLE001 - already closed or released
+                pass
+        raise
+
+
 def _socket_name(addr: str):
     """ "127.0.0.1:8888" -> ('127.0.0.1', 8888), as socket.getsockname() shows
     it; a Unix path stays a string."""
@@ -424,9 +451,16 @@ class Server:
         self, client_connected_cb: Callable[[StreamReader, StreamWriter], Awaitable[None]]
     ) -> None:
         """Runs client_connected_cb(reader, writer) in a task per connection,
-        like asyncio.start_server's callback, until cancelled. A failing
-        callback is reported on stderr and does not stop the server."""
+        like asyncio.start_server's callback, until cancelled. A failing (or
+        cancelled) callback has its writer aborted, so its stream is not left
+        open in the daemon; a failure is reported on stderr and does not stop
+        the server. When cancelled, the running callbacks are cancelled and
+        awaited."""
         tasks: set[asyncio.Task] = set()
+
+        async def handle(reader: StreamReader, writer: StreamWriter) -> None:
+            async with aborting(writer):
+                await client_connected_cb(reader, writer)
 
         def done(t: asyncio.Task) -> None:
             tasks.discard(t)
@@ -435,12 +469,13 @@ class Server:
 
         try:
             async for reader, writer in self.serve():
-                t = asyncio.create_task(client_connected_cb(reader, writer))
+                t = asyncio.create_task(handle(reader, writer))
                 tasks.add(t)
                 t.add_done_callback(done)
         finally:
             for t in list(tasks):
                 t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close(self, close_clients: bool = False, abort_clients: bool = False) -> None:
         """Stops listening and releases the handle (asyncio's Server.close())."""
@@ -467,10 +502,16 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
     return args
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+
 def run(main: Awaitable[None]) -> None:
     """Runs an example's main coroutine: stdout line-buffered (so a parent
-    process sees each line at once), SIGINT/SIGTERM stop it cleanly (exit 0),
-    and any error is printed and exits 1."""
+    process sees each line at once), and any error is printed and exits 1.
+    SIGINT/SIGTERM cancel main (its finally blocks and async with exits
+    close what it opened): if main catches the cancellation and returns, as
+    a server stopped by a signal does, the exit is 0; if it was interrupted
+    before finishing, the exit is 130."""
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
 
@@ -482,7 +523,8 @@ def run(main: Awaitable[None]) -> None:
         try:
             await task
         except asyncio.CancelledError:
-            pass  # stopped by a signal
+            print("interrupted", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
 
     try:
         asyncio.run(wrapper())

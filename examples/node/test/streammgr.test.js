@@ -74,8 +74,22 @@ test('an error without details keeps its status', () => {
 test('daemon addresses', () => {
   assert.equal(sm.daemonTarget('unix:/tmp/x.sock'), 'unix:///tmp/x.sock');
   assert.equal(sm.daemonTarget('unix:///tmp/x.sock'), 'unix:///tmp/x.sock');
-  assert.equal(sm.daemonTarget('unix:@abs'), 'unix-abstract:abs');
+  assert.throws(() => sm.daemonTarget('unix:@abs'), /abstract Unix socket addresses are not supported/);
   assert.equal(sm.daemonTarget('127.0.0.1:7000'), '127.0.0.1:7000');
+});
+
+test('the first argument is the address when it starts with unix:, even with STREAMMGR_ADDR set', () => {
+  const saved = process.env.STREAMMGR_ADDR;
+  process.env.STREAMMGR_ADDR = 'unix:/from/env.sock';
+  try {
+    for (const a of ['unix:///tmp/x.sock', 'unix:/tmp/x.sock', '127.0.0.1:7000']) {
+      assert.deepEqual(sm.parseArgs([a, 'http://h/'], ''), { address: a, positional: ['http://h/'], options: {} });
+    }
+    assert.equal(sm.parseArgs(['http://h/'], '').address, 'unix:/from/env.sock');
+  } finally {
+    if (saved === undefined) delete process.env.STREAMMGR_ADDR;
+    else process.env.STREAMMGR_ADDR = saved;
+  }
 });
 
 // The daemon.

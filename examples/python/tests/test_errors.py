@@ -1,6 +1,7 @@
 """translate_error without a daemon: hand-built google.rpc.Status trailers."""
 
 import asyncio
+import ssl
 
 import grpc
 import pytest
@@ -72,6 +73,24 @@ def test_os_errors_keep_errno(reason, cls):
     assert type(exc) is cls
     assert exc.errno == 104
     assert exc.strerror == "boom"
+
+
+@pytest.mark.parametrize(
+    "reason,message,cls",
+    [
+        ("CONNECTION_LOST", "Connection lost", ConnectionResetError),
+        ("TLS_ERROR", "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unknown authority", ssl.SSLCertVerificationError),
+        ("TLS_ERROR", "handshake failure", ssl.SSLError),
+        ("IO_TIMEOUT", "read timed out", TimeoutError),
+        ("CONNECT_TIMEOUT", "connect timed out", TimeoutError),
+        ("HANDSHAKE_TIMEOUT", "handshake timed out", TimeoutError),
+    ],
+)
+def test_asyncio_exception_classes(reason, message, cls):
+    exc = sm.translate_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, message, info(reason)))
+    assert type(exc) is cls
+    assert exc.grpc_code == grpc.StatusCode.UNAVAILABLE
+    assert exc.reason == reason
 
 
 def test_unknown_reason_and_no_details_are_streammgr_errors():

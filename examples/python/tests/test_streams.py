@@ -94,6 +94,22 @@ def test_connection_refused(daemon_addr):
     arun(go())
 
 
+def test_drain_after_abort_is_connection_reset_error(daemon_addr):
+    # asyncio: drain() on an aborted transport raises
+    # ConnectionResetError('Connection lost').
+    async def go():
+        async with sm.Client(daemon_addr) as c:
+            (_, w), (_, pw) = await c.open_pair()
+            await w.abort()
+            with pytest.raises(ConnectionResetError) as ei:
+                await w.drain()
+            assert ei.value.reason == "CONNECTION_LOST"
+            assert ei.value.grpc_code is not None
+            await pw.close()
+
+    arun(go())
+
+
 def test_unknown_stream_is_streammgr_error(daemon_addr):
     async def go():
         async with sm.Client(daemon_addr) as c:
