@@ -100,13 +100,6 @@ func (p *memPipe) write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// pending returns the chunks not yet read.
-func (p *memPipe) pending() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.chunks)
-}
-
 // memConn is an in-memory net.Conn with half-close (CloseWrite) and reset,
 // made for testing/synctest: every wait is on a channel or a timer, so a
 // goroutine blocked in Read is durably blocked. Unlike net.Pipe, writes never
