@@ -7,7 +7,7 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 GRPCURL   := $(GOBIN)/grpcurl
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all run build setup tools generate fmt verify verify-fmt verify-vet verify-generated lint test test-go test-examples bench clean
+.PHONY: all run build setup tools generate fmt verify verify-fmt verify-vet verify-staticcheck verify-generated lint test test-go bench clean
 
 all: build
 
@@ -46,6 +46,9 @@ verify-fmt:
 verify-vet:
 	$(GO) vet ./...
 
+verify-staticcheck:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
 ## verify-generated: api/ and the reflection descriptors must match proto/
 verify-generated:
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
@@ -54,7 +57,7 @@ verify-generated:
 	echo "api/ and manager/descriptors.binpb are fresh"
 
 ## verify: every static check CI runs
-verify: verify-fmt verify-vet lint verify-generated
+verify: verify-fmt verify-vet verify-staticcheck lint verify-generated
 
 ## test: all checks and all tests (race detector on); what CI runs
 test: setup verify test-go
