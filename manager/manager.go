@@ -10,6 +10,7 @@ import (
 	"errors"
 	"net"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -253,19 +254,12 @@ func (m *Manager) reap() {
 			}
 			idle := time.Duration(now - s.lastUsed.Load())
 			if (m.cfg.IdleTimeout > 0 && idle >= m.cfg.IdleTimeout) ||
-				(s.lost() && idle >= min(m.cfg.ClosedLinger, nonZero(m.cfg.IdleTimeout, m.cfg.ClosedLinger))) {
+				(s.lost() && idle >= m.cfg.ClosedLinger) {
 				m.releaseLocked(s)
 			}
 		}
 		m.mu.Unlock()
 	}
-}
-
-func nonZero(d, alt time.Duration) time.Duration {
-	if d == 0 {
-		return alt
-	}
-	return d
 }
 
 // Close aborts every stream and closes every server. The Manager refuses
@@ -387,7 +381,7 @@ func (m *Manager) StartServer(ctx context.Context, network, host string, port in
 	opts.MaxWriteBuffer = m.cfg.MaxWriteBuffer
 	s := &Server{ID: newID("srv-"), Created: time.Now(), queue: newAcceptQueue(m.cfg.MaxAcceptQueue), m: m}
 	handler := func(r *streamcore.Reader, w *streamcore.Writer) {
-		if !s.queue.push(pending{r: r, w: w, at: time.Now()}) {
+		if !s.queue.push(pending{r: r, w: w}) {
 			s.rejected.Add(1)
 			w.Abort()
 		}
@@ -486,7 +480,7 @@ func (s *Server) Unaccept(st *Stream) {
 	s.m.mu.Lock()
 	delete(s.m.streams, st.ID)
 	s.m.mu.Unlock()
-	if !s.queue.pushFront(pending{r: st.R, w: st.W, at: st.Created}) {
+	if !s.queue.pushFront(pending{r: st.R, w: st.W}) {
 		st.W.Abort()
 	}
 }
@@ -529,11 +523,13 @@ var errShuttingDown = errors.New("the daemon is shutting down")
 
 type notFoundError struct{ kind, id string }
 
-func (e *notFoundError) Error() string { return "unknown " + e.kind + " id " + quote(e.id) }
+func (e *notFoundError) Error() string { return "unknown " + e.kind + " id " + strconv.Quote(e.id) }
 
 type limitError struct {
 	what  string
 	limit int
 }
 
-func (e *limitError) Error() string { return "too many " + e.what + " (limit " + itoa(e.limit) + ")" }
+func (e *limitError) Error() string {
+	return "too many " + e.what + " (limit " + strconv.Itoa(e.limit) + ")"
+}

@@ -2,18 +2,15 @@ package manager
 
 import (
 	"context"
-	"strconv"
 	"sync"
-	"time"
 
 	"github.com/streammgr/streammgr/streamcore"
 )
 
 // pending is an accepted connection not yet claimed.
 type pending struct {
-	r  *streamcore.Reader
-	w  *streamcore.Writer
-	at time.Time
+	r *streamcore.Reader
+	w *streamcore.Writer
 }
 
 // acceptQueue is a bounded FIFO of accepted connections. pop waits; an item
@@ -116,7 +113,3 @@ func (q *acceptQueue) drain() []pending {
 	q.items = nil
 	return items
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
-
-func quote(s string) string { return strconv.Quote(s) }

@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"net"
+	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -57,7 +58,7 @@ func (s *Service) streamLimit(v *int64) (int, error) {
 
 func checkLimitFits(s *Service, limit int) error {
 	if limit > s.maxResult()/2 {
-		return invalid("limit", "a line of limit bytes must fit in one response: limit <= "+itoa(s.maxResult()/2)+" with the daemon's max message size")
+		return invalid("limit", "a line of limit bytes must fit in one response: limit <= "+strconv.Itoa(s.maxResult()/2)+" with the daemon's max message size")
 	}
 	return nil
 }
@@ -95,7 +96,7 @@ func (s *Service) Open(ctx context.Context, req *smv1.OpenRequest) (*smv1.OpenRe
 			if la.GetPort() > 65535 {
 				return nil, toStatus(invalid("local_addr.port", "port must be 0..65535"))
 			}
-			opts.LocalAddr = net.JoinHostPort(la.GetHost(), itoa(int(la.GetPort())))
+			opts.LocalAddr = net.JoinHostPort(la.GetHost(), strconv.Itoa(int(la.GetPort())))
 		}
 		st, err = s.m.Open(ctx, "tcp", a.Tcp.GetHost(), int(a.Tcp.GetPort()), opts)
 	case *smv1.OpenRequest_Unix:
@@ -420,7 +421,7 @@ func (s *Service) ReadUntil(ctx context.Context, req *smv1.ReadUntilRequest) (*s
 	case len(req.Separators) > 0:
 		for i, sep := range req.Separators {
 			if len(sep) == 0 {
-				return nil, toStatus(invalid("separators["+itoa(i)+"]", "Separator should be at least one-byte string"))
+				return nil, toStatus(invalid("separators["+strconv.Itoa(i)+"]", "Separator should be at least one-byte string"))
 			}
 		}
 		seps = req.Separators

@@ -3,6 +3,7 @@ package streamcore
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -447,32 +448,10 @@ func (t *transport) setWriteLimitsLocked(high, low int) error {
 		low = high / 4
 	}
 	if high < low || low < 0 {
-		return &ValueError{Msg: "high (" + itoa(high) + ") must be >= low (" + itoa(low) + ") must be >= 0"}
+		return &ValueError{Msg: fmt.Sprintf("high (%d) must be >= low (%d) must be >= 0", high, low)}
 	}
 	t.high, t.low = high, low
 	return nil
-}
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	neg := n < 0
-	if neg {
-		n = -n
-	}
-	var b [20]byte
-	i := len(b)
-	for n > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	if neg {
-		i--
-		b[i] = '-'
-	}
-	return string(b[i:])
 }
 
 func (t *transport) maxWriteLocked() int {
