@@ -58,7 +58,31 @@ const (
 	ReasonAcceptTimeout       = "ACCEPT_TIMEOUT"
 	ReasonCancelled           = "CANCELLED"
 	ReasonDeadlineExceeded    = "DEADLINE_EXCEEDED"
+	ReasonOffsetBehind        = "OFFSET_BEHIND"
+	ReasonOffsetAhead         = "OFFSET_AHEAD"
+	ReasonReadSuperseded      = "READ_SUPERSEDED"
 )
+
+// ErrorInfo metadata keys.
+const (
+	// MetaErrno is the OS error number, when there is one.
+	MetaErrno = "errno"
+	// MetaEarliestOffset is OFFSET_BEHIND's earliest replayable offset.
+	MetaEarliestOffset = "earliest_offset"
+	// MetaNextOffset is OFFSET_AHEAD's current offset of the stream.
+	MetaNextOffset = "next_offset"
+)
+
+// readError is a read's error with the stream's inbound offset after it,
+// for the LimitOverrunError detail.
+type readError struct {
+	err  error
+	next int64
+}
+
+func (e *readError) Error() string { return e.err.Error() }
+
+func (e *readError) Unwrap() error { return e.err }
 
 // fieldError is an invalid request field (INVALID_ARGUMENT with a
 // google.rpc.BadRequest field violation).
@@ -96,16 +120,31 @@ func toStatus(err error) error {
 		return err
 	}
 	code, reason, details := classify(err)
-	info := &errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain}
-	if errno := errnoOf(err); errno != 0 {
-		info.Metadata = map[string]string{"errno": strconv.Itoa(int(errno))}
-	}
+	info := &errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: metadata(err)}
 	st := status.New(code, err.Error())
 	withDetails, derr := st.WithDetails(append([]protoadapt.MessageV1{info}, details...)...)
 	if derr != nil {
 		return st.Err()
 	}
 	return withDetails.Err()
+}
+
+// metadata returns the ErrorInfo metadata for err, or nil.
+func metadata(err error) map[string]string {
+	var (
+		behind *streamcore.OffsetBehindError
+		ahead  *streamcore.OffsetAheadError
+	)
+	switch {
+	case errors.As(err, &behind):
+		return map[string]string{MetaEarliestOffset: strconv.FormatInt(behind.Earliest, 10)}
+	case errors.As(err, &ahead):
+		return map[string]string{MetaNextOffset: strconv.FormatInt(ahead.Next, 10)}
+	}
+	if errno := errnoOf(err); errno != 0 {
+		return map[string]string{MetaErrno: strconv.Itoa(int(errno))}
+	}
+	return nil
 }
 
 func errnoOf(err error) syscall.Errno {
@@ -118,23 +157,29 @@ func errnoOf(err error) syscall.Errno {
 
 func classify(err error) (codes.Code, string, []protoadapt.MessageV1) {
 	var (
-		nf   *notFoundError
-		fe   *fieldError
-		ve   *streamcore.ValueError
-		lo   *streamcore.LimitOverrunError
-		ll   *streamcore.LineTooLongError
-		wf   *streamcore.WriteBufferFullError
-		rt   *streamcore.ResultTooLargeError
-		ht   *streamcore.HandshakeTimeoutError
-		le   *limitError
-		dns  *net.DNSError
-		uae  x509.UnknownAuthorityError
-		hne  x509.HostnameError
-		cie  x509.CertificateInvalidError
-		rec  tls.RecordHeaderError
-		ae   tls.AlertError
-		vErr *tls.CertificateVerificationError
+		nf     *notFoundError
+		fe     *fieldError
+		ve     *streamcore.ValueError
+		lo     *streamcore.LimitOverrunError
+		ll     *streamcore.LineTooLongError
+		wf     *streamcore.WriteBufferFullError
+		rt     *streamcore.ResultTooLargeError
+		ht     *streamcore.HandshakeTimeoutError
+		le     *limitError
+		dns    *net.DNSError
+		uae    x509.UnknownAuthorityError
+		hne    x509.HostnameError
+		cie    x509.CertificateInvalidError
+		rec    tls.RecordHeaderError
+		ae     tls.AlertError
+		vErr   *tls.CertificateVerificationError
+		re     readError
+		behind *streamcore.OffsetBehindError
+		ahead  *streamcore.OffsetAheadError
 	)
+	if p := (*readError)(nil); errors.As(err, &p) {
+		re = *p
+	}
 	switch {
 	case errors.As(err, &nf):
 		if nf.kind == "server" {
@@ -147,9 +192,15 @@ func classify(err error) (codes.Code, string, []protoadapt.MessageV1) {
 	case errors.As(err, &ve):
 		return codes.InvalidArgument, ReasonInvalidArgument, nil
 	case errors.As(err, &ll):
-		return codes.ResourceExhausted, ReasonLineTooLong, []protoadapt.MessageV1{&smv1.LimitOverrunError{Consumed: int64(ll.Consumed), Found: ll.Found}}
+		return codes.ResourceExhausted, ReasonLineTooLong, []protoadapt.MessageV1{&smv1.LimitOverrunError{Consumed: int64(ll.Consumed), Found: ll.Found, NextOffset: re.next}}
 	case errors.As(err, &lo):
-		return codes.ResourceExhausted, ReasonLimitOverrun, []protoadapt.MessageV1{&smv1.LimitOverrunError{Consumed: int64(lo.Consumed), Found: lo.Found}}
+		return codes.ResourceExhausted, ReasonLimitOverrun, []protoadapt.MessageV1{&smv1.LimitOverrunError{Consumed: int64(lo.Consumed), Found: lo.Found, NextOffset: re.next}}
+	case errors.As(err, &behind):
+		return codes.OutOfRange, ReasonOffsetBehind, offsetViolation("the bytes before offset " + strconv.FormatInt(behind.Earliest, 10) + " were acknowledged and are gone")
+	case errors.As(err, &ahead):
+		return codes.OutOfRange, ReasonOffsetAhead, offsetViolation("the stream's offset is " + strconv.FormatInt(ahead.Next, 10))
+	case errors.Is(err, streamcore.ErrSuperseded):
+		return codes.Aborted, ReasonReadSuperseded, nil
 	case errors.Is(err, streamcore.ErrConcurrentRead):
 		return codes.FailedPrecondition, ReasonConcurrentRead, nil
 	case errors.Is(err, streamcore.ErrWriteAfterEOF):
@@ -211,6 +262,12 @@ func classify(err error) (codes.Code, string, []protoadapt.MessageV1) {
 		return codes.Unavailable, ReasonConnectionLost, nil
 	}
 	return codes.Unavailable, ReasonIOError, nil
+}
+
+// offsetViolation is the BadRequest detail of an offset out of range.
+func offsetViolation(desc string) []protoadapt.MessageV1 {
+	return []protoadapt.MessageV1{&errdetails.BadRequest{
+		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "offset", Description: desc}}}}
 }
 
 func isTimeout(err error) bool {

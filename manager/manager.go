@@ -320,7 +320,7 @@ func (m *Manager) OpenPair(limit int) (*Stream, *Stream, error) {
 	if err := m.roomForStream(); err != nil {
 		return nil, nil, err
 	}
-	opts := &streamcore.Options{Limit: limit, MaxWriteBuffer: m.cfg.MaxWriteBuffer}
+	opts := &streamcore.Options{Limit: limit, MaxWriteBuffer: m.cfg.MaxWriteBuffer, Replay: true}
 	r1, w1, r2, w2, err := streamcore.SocketPair(opts)
 	if err != nil {
 		return nil, nil, err

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
 	"time"
@@ -69,7 +70,7 @@ func (s *Service) Open(ctx context.Context, req *smv1.OpenRequest) (*smv1.OpenRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	opts := &streamcore.DialOptions{Options: streamcore.Options{Limit: limit}}
+	opts := &streamcore.DialOptions{Options: streamcore.Options{Limit: limit, Replay: true}}
 	if d := req.GetConnectTimeout(); d != nil {
 		if d.CheckValid() != nil || d.AsDuration() <= 0 {
 			return nil, toStatus(invalid("connect_timeout", "must be a positive duration"))
@@ -162,7 +163,7 @@ func (s *Service) StartServer(ctx context.Context, req *smv1.StartServerRequest)
 		return nil, toStatus(invalid("backlog", "must be >= 0"))
 	}
 	opts := &streamcore.ServerOptions{
-		Options:   streamcore.Options{Limit: limit},
+		Options:   streamcore.Options{Limit: limit, Replay: true},
 		Backlog:   int(req.Backlog),
 		ReusePort: req.ReusePort,
 		Deferred:  req.StartServing != nil && !*req.StartServing,
@@ -317,46 +318,72 @@ func (s *Service) ListStreams(ctx context.Context, req *smv1.ListStreamsRequest)
 	resp := &smv1.ListStreamsResponse{}
 	for _, st := range s.m.Streams() {
 		resp.Streams = append(resp.Streams, &smv1.StreamInfo{
-			StreamId: st.ID,
-			Kind:     st.Kind(),
-			Peername: addrString(asAddr(st.W.ExtraInfo("peername"))),
-			Sockname: addrString(asAddr(st.W.ExtraInfo("sockname"))),
-			State:    st.State(),
-			BytesIn:  st.R.Consumed(),
-			BytesOut: st.W.Written(),
-			Buffered: int64(st.R.Buffered()),
-			Age:      durationpb.New(time.Since(st.Created).Round(time.Millisecond)),
-			ServerId: st.ServerID,
+			StreamId:       st.ID,
+			Kind:           st.Kind(),
+			Peername:       addrString(asAddr(st.W.ExtraInfo("peername"))),
+			Sockname:       addrString(asAddr(st.W.ExtraInfo("sockname"))),
+			State:          st.State(),
+			BytesIn:        st.R.Consumed(),
+			BytesOut:       st.W.Written(),
+			Buffered:       int64(st.R.Buffered()),
+			Age:            durationpb.New(time.Since(st.Created).Round(time.Millisecond)),
+			ServerId:       st.ServerID,
+			Retained:       int64(st.R.Retained()),
+			EarliestOffset: st.R.EarliestOffset(),
 		})
 	}
 	return resp, nil
 }
 
-// read runs one read on a stream and applies the no-loss rules: a result
-// too large for a response, or one whose caller is already gone, is put
-// back. incomplete reports an IncompleteReadError turned into a result.
-func (s *Service) read(ctx context.Context, id string, op func(*streamcore.Reader) ([]byte, error)) (data []byte, incomplete bool, st *Stream, err error) {
+// offsetOf validates an optional offset field: absent is from, negative
+// is invalid.
+func offsetOf(field string, v *int64, absent int64) (int64, error) {
+	if v == nil {
+		return absent, nil
+	}
+	if *v < 0 {
+		return 0, invalid(field, "offset must be >= 0")
+	}
+	return *v, nil
+}
+
+// read runs one read on a stream at the request's offset and applies the
+// no-loss rules: a result too large for a response consumes nothing, and
+// a result is marked delivered only when its caller is still there, so a read without an offset
+// after it gets the same bytes again; a caller with offsets resumes by
+// itself. incomplete reports an IncompleteReadError turned into a result;
+// next is the inbound offset after the read.
+func (s *Service) read(ctx context.Context, id string, offset *int64, op streamcore.ReadOp) (data []byte, next int64, incomplete bool, st *Stream, err error) {
+	from, err := offsetOf("offset", offset, streamcore.FromDelivered)
+	if err != nil {
+		return nil, 0, false, nil, err
+	}
 	st, done, err := s.m.acquire(id)
 	if err != nil {
-		return nil, false, nil, err
+		return nil, 0, false, nil, err
 	}
 	defer done()
-	data, err = op(st.R)
+	op.Max = s.maxResult()
+	data, next, err = st.R.Run(ctx, from, op)
 	if ie, ok := err.(*streamcore.IncompleteReadError); ok {
 		data, incomplete, err = ie.Partial, true, nil
 	}
-	if err != nil {
-		return nil, false, st, err
-	}
-	if len(data) > s.maxResult() {
-		st.R.Unread(data)
-		return nil, false, st, &streamcore.ResultTooLargeError{Size: len(data), Max: s.maxResult()}
-	}
 	if ctx.Err() != nil {
-		st.R.Unread(data)
-		return nil, false, st, ctx.Err()
+		// The caller is gone: not delivered.
+		return nil, 0, false, st, ctx.Err()
 	}
-	return data, incomplete, st, nil
+	if err != nil {
+		var ll *streamcore.LineTooLongError
+		if errors.As(err, &ll) {
+			// LINE_TOO_LONG dropped bytes: the answer says where the
+			// stream stands, so those bytes count as delivered.
+			st.R.Delivered(next)
+		}
+		err = &readError{err: err, next: next}
+		return nil, 0, false, st, err
+	}
+	st.R.Delivered(next)
+	return data, next, incomplete, st, nil
 }
 
 // Read implements StreamService.Read.
@@ -368,25 +395,24 @@ func (s *Service) Read(ctx context.Context, req *smv1.ReadRequest) (*smv1.ReadRe
 	if n < -1 {
 		return nil, toStatus(invalid("n", "must be >= -1 (-1 reads to EOF)"))
 	}
-	data, _, st, err := s.read(ctx, req.StreamId, func(r *streamcore.Reader) ([]byte, error) {
-		if n < 0 {
-			return r.ReadAll(ctx, s.maxResult())
-		}
-		return r.Read(ctx, int(min(n, int64(s.maxResult()))))
-	})
+	op := streamcore.ReadOp{Kind: streamcore.OpRead, N: -1}
+	if n >= 0 {
+		op.N = int(min(n, int64(s.maxResult())))
+	}
+	data, next, _, st, err := s.read(ctx, req.StreamId, req.Offset, op)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &smv1.ReadResponse{Data: data, Eof: st.R.AtEOF()}, nil
+	return &smv1.ReadResponse{Data: data, Eof: st.R.AtEOF(), NextOffset: next}, nil
 }
 
 // ReadLine implements StreamService.ReadLine.
 func (s *Service) ReadLine(ctx context.Context, req *smv1.ReadLineRequest) (*smv1.ReadLineResponse, error) {
-	data, _, st, err := s.read(ctx, req.StreamId, func(r *streamcore.Reader) ([]byte, error) { return r.ReadLine(ctx) })
+	data, next, _, st, err := s.read(ctx, req.StreamId, req.Offset, streamcore.ReadOp{Kind: streamcore.OpReadLine})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &smv1.ReadLineResponse{Data: data, Eof: st.R.AtEOF()}, nil
+	return &smv1.ReadLineResponse{Data: data, Eof: st.R.AtEOF(), NextOffset: next}, nil
 }
 
 // ReadExactly implements StreamService.ReadExactly.
@@ -400,11 +426,11 @@ func (s *Service) ReadExactly(ctx context.Context, req *smv1.ReadExactlyRequest)
 		}
 		return nil, toStatus(&streamcore.ResultTooLargeError{Size: int(min(req.N, 1<<40)), Max: s.maxResult()})
 	}
-	data, incomplete, _, err := s.read(ctx, req.StreamId, func(r *streamcore.Reader) ([]byte, error) { return r.ReadExactly(ctx, int(req.N)) })
+	data, next, incomplete, _, err := s.read(ctx, req.StreamId, req.Offset, streamcore.ReadOp{Kind: streamcore.OpReadExactly, N: int(req.N)})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &smv1.ReadExactlyResponse{Data: data, Incomplete: incomplete, Expected: req.N}, nil
+	return &smv1.ReadExactlyResponse{Data: data, Incomplete: incomplete, Expected: req.N, NextOffset: next}, nil
 }
 
 // ReadUntil implements StreamService.ReadUntil.
@@ -428,11 +454,11 @@ func (s *Service) ReadUntil(ctx context.Context, req *smv1.ReadUntilRequest) (*s
 	default:
 		seps = [][]byte{{'\n'}}
 	}
-	data, incomplete, _, err := s.read(ctx, req.StreamId, func(r *streamcore.Reader) ([]byte, error) { return r.ReadUntil(ctx, seps...) })
+	data, next, incomplete, _, err := s.read(ctx, req.StreamId, req.Offset, streamcore.ReadOp{Kind: streamcore.OpReadUntil, Separators: seps})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &smv1.ReadUntilResponse{Data: data, Incomplete: incomplete}, nil
+	return &smv1.ReadUntilResponse{Data: data, Incomplete: incomplete, NextOffset: next}, nil
 }
 
 // AtEof implements StreamService.AtEof.
@@ -455,32 +481,37 @@ func (s *Service) withStream(id string, f func(st *Stream) error) error {
 	return toStatus(f(st))
 }
 
-// Write implements StreamService.Write.
-func (s *Service) Write(ctx context.Context, req *smv1.WriteRequest) (*smv1.WriteResponse, error) {
-	var buffered int
-	err := s.withStream(req.StreamId, func(st *Stream) error {
-		err := st.W.Write(req.Data)
+// write runs one write at an optional outbound offset.
+func (s *Service) write(id string, offset *int64, lines [][]byte) (buffered int, next int64, err error) {
+	off, err := offsetOf("offset", offset, -1)
+	if err != nil {
+		return 0, 0, toStatus(err)
+	}
+	err = s.withStream(id, func(st *Stream) error {
+		var err error
+		next, err = st.W.WriteAt(off, lines...)
 		buffered = st.W.BufferSize()
 		return err
 	})
+	return buffered, next, err
+}
+
+// Write implements StreamService.Write.
+func (s *Service) Write(ctx context.Context, req *smv1.WriteRequest) (*smv1.WriteResponse, error) {
+	buffered, next, err := s.write(req.StreamId, req.Offset, [][]byte{req.Data})
 	if err != nil {
 		return nil, err
 	}
-	return &smv1.WriteResponse{Buffered: int64(buffered)}, nil
+	return &smv1.WriteResponse{Buffered: int64(buffered), NextOffset: next}, nil
 }
 
 // WriteLines implements StreamService.WriteLines.
 func (s *Service) WriteLines(ctx context.Context, req *smv1.WriteLinesRequest) (*smv1.WriteLinesResponse, error) {
-	var buffered int
-	err := s.withStream(req.StreamId, func(st *Stream) error {
-		err := st.W.WriteLines(req.Lines...)
-		buffered = st.W.BufferSize()
-		return err
-	})
+	buffered, next, err := s.write(req.StreamId, req.Offset, req.Lines)
 	if err != nil {
 		return nil, err
 	}
-	return &smv1.WriteLinesResponse{Buffered: int64(buffered)}, nil
+	return &smv1.WriteLinesResponse{Buffered: int64(buffered), NextOffset: next}, nil
 }
 
 // Drain implements StreamService.Drain.

@@ -23,10 +23,20 @@ func (r *Reader) Limit() int { return r.t.limit }
 // wait blocks until the reader's state changes or ctx ends. It must be called
 // with the lock held and returns with it held. As in asyncio, a read that has
 // to wait resumes a paused transport first.
+//
+// Only one read may wait at a time, but a waiting read whose context has
+// already ended gives way: wait lets it leave (it consumes nothing) and
+// returns nil so that the caller checks the buffer again.
 func (r *Reader) wait(ctx context.Context, op string) error {
 	t := r.t
 	if t.waiting {
-		return &ConcurrentReadError{Op: op}
+		if t.waitCtx.Err() == nil {
+			return &ConcurrentReadError{Op: op}
+		}
+		if err := t.waitForWaiterLocked(ctx); err != nil {
+			return err
+		}
+		return t.err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -36,20 +46,45 @@ func (r *Reader) wait(ctx context.Context, op string) error {
 		t.readCond.Signal()
 	}
 	t.waiting = true
+	t.waitCtx = ctx
+	left := make(chan struct{})
+	t.waitLeft = left
 	ch := t.wake
+	t.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+	t.mu.Lock()
+	t.waiting = false
+	t.waitCtx = nil
+	close(left)
+	if t.superseded {
+		t.superseded = false
+		return ErrSuperseded
+	}
+	// An ended context wins over a wake-up that came at the same time, so
+	// that a read that was given up on never takes bytes meant for its
+	// successor.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return t.err
+}
+
+// waitForWaiterLocked waits, with the lock released, until the read now
+// waiting has left (ctx ending first returns its error).
+func (t *transport) waitForWaiterLocked(ctx context.Context) error {
+	left := t.waitLeft
 	t.mu.Unlock()
 	var err error
 	select {
-	case <-ch:
+	case <-left:
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
 	t.mu.Lock()
-	t.waiting = false
-	if err != nil {
-		return err
-	}
-	return t.err
+	return err
 }
 
 // Read is asyncio's read(n). With n > 0 it waits until at least one byte is
@@ -60,9 +95,11 @@ func (r *Reader) Read(ctx context.Context, n int) ([]byte, error) {
 	if n < 0 {
 		return r.ReadAll(ctx, 0)
 	}
+	return r.plain(func() ([]byte, error) { return r.readLocked(ctx, n) })
+}
+
+func (r *Reader) readLocked(ctx context.Context, n int) ([]byte, error) {
 	t := r.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.err != nil {
 		return nil, t.err
 	}
@@ -77,14 +114,27 @@ func (r *Reader) Read(ctx context.Context, n int) ([]byte, error) {
 	return t.consumeLocked(min(n, len(t.buf))), nil
 }
 
+// plain runs a read of the asyncio API under the lock. It acknowledges
+// everything before it, so a reader with Options.Replay retains nothing
+// from earlier reads.
+func (r *Reader) plain(read func() ([]byte, error)) ([]byte, error) {
+	t := r.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ackLocked(t.nread.Load())
+	return read()
+}
+
 // ReadAll is asyncio's read(-1): it waits for EOF and returns every byte.
 // When max > 0 and more than max bytes are buffered, it fails with a
 // *ResultTooLargeError and consumes nothing. Unlike CPython, a cancelled
 // ReadAll keeps every byte in the buffer.
 func (r *Reader) ReadAll(ctx context.Context, max int) ([]byte, error) {
+	return r.plain(func() ([]byte, error) { return r.readAllLocked(ctx, max) })
+}
+
+func (r *Reader) readAllLocked(ctx context.Context, max int) ([]byte, error) {
 	t := r.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.err != nil {
 		return nil, t.err
 	}
@@ -113,14 +163,19 @@ func (r *Reader) ReadExactly(ctx context.Context, n int) ([]byte, error) {
 	if n < 0 {
 		return nil, &ValueError{Msg: "readexactly size can not be less than zero"}
 	}
+	return r.plain(func() ([]byte, error) { return r.readExactlyLocked(ctx, n, 0) })
+}
+
+func (r *Reader) readExactlyLocked(ctx context.Context, n, maxResult int) ([]byte, error) {
 	t := r.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.err != nil {
 		return nil, t.err
 	}
 	if n == 0 {
 		return []byte{}, nil
+	}
+	if err := tooLarge(n, maxResult); err != nil {
+		return nil, err
 	}
 	for len(t.buf) < n {
 		if t.eof {
@@ -143,24 +198,34 @@ func (r *Reader) ReadExactly(ctx context.Context, n int) ([]byte, error) {
 // gives an *IncompleteReadError with Expected -1. An empty separator list, or
 // an empty separator, is a *ValueError.
 func (r *Reader) ReadUntil(ctx context.Context, separators ...[]byte) ([]byte, error) {
-	return r.readUntil(ctx, false, separators)
+	seps, err := sortSeparators(separators)
+	if err != nil {
+		return nil, err
+	}
+	return r.plain(func() ([]byte, error) { return r.readUntilLocked(ctx, false, seps, 0) })
 }
 
-// readUntil is readuntil; line selects readline's handling of a limit
-// overrun, done under the same lock so no other read can slip in between.
-func (r *Reader) readUntil(ctx context.Context, line bool, separators [][]byte) ([]byte, error) {
+// sortSeparators validates readuntil's separators and returns them
+// shortest first (the order ties are broken in).
+func sortSeparators(separators [][]byte) ([][]byte, error) {
 	if len(separators) == 0 {
 		return nil, &ValueError{Msg: "Separator should contain at least one element"}
 	}
 	seps := slices.Clone(separators)
 	slices.SortStableFunc(seps, func(a, b []byte) int { return len(a) - len(b) })
-	minLen, maxLen := len(seps[0]), len(seps[len(seps)-1])
-	if minLen == 0 {
+	if len(seps[0]) == 0 {
 		return nil, &ValueError{Msg: "Separator should be at least one-byte string"}
 	}
+	return seps, nil
+}
+
+// readUntilLocked is readuntil over separators sorted by sortSeparators;
+// line selects readline's handling of a limit overrun, done under the same
+// lock so no other read can slip in between. A result (or partial) longer
+// than max > 0 fails with *ResultTooLargeError, consuming nothing.
+func (r *Reader) readUntilLocked(ctx context.Context, line bool, seps [][]byte, maxResult int) ([]byte, error) {
+	minLen, maxLen := len(seps[0]), len(seps[len(seps)-1])
 	t := r.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.err != nil {
 		return nil, t.err
 	}
@@ -192,6 +257,9 @@ func (r *Reader) readUntil(ctx context.Context, line bool, separators [][]byte) 
 			}
 		}
 		if t.eof {
+			if err := tooLarge(len(t.buf), maxResult); err != nil {
+				return nil, err
+			}
 			partial := t.consumeLocked(len(t.buf))
 			return nil, &IncompleteReadError{Partial: partial, Expected: -1}
 		}
@@ -202,7 +270,18 @@ func (r *Reader) readUntil(ctx context.Context, line bool, separators [][]byte) 
 	if matchStart > t.limit {
 		return nil, r.overrunLocked(&LimitOverrunError{Consumed: matchStart, Found: true}, line)
 	}
+	if err := tooLarge(matchEnd, maxResult); err != nil {
+		return nil, err
+	}
 	return t.consumeLocked(matchEnd), nil
+}
+
+// tooLarge reports a result of size bytes over maxResult > 0.
+func tooLarge(size, maxResult int) error {
+	if maxResult > 0 && size > maxResult {
+		return &ResultTooLargeError{Size: size, Max: maxResult}
+	}
+	return nil
 }
 
 // overrunLocked returns e for readuntil. For readline it trims the buffer as
@@ -229,7 +308,11 @@ var newline = []byte{'\n'}
 // does: the over-long line and its newline are dropped when the newline was
 // found, otherwise the whole buffer is cleared.
 func (r *Reader) ReadLine(ctx context.Context) ([]byte, error) {
-	line, err := r.readUntil(ctx, true, [][]byte{newline})
+	return r.plain(func() ([]byte, error) { return r.readLineLocked(ctx, 0) })
+}
+
+func (r *Reader) readLineLocked(ctx context.Context, maxResult int) ([]byte, error) {
+	line, err := r.readUntilLocked(ctx, true, [][]byte{newline}, maxResult)
 	if e, ok := err.(*IncompleteReadError); ok {
 		if e.Partial == nil {
 			return []byte{}, nil
@@ -271,11 +354,11 @@ func (r *Reader) Unread(data []byte) {
 	t := r.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	buf := make([]byte, 0, len(data)+len(t.buf))
-	buf = append(buf, data...)
-	t.buf = append(buf, t.buf...)
-	t.unreads++
+	t.prependLocked(data)
 	t.nread.Add(-int64(len(data)))
+	// Retained bytes no longer line up with the offsets: forget them.
+	t.kept, t.keptLen = nil, 0
+	t.delivered = min(t.delivered, t.nread.Load())
 	t.signalLocked()
 }
 

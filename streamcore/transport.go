@@ -1,6 +1,7 @@
 package streamcore
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -47,6 +48,11 @@ type Options struct {
 	// fails with *WriteBufferFullError and accepts nothing. 0 means
 	// DefaultMaxWriteBufferFactor * high; negative means no cap.
 	MaxWriteBuffer int
+	// Replay keeps the bytes of each read until a later read acknowledges
+	// them, so that a caller whose result was lost on the way can read them
+	// again (Reader.Run). The kept bytes are at most one read's result,
+	// which callers must not modify.
+	Replay bool
 }
 
 func (o *Options) limit() (int, error) {
@@ -80,11 +86,24 @@ type transport struct {
 	stopRead  bool // close()/abort(): bytes arriving from now on are dropped
 	readCond  *sync.Cond
 	limit     int
-	readerRun bool          // the read goroutine is running
-	readerEnd chan struct{} // closed when the read goroutine exits
-	pausing   bool          // start_tls is stopping the read goroutine
-	unreads   uint64        // Unread calls so far: a waiting readuntil rescans
-	tlsPre    []byte        // bytes read while pausing: the peer's first TLS bytes
+	readerRun bool            // the read goroutine is running
+	readerEnd chan struct{}   // closed when the read goroutine exits
+	pausing   bool            // start_tls is stopping the read goroutine
+	unreads   uint64          // Unread calls so far: a waiting readuntil rescans
+	waitCtx   context.Context // the waiting read's context
+	waitLeft  chan struct{}   // closed when the waiting read leaves
+	// superseded tells the waiting read that a read with an offset took
+	// its place (see Reader.Run).
+	superseded bool
+
+	// replay: bytes consumed since the last acknowledged offset are kept
+	// (kept, keptLen) so that a caller that lost them can read them again;
+	// delivered is the offset up to which results reached their callers.
+	replay    bool
+	kept      [][]byte
+	keptLen   int
+	delivered int64
+	tlsPre    []byte // bytes read while pausing: the peer's first TLS bytes
 
 	// writer state
 	wbuf        []byte
@@ -149,6 +168,7 @@ func newTransport(conn net.Conn, opts *Options, server bool) (*transport, error)
 		return nil, err
 	}
 	t.maxWrite = maxWrite
+	t.replay = opts != nil && opts.Replay
 	t.startLocked()
 	return t, nil
 }
@@ -522,7 +542,8 @@ func (t *transport) maybeResumeLocked() {
 	}
 }
 
-// consumeLocked removes and returns the first n buffered bytes.
+// consumeLocked removes and returns the first n buffered bytes (keeping
+// them for replay when the reader replays).
 func (t *transport) consumeLocked(n int) []byte {
 	data := t.buf[:n:n]
 	t.buf = t.buf[n:]
@@ -530,8 +551,20 @@ func (t *transport) consumeLocked(n int) []byte {
 		t.buf = nil
 	}
 	t.nread.Add(int64(n))
+	if t.replay && n > 0 {
+		t.kept = append(t.kept, data)
+		t.keptLen += n
+	}
 	t.maybeResumeLocked()
 	return data
+}
+
+// prependLocked puts data back in front of the buffer.
+func (t *transport) prependLocked(data []byte) {
+	buf := make([]byte, 0, len(data)+len(t.buf))
+	buf = append(buf, data...)
+	t.buf = append(buf, t.buf...)
+	t.unreads++
 }
 
 // prefixConn replays bytes that the read goroutine took from the socket

@@ -49,16 +49,25 @@ func (w *Writer) Write(data []byte) error {
 // WriteLines is asyncio's writelines(lines): the chunks written in order,
 // all or nothing.
 func (w *Writer) WriteLines(lines ...[]byte) error {
-	t := w.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := w.writableLocked(); err != nil {
-		return err
-	}
+	w.t.mu.Lock()
+	defer w.t.mu.Unlock()
+	return w.writeLinesLocked(lines)
+}
+
+func totalLen(lines [][]byte) int {
 	size := 0
 	for _, l := range lines {
 		size += len(l)
 	}
+	return size
+}
+
+func (w *Writer) writeLinesLocked(lines [][]byte) error {
+	t := w.t
+	if err := w.writableLocked(); err != nil {
+		return err
+	}
+	size := totalLen(lines)
 	if size == 0 {
 		return nil
 	}

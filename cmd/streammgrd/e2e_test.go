@@ -189,8 +189,11 @@ func testEcho(t *testing.T, tg target) {
 	if !ok {
 		t.Fatalf("ListStreams does not list %s", id)
 	}
+	// The last read's bytes are retained until a next read acknowledges
+	// them: earliest_offset + retained = bytes_in.
 	want := streamInfo{StreamID: id, Kind: "tcp", Peername: o.Peername, Sockname: o.Sockname, State: "open",
-		BytesIn: int64(12 + total), BytesOut: int64(12 + total), Age: info.Age}
+		BytesIn: int64(12 + total), BytesOut: int64(12 + total), Age: info.Age,
+		Retained: info.Retained, Earliest: int64(12+total) - info.Retained}
 	if info != want {
 		t.Errorf("ListStreams entry\n got %+v\nwant %+v", info, want)
 	}

@@ -717,20 +717,24 @@ type (
 		Peername string `json:"peername"`
 	}
 	readResp struct {
-		Data []byte `json:"data"`
-		EOF  bool   `json:"eof"`
+		Data       []byte `json:"data"`
+		EOF        bool   `json:"eof"`
+		NextOffset int64  `json:"nextOffset,string"`
 	}
 	readExactlyResp struct {
 		Data       []byte `json:"data"`
 		Incomplete bool   `json:"incomplete"`
 		Expected   int64  `json:"expected,string"`
+		NextOffset int64  `json:"nextOffset,string"`
 	}
 	readUntilResp struct {
 		Data       []byte `json:"data"`
 		Incomplete bool   `json:"incomplete"`
+		NextOffset int64  `json:"nextOffset,string"`
 	}
 	writeResp struct {
-		Buffered int64 `json:"buffered,string"`
+		Buffered   int64 `json:"buffered,string"`
+		NextOffset int64 `json:"nextOffset,string"`
 	}
 	atEOFResp struct {
 		AtEOF bool `json:"atEof"`
@@ -755,6 +759,8 @@ type (
 		Buffered int64  `json:"buffered,string"`
 		Age      string `json:"age"`
 		ServerID string `json:"serverId"`
+		Retained int64  `json:"retained,string"`
+		Earliest int64  `json:"earliestOffset,string"`
 	}
 	listStreamsResp struct {
 		Streams []streamInfo `json:"streams"`

@@ -1341,7 +1341,18 @@ type ReadRequest struct {
 	StreamId string `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
 	// Maximum bytes to return. Absent or -1 (any negative value): read to EOF.
 	// Values below -1 are rejected.
-	N             *int64 `protobuf:"varint,2,opt,name=n,proto3,oneof" json:"n,omitempty"`
+	N *int64 `protobuf:"varint,2,opt,name=n,proto3,oneof" json:"n,omitempty"`
+	// The inbound offset the caller has reached: the bytes it received from
+	// reads of this stream, plus bytes an over-long ReadLine dropped (see
+	// next_offset). Equal to the daemon's: an ordinary read, and every byte
+	// before it is acknowledged and forgotten. Smaller, inside what the daemon
+	// retains: the bytes from offset on, delivered in responses the caller
+	// never got, are put back in front of the buffer and the read runs as if
+	// those responses had never happened. Smaller than what is retained:
+	// OUT_OF_RANGE, reason OFFSET_BEHIND (metadata earliest_offset). Larger:
+	// OUT_OF_RANGE, reason OFFSET_AHEAD (metadata next_offset). Absent: the
+	// read acknowledges everything the daemon delivered before it.
+	Offset        *int64 `protobuf:"varint,3,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1390,13 +1401,23 @@ func (x *ReadRequest) GetN() int64 {
 	return 0
 }
 
+func (x *ReadRequest) GetOffset() int64 {
+	if x != nil && x.Offset != nil {
+		return *x.Offset
+	}
+	return 0
+}
+
 // ReadResponse carries the bytes read.
 type ReadResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The bytes read; empty at EOF.
 	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
 	// True when the stream is at EOF after this read (at_eof()).
-	Eof           bool `protobuf:"varint,2,opt,name=eof,proto3" json:"eof,omitempty"`
+	Eof bool `protobuf:"varint,2,opt,name=eof,proto3" json:"eof,omitempty"`
+	// The stream's inbound offset after this read: send it as the next read's
+	// offset.
+	NextOffset    int64 `protobuf:"varint,3,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1445,11 +1466,29 @@ func (x *ReadResponse) GetEof() bool {
 	return false
 }
 
+func (x *ReadResponse) GetNextOffset() int64 {
+	if x != nil {
+		return x.NextOffset
+	}
+	return 0
+}
+
 // ReadLineRequest is StreamReader.readline().
 type ReadLineRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The stream handle.
-	StreamId      string `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	StreamId string `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	// The inbound offset the caller has reached: the bytes it received from
+	// reads of this stream, plus bytes an over-long ReadLine dropped (see
+	// next_offset). Equal to the daemon's: an ordinary read, and every byte
+	// before it is acknowledged and forgotten. Smaller, inside what the daemon
+	// retains: the bytes from offset on, delivered in responses the caller
+	// never got, are put back in front of the buffer and the read runs as if
+	// those responses had never happened. Smaller than what is retained:
+	// OUT_OF_RANGE, reason OFFSET_BEHIND (metadata earliest_offset). Larger:
+	// OUT_OF_RANGE, reason OFFSET_AHEAD (metadata next_offset). Absent: the
+	// read acknowledges everything the daemon delivered before it.
+	Offset        *int64 `protobuf:"varint,2,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1491,13 +1530,23 @@ func (x *ReadLineRequest) GetStreamId() string {
 	return ""
 }
 
+func (x *ReadLineRequest) GetOffset() int64 {
+	if x != nil && x.Offset != nil {
+		return *x.Offset
+	}
+	return 0
+}
+
 // ReadLineResponse carries one line.
 type ReadLineResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The line including "\n", or the partial line at EOF; empty at EOF.
 	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
 	// True when the stream is at EOF after this read.
-	Eof           bool `protobuf:"varint,2,opt,name=eof,proto3" json:"eof,omitempty"`
+	Eof bool `protobuf:"varint,2,opt,name=eof,proto3" json:"eof,omitempty"`
+	// The stream's inbound offset after this read: send it as the next read's
+	// offset.
+	NextOffset    int64 `protobuf:"varint,3,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1546,13 +1595,31 @@ func (x *ReadLineResponse) GetEof() bool {
 	return false
 }
 
+func (x *ReadLineResponse) GetNextOffset() int64 {
+	if x != nil {
+		return x.NextOffset
+	}
+	return 0
+}
+
 // ReadExactlyRequest is StreamReader.readexactly(n).
 type ReadExactlyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The stream handle.
 	StreamId string `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
 	// Number of bytes; must be >= 0.
-	N             int64 `protobuf:"varint,2,opt,name=n,proto3" json:"n,omitempty"`
+	N int64 `protobuf:"varint,2,opt,name=n,proto3" json:"n,omitempty"`
+	// The inbound offset the caller has reached: the bytes it received from
+	// reads of this stream, plus bytes an over-long ReadLine dropped (see
+	// next_offset). Equal to the daemon's: an ordinary read, and every byte
+	// before it is acknowledged and forgotten. Smaller, inside what the daemon
+	// retains: the bytes from offset on, delivered in responses the caller
+	// never got, are put back in front of the buffer and the read runs as if
+	// those responses had never happened. Smaller than what is retained:
+	// OUT_OF_RANGE, reason OFFSET_BEHIND (metadata earliest_offset). Larger:
+	// OUT_OF_RANGE, reason OFFSET_AHEAD (metadata next_offset). Absent: the
+	// read acknowledges everything the daemon delivered before it.
+	Offset        *int64 `protobuf:"varint,3,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1601,6 +1668,13 @@ func (x *ReadExactlyRequest) GetN() int64 {
 	return 0
 }
 
+func (x *ReadExactlyRequest) GetOffset() int64 {
+	if x != nil && x.Offset != nil {
+		return *x.Offset
+	}
+	return 0
+}
+
 // ReadExactlyResponse carries exactly n bytes, or the partial read at EOF.
 type ReadExactlyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1610,7 +1684,10 @@ type ReadExactlyResponse struct {
 	// is its partial.
 	Incomplete bool `protobuf:"varint,2,opt,name=incomplete,proto3" json:"incomplete,omitempty"`
 	// The n that was asked for (IncompleteReadError.expected).
-	Expected      int64 `protobuf:"varint,3,opt,name=expected,proto3" json:"expected,omitempty"`
+	Expected int64 `protobuf:"varint,3,opt,name=expected,proto3" json:"expected,omitempty"`
+	// The stream's inbound offset after this read: send it as the next read's
+	// offset.
+	NextOffset    int64 `protobuf:"varint,4,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1666,6 +1743,13 @@ func (x *ReadExactlyResponse) GetExpected() int64 {
 	return 0
 }
 
+func (x *ReadExactlyResponse) GetNextOffset() int64 {
+	if x != nil {
+		return x.NextOffset
+	}
+	return 0
+}
+
 // ReadUntilRequest is StreamReader.readuntil(separator).
 type ReadUntilRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1675,7 +1759,18 @@ type ReadUntilRequest struct {
 	Separator []byte `protobuf:"bytes,2,opt,name=separator,proto3,oneof" json:"separator,omitempty"`
 	// Several separators (asyncio 3.13's tuple form): the match that ends
 	// first wins. When set, separator must be absent.
-	Separators    [][]byte `protobuf:"bytes,3,rep,name=separators,proto3" json:"separators,omitempty"`
+	Separators [][]byte `protobuf:"bytes,3,rep,name=separators,proto3" json:"separators,omitempty"`
+	// The inbound offset the caller has reached: the bytes it received from
+	// reads of this stream, plus bytes an over-long ReadLine dropped (see
+	// next_offset). Equal to the daemon's: an ordinary read, and every byte
+	// before it is acknowledged and forgotten. Smaller, inside what the daemon
+	// retains: the bytes from offset on, delivered in responses the caller
+	// never got, are put back in front of the buffer and the read runs as if
+	// those responses had never happened. Smaller than what is retained:
+	// OUT_OF_RANGE, reason OFFSET_BEHIND (metadata earliest_offset). Larger:
+	// OUT_OF_RANGE, reason OFFSET_AHEAD (metadata next_offset). Absent: the
+	// read acknowledges everything the daemon delivered before it.
+	Offset        *int64 `protobuf:"varint,4,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1731,6 +1826,13 @@ func (x *ReadUntilRequest) GetSeparators() [][]byte {
 	return nil
 }
 
+func (x *ReadUntilRequest) GetOffset() int64 {
+	if x != nil && x.Offset != nil {
+		return *x.Offset
+	}
+	return 0
+}
+
 // ReadUntilResponse carries the bytes up to and including the separator.
 type ReadUntilResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1738,7 +1840,10 @@ type ReadUntilResponse struct {
 	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
 	// True when EOF came before a separator (asyncio's IncompleteReadError
 	// with expected None).
-	Incomplete    bool `protobuf:"varint,2,opt,name=incomplete,proto3" json:"incomplete,omitempty"`
+	Incomplete bool `protobuf:"varint,2,opt,name=incomplete,proto3" json:"incomplete,omitempty"`
+	// The stream's inbound offset after this read: send it as the next read's
+	// offset.
+	NextOffset    int64 `protobuf:"varint,3,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1785,6 +1890,13 @@ func (x *ReadUntilResponse) GetIncomplete() bool {
 		return x.Incomplete
 	}
 	return false
+}
+
+func (x *ReadUntilResponse) GetNextOffset() int64 {
+	if x != nil {
+		return x.NextOffset
+	}
+	return 0
 }
 
 // AtEofRequest is StreamReader.at_eof().
@@ -1885,7 +1997,13 @@ type WriteRequest struct {
 	// The stream handle.
 	StreamId string `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
 	// Bytes to send.
-	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// The outbound offset of the request's first byte. Below the bytes
+	// already accepted: that part was accepted before (a retry) and is
+	// skipped, the rest is appended (nothing, when all of it was accepted).
+	// Above: OUT_OF_RANGE, reason OFFSET_AHEAD (metadata next_offset).
+	// Absent: the bytes are appended.
+	Offset        *int64 `protobuf:"varint,3,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1934,12 +2052,21 @@ func (x *WriteRequest) GetData() []byte {
 	return nil
 }
 
+func (x *WriteRequest) GetOffset() int64 {
+	if x != nil && x.Offset != nil {
+		return *x.Offset
+	}
+	return 0
+}
+
 // WriteResponse reports the write buffer.
 type WriteResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Bytes buffered and not yet sent after this write
 	// (transport.get_write_buffer_size()).
-	Buffered      int64 `protobuf:"varint,1,opt,name=buffered,proto3" json:"buffered,omitempty"`
+	Buffered int64 `protobuf:"varint,1,opt,name=buffered,proto3" json:"buffered,omitempty"`
+	// Outbound bytes accepted on this stream so far: the next write's offset.
+	NextOffset    int64 `protobuf:"varint,2,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1981,13 +2108,26 @@ func (x *WriteResponse) GetBuffered() int64 {
 	return 0
 }
 
+func (x *WriteResponse) GetNextOffset() int64 {
+	if x != nil {
+		return x.NextOffset
+	}
+	return 0
+}
+
 // WriteLinesRequest is StreamWriter.writelines(lines).
 type WriteLinesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The stream handle.
 	StreamId string `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
 	// Chunks written in order (nothing is added between them).
-	Lines         [][]byte `protobuf:"bytes,2,rep,name=lines,proto3" json:"lines,omitempty"`
+	Lines [][]byte `protobuf:"bytes,2,rep,name=lines,proto3" json:"lines,omitempty"`
+	// The outbound offset of the first line's first byte. Below the bytes
+	// already accepted: that part was accepted before (a retry) and is
+	// skipped, the rest is appended (nothing, when all of it was accepted).
+	// Above: OUT_OF_RANGE, reason OFFSET_AHEAD (metadata next_offset).
+	// Absent: the bytes are appended.
+	Offset        *int64 `protobuf:"varint,3,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2036,11 +2176,20 @@ func (x *WriteLinesRequest) GetLines() [][]byte {
 	return nil
 }
 
+func (x *WriteLinesRequest) GetOffset() int64 {
+	if x != nil && x.Offset != nil {
+		return *x.Offset
+	}
+	return 0
+}
+
 // WriteLinesResponse reports the write buffer.
 type WriteLinesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Bytes buffered and not yet sent after this write.
-	Buffered      int64 `protobuf:"varint,1,opt,name=buffered,proto3" json:"buffered,omitempty"`
+	Buffered int64 `protobuf:"varint,1,opt,name=buffered,proto3" json:"buffered,omitempty"`
+	// Outbound bytes accepted on this stream so far: the next write's offset.
+	NextOffset    int64 `protobuf:"varint,2,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2078,6 +2227,13 @@ func (*WriteLinesResponse) Descriptor() ([]byte, []int) {
 func (x *WriteLinesResponse) GetBuffered() int64 {
 	if x != nil {
 		return x.Buffered
+	}
+	return 0
+}
+
+func (x *WriteLinesResponse) GetNextOffset() int64 {
+	if x != nil {
+		return x.NextOffset
 	}
 	return 0
 }
@@ -2973,18 +3129,23 @@ type StreamInfo struct {
 	// "open", "eof" (the peer sent EOF and every byte was read), "closing"
 	// (Close called, pending writes flushing) or "closed" (connection gone).
 	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
-	// Bytes consumed by reads so far.
+	// Bytes consumed by reads so far: the inbound offset.
 	BytesIn int64 `protobuf:"varint,6,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
-	// Bytes accepted by writes so far.
+	// Bytes accepted by writes so far: the outbound offset.
 	BytesOut int64 `protobuf:"varint,7,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
 	// Bytes received and not yet read.
 	Buffered int64 `protobuf:"varint,8,opt,name=buffered,proto3" json:"buffered,omitempty"`
 	// Time since the stream was opened or accepted.
 	Age *durationpb.Duration `protobuf:"bytes,9,opt,name=age,proto3" json:"age,omitempty"`
 	// The server that accepted it, if any.
-	ServerId      string `protobuf:"bytes,10,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ServerId string `protobuf:"bytes,10,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	// Bytes delivered by reads and kept until a later read acknowledges them
+	// (at most one read's result, or one over-long line ReadLine dropped).
+	Retained int64 `protobuf:"varint,11,opt,name=retained,proto3" json:"retained,omitempty"`
+	// The earliest inbound offset a read can resume from.
+	EarliestOffset int64 `protobuf:"varint,12,opt,name=earliest_offset,json=earliestOffset,proto3" json:"earliest_offset,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StreamInfo) Reset() {
@@ -3087,16 +3248,35 @@ func (x *StreamInfo) GetServerId() string {
 	return ""
 }
 
+func (x *StreamInfo) GetRetained() int64 {
+	if x != nil {
+		return x.Retained
+	}
+	return 0
+}
+
+func (x *StreamInfo) GetEarliestOffset() int64 {
+	if x != nil {
+		return x.EarliestOffset
+	}
+	return 0
+}
+
 // LimitOverrunError is the error detail of a ReadUntil that found more than
-// limit bytes before a separator (asyncio's LimitOverrunError). The data
-// stays buffered.
+// limit bytes before a separator (asyncio's LimitOverrunError; the data stays
+// buffered), and of a ReadLine over the limit (LINE_TOO_LONG; the line was
+// dropped).
 type LimitOverrunError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// asyncio's consumed: bytes to consume before a retry could succeed (the
 	// separator's start when it was found, otherwise the scan offset).
 	Consumed int64 `protobuf:"varint,1,opt,name=consumed,proto3" json:"consumed,omitempty"`
 	// True when the separator was found beyond the limit.
-	Found         bool `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`
+	Found bool `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`
+	// The stream's inbound offset after the error: unchanged for ReadUntil;
+	// for ReadLine, past the bytes it dropped. Send it as the next read's
+	// offset.
+	NextOffset    int64 `protobuf:"varint,3,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3143,6 +3323,13 @@ func (x *LimitOverrunError) GetFound() bool {
 		return x.Found
 	}
 	return false
+}
+
+func (x *LimitOverrunError) GetNextOffset() int64 {
+	if x != nil {
+		return x.NextOffset
+	}
+	return 0
 }
 
 var File_streammgr_v1_streammgr_proto protoreflect.FileDescriptor
@@ -3236,55 +3423,79 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\brejected\x18\t \x01(\x03R\brejected\x12\x1f\n" +
 	"\vserve_calls\x18\n" +
 	" \x01(\x03R\n" +
-	"serveCalls\"C\n" +
+	"serveCalls\"k\n" +
 	"\vReadRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x11\n" +
-	"\x01n\x18\x02 \x01(\x03H\x00R\x01n\x88\x01\x01B\x04\n" +
-	"\x02_n\"4\n" +
+	"\x01n\x18\x02 \x01(\x03H\x00R\x01n\x88\x01\x01\x12\x1b\n" +
+	"\x06offset\x18\x03 \x01(\x03H\x01R\x06offset\x88\x01\x01B\x04\n" +
+	"\x02_nB\t\n" +
+	"\a_offset\"U\n" +
 	"\fReadResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
-	"\x03eof\x18\x02 \x01(\bR\x03eof\".\n" +
+	"\x03eof\x18\x02 \x01(\bR\x03eof\x12\x1f\n" +
+	"\vnext_offset\x18\x03 \x01(\x03R\n" +
+	"nextOffset\"V\n" +
 	"\x0fReadLineRequest\x12\x1b\n" +
-	"\tstream_id\x18\x01 \x01(\tR\bstreamId\"8\n" +
+	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x1b\n" +
+	"\x06offset\x18\x02 \x01(\x03H\x00R\x06offset\x88\x01\x01B\t\n" +
+	"\a_offset\"Y\n" +
 	"\x10ReadLineResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
-	"\x03eof\x18\x02 \x01(\bR\x03eof\"?\n" +
+	"\x03eof\x18\x02 \x01(\bR\x03eof\x12\x1f\n" +
+	"\vnext_offset\x18\x03 \x01(\x03R\n" +
+	"nextOffset\"g\n" +
 	"\x12ReadExactlyRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\f\n" +
-	"\x01n\x18\x02 \x01(\x03R\x01n\"e\n" +
+	"\x01n\x18\x02 \x01(\x03R\x01n\x12\x1b\n" +
+	"\x06offset\x18\x03 \x01(\x03H\x00R\x06offset\x88\x01\x01B\t\n" +
+	"\a_offset\"\x86\x01\n" +
 	"\x13ReadExactlyResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1e\n" +
 	"\n" +
 	"incomplete\x18\x02 \x01(\bR\n" +
 	"incomplete\x12\x1a\n" +
-	"\bexpected\x18\x03 \x01(\x03R\bexpected\"\x80\x01\n" +
+	"\bexpected\x18\x03 \x01(\x03R\bexpected\x12\x1f\n" +
+	"\vnext_offset\x18\x04 \x01(\x03R\n" +
+	"nextOffset\"\xa8\x01\n" +
 	"\x10ReadUntilRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12!\n" +
 	"\tseparator\x18\x02 \x01(\fH\x00R\tseparator\x88\x01\x01\x12\x1e\n" +
 	"\n" +
 	"separators\x18\x03 \x03(\fR\n" +
-	"separatorsB\f\n" +
+	"separators\x12\x1b\n" +
+	"\x06offset\x18\x04 \x01(\x03H\x01R\x06offset\x88\x01\x01B\f\n" +
 	"\n" +
-	"_separator\"G\n" +
+	"_separatorB\t\n" +
+	"\a_offset\"h\n" +
 	"\x11ReadUntilResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1e\n" +
 	"\n" +
 	"incomplete\x18\x02 \x01(\bR\n" +
-	"incomplete\"+\n" +
+	"incomplete\x12\x1f\n" +
+	"\vnext_offset\x18\x03 \x01(\x03R\n" +
+	"nextOffset\"+\n" +
 	"\fAtEofRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\"&\n" +
 	"\rAtEofResponse\x12\x15\n" +
-	"\x06at_eof\x18\x01 \x01(\bR\x05atEof\"?\n" +
+	"\x06at_eof\x18\x01 \x01(\bR\x05atEof\"g\n" +
 	"\fWriteRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"+\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1b\n" +
+	"\x06offset\x18\x03 \x01(\x03H\x00R\x06offset\x88\x01\x01B\t\n" +
+	"\a_offset\"L\n" +
 	"\rWriteResponse\x12\x1a\n" +
-	"\bbuffered\x18\x01 \x01(\x03R\bbuffered\"F\n" +
+	"\bbuffered\x18\x01 \x01(\x03R\bbuffered\x12\x1f\n" +
+	"\vnext_offset\x18\x02 \x01(\x03R\n" +
+	"nextOffset\"n\n" +
 	"\x11WriteLinesRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x14\n" +
-	"\x05lines\x18\x02 \x03(\fR\x05lines\"0\n" +
+	"\x05lines\x18\x02 \x03(\fR\x05lines\x12\x1b\n" +
+	"\x06offset\x18\x03 \x01(\x03H\x00R\x06offset\x88\x01\x01B\t\n" +
+	"\a_offset\"Q\n" +
 	"\x12WriteLinesResponse\x12\x1a\n" +
-	"\bbuffered\x18\x01 \x01(\x03R\bbuffered\"+\n" +
+	"\bbuffered\x18\x01 \x01(\x03R\bbuffered\x12\x1f\n" +
+	"\vnext_offset\x18\x02 \x01(\x03R\n" +
+	"nextOffset\"+\n" +
 	"\fDrainRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\"\x0f\n" +
 	"\rDrainResponse\".\n" +
@@ -3320,7 +3531,7 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x05value\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x05value\"\x14\n" +
 	"\x12ListStreamsRequest\"I\n" +
 	"\x13ListStreamsResponse\x122\n" +
-	"\astreams\x18\x01 \x03(\v2\x18.streammgr.v1.StreamInfoR\astreams\"\xa9\x02\n" +
+	"\astreams\x18\x01 \x03(\v2\x18.streammgr.v1.StreamInfoR\astreams\"\xee\x02\n" +
 	"\n" +
 	"StreamInfo\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x12\n" +
@@ -3333,10 +3544,14 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\bbuffered\x18\b \x01(\x03R\bbuffered\x12+\n" +
 	"\x03age\x18\t \x01(\v2\x19.google.protobuf.DurationR\x03age\x12\x1b\n" +
 	"\tserver_id\x18\n" +
-	" \x01(\tR\bserverId\"E\n" +
+	" \x01(\tR\bserverId\x12\x1a\n" +
+	"\bretained\x18\v \x01(\x03R\bretained\x12'\n" +
+	"\x0fearliest_offset\x18\f \x01(\x03R\x0eearliestOffset\"f\n" +
 	"\x11LimitOverrunError\x12\x1a\n" +
 	"\bconsumed\x18\x01 \x01(\x03R\bconsumed\x12\x14\n" +
-	"\x05found\x18\x02 \x01(\bR\x05found2\xf0\x0e\n" +
+	"\x05found\x18\x02 \x01(\bR\x05found\x12\x1f\n" +
+	"\vnext_offset\x18\x03 \x01(\x03R\n" +
+	"nextOffset2\xf0\x0e\n" +
 	"\rStreamService\x12=\n" +
 	"\x04Open\x12\x19.streammgr.v1.OpenRequest\x1a\x1a.streammgr.v1.OpenResponse\x12I\n" +
 	"\bOpenPair\x12\x1d.streammgr.v1.OpenPairRequest\x1a\x1e.streammgr.v1.OpenPairResponse\x12R\n" +
@@ -3528,7 +3743,11 @@ func file_streammgr_v1_streammgr_proto_init() {
 		(*StartServerRequest_Unix)(nil),
 	}
 	file_streammgr_v1_streammgr_proto_msgTypes[20].OneofWrappers = []any{}
+	file_streammgr_v1_streammgr_proto_msgTypes[22].OneofWrappers = []any{}
+	file_streammgr_v1_streammgr_proto_msgTypes[24].OneofWrappers = []any{}
 	file_streammgr_v1_streammgr_proto_msgTypes[26].OneofWrappers = []any{}
+	file_streammgr_v1_streammgr_proto_msgTypes[30].OneofWrappers = []any{}
+	file_streammgr_v1_streammgr_proto_msgTypes[32].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

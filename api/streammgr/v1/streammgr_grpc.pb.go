@@ -67,6 +67,17 @@ const (
 // use standard gRPC codes with a google.rpc.ErrorInfo whose reason names the
 // condition (CONNECTION_RESET, LIMIT_OVERRUN, ...). A failed or cancelled
 // read never consumes bytes.
+//
+// Offsets make reads and writes safe to retry. The inbound offset of a
+// stream counts the bytes its reads have delivered (plus bytes an over-long
+// ReadLine dropped); the outbound offset counts the bytes its writes have
+// accepted. Every read and write response carries next_offset. A read that
+// sends the offset it has reached acknowledges everything before it; if that
+// offset is behind, the bytes of the responses the caller never got are
+// replayed in order before the read runs. A write that sends the offset of
+// its first byte skips what was already accepted. So a client that keeps its
+// offsets and retries after a deadline, a cancel or a lost connection
+// receives and sends every byte exactly once, also on a new gRPC connection.
 type StreamServiceClient interface {
 	// Open connects to a TCP or Unix address (asyncio's open_connection and
 	// open_unix_connection), optionally with TLS, and returns a stream handle.
@@ -436,6 +447,17 @@ func (c *streamServiceClient) ListStreams(ctx context.Context, in *ListStreamsRe
 // use standard gRPC codes with a google.rpc.ErrorInfo whose reason names the
 // condition (CONNECTION_RESET, LIMIT_OVERRUN, ...). A failed or cancelled
 // read never consumes bytes.
+//
+// Offsets make reads and writes safe to retry. The inbound offset of a
+// stream counts the bytes its reads have delivered (plus bytes an over-long
+// ReadLine dropped); the outbound offset counts the bytes its writes have
+// accepted. Every read and write response carries next_offset. A read that
+// sends the offset it has reached acknowledges everything before it; if that
+// offset is behind, the bytes of the responses the caller never got are
+// replayed in order before the read runs. A write that sends the offset of
+// its first byte skips what was already accepted. So a client that keeps its
+// offsets and retries after a deadline, a cancel or a lost connection
+// receives and sends every byte exactly once, also on a new gRPC connection.
 type StreamServiceServer interface {
 	// Open connects to a TCP or Unix address (asyncio's open_connection and
 	// open_unix_connection), optionally with TLS, and returns a stream handle.
