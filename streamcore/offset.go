@@ -144,6 +144,12 @@ func (r *Reader) Run(ctx context.Context, from int64, op ReadOp) ([]byte, int64,
 func (r *Reader) seekLocked(ctx context.Context, from int64) error {
 	t := r.t
 	explicit := from != FromDelivered
+	if explicit {
+		// A bad offset changes nothing, not even a waiting read.
+		if err := t.checkOffsetLocked(from); err != nil {
+			return err
+		}
+	}
 	for t.waiting {
 		live := t.waitCtx.Err() == nil
 		if live && !explicit {
@@ -163,13 +169,10 @@ func (r *Reader) seekLocked(ctx context.Context, from int64) error {
 	if !explicit {
 		from = max(t.delivered, t.earliestLocked())
 	}
+	if err := t.checkOffsetLocked(from); err != nil {
+		return err
+	}
 	consumed := t.nread.Load()
-	if earliest := t.earliestLocked(); from < earliest {
-		return &OffsetBehindError{Offset: from, Earliest: earliest}
-	}
-	if from > consumed {
-		return &OffsetAheadError{Offset: from, Next: consumed}
-	}
 	t.ackLocked(from)
 	if from < consumed {
 		// Everything kept now is what was consumed since from.
@@ -183,6 +186,17 @@ func (r *Reader) seekLocked(ctx context.Context, from int64) error {
 		t.signalLocked()
 	}
 	t.delivered = from
+	return nil
+}
+
+// checkOffsetLocked reports an offset a read cannot start from.
+func (t *transport) checkOffsetLocked(from int64) error {
+	if earliest := t.earliestLocked(); from < earliest {
+		return &OffsetBehindError{Offset: from, Earliest: earliest}
+	}
+	if consumed := t.nread.Load(); from > consumed {
+		return &OffsetAheadError{Offset: from, Next: consumed}
+	}
 	return nil
 }
 
