@@ -366,6 +366,13 @@ func (r *Reader) Unread(data []byte) {
 // everything reads returned, plus lines readline dropped over the limit.
 func (r *Reader) Consumed() int64 { return r.t.nread.Load() }
 
+// Waiting reports whether a read is waiting for data.
+func (r *Reader) Waiting() bool {
+	r.t.mu.Lock()
+	defer r.t.mu.Unlock()
+	return r.t.waiting
+}
+
 // IsReading reports whether bytes are being pulled from the socket (false
 // while paused for backpressure, after EOF and after close).
 func (r *Reader) IsReading() bool {
