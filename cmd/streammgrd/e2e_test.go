@@ -74,6 +74,7 @@ func TestE2E(t *testing.T) {
 			"ConcurrentRead":        testConcurrentRead,
 			"PeerReset":             testPeerReset,
 			"DeadlineKeepsBytes":    testDeadlineKeepsBytes,
+			"Offsets":               testOffsets,
 			"Contract":              testContract,
 		} {
 			t.Run(name, func(t *testing.T) { t.Parallel(); f(t, d) })
@@ -1118,6 +1119,55 @@ func testDeadlineKeepsBytes(t *testing.T, d *daemon) {
 	if got := call[readUntilResp](t, tg, "ReadUntil", m{"streamId": id, "separator": []byte("|")}); string(got.Data) != "no separator yet|" {
 		t.Errorf("ReadUntil after a timed-out one = %q", got.Data)
 	}
+	call[empty](t, tg, "Abort", m{"streamId": id})
+}
+
+// testOffsets drives the offset rules with grpcurl, one connection per
+// call: a lost answer read again, a retried write accepted once, the
+// window's errors with their metadata, and LINE_TOO_LONG's next_offset.
+func testOffsets(t *testing.T, d *daemon) {
+	tg := d.unix()
+	p := newPeer(t)
+	o := openTCP(t, tg, p.port(), m{"limit": 8})
+	id := o.StreamID
+	c := p.accept(t)
+
+	writePeer(t, c, "hello\n")
+	waitBuffered(t, tg, id, 6)
+	first := call[readResp](t, tg, "ReadLine", m{"streamId": id, "offset": 0})
+	again := call[readResp](t, tg, "ReadLine", m{"streamId": id, "offset": 0})
+	if string(first.Data) != "hello\n" || first.NextOffset != 6 || string(again.Data) != "hello\n" || again.NextOffset != 6 {
+		t.Fatalf("ReadLine at 0, twice = %q/%d and %q/%d; want hello\\n/6 both times", first.Data, first.NextOffset, again.Data, again.NextOffset)
+	}
+	e := fail(t, tg, "Read", m{"streamId": id, "n": 1, "offset": 7}, codes.OutOfRange, "OFFSET_AHEAD")
+	if md, _ := e.detail("google.rpc.ErrorInfo")["metadata"].(map[string]any); md["next_offset"] != "6" {
+		t.Errorf("OFFSET_AHEAD metadata = %v, want next_offset 6", md)
+	}
+	writePeer(t, c, "0123456789\nab")
+	waitBuffered(t, tg, id, 13)
+	call[readResp](t, tg, "Read", m{"streamId": id, "n": 1, "offset": 6}) // "0", acknowledging "hello\n"
+	e = fail(t, tg, "Read", m{"streamId": id, "n": 1, "offset": 5}, codes.OutOfRange, "OFFSET_BEHIND")
+	if md, _ := e.detail("google.rpc.ErrorInfo")["metadata"].(map[string]any); md["earliest_offset"] != "6" {
+		t.Errorf("OFFSET_BEHIND metadata = %v, want earliest_offset 6", md)
+	}
+	if f := e.fieldViolations(); !slices.Equal(f, []string{"offset"}) {
+		t.Errorf("OFFSET_BEHIND field violations %v, want [offset]", f)
+	}
+	e = fail(t, tg, "ReadLine", m{"streamId": id, "offset": 6}, codes.ResourceExhausted, "LINE_TOO_LONG")
+	if lo := e.detail("streammgr.v1.LimitOverrunError"); lo["nextOffset"] != "17" {
+		t.Errorf("LINE_TOO_LONG detail %v, want nextOffset 17 (past the dropped line)", lo)
+	}
+	if r := call[readResp](t, tg, "Read", m{"streamId": id, "n": 10, "offset": 17}); string(r.Data) != "ab" || r.NextOffset != 19 {
+		t.Errorf("Read after the dropped line = %q/%d, want ab/19", r.Data, r.NextOffset)
+	}
+
+	w := call[writeResp](t, tg, "Write", m{"streamId": id, "data": []byte("once"), "offset": 0})
+	w2 := call[writeResp](t, tg, "Write", m{"streamId": id, "data": []byte("once more"), "offset": 0})
+	if w.NextOffset != 4 || w2.NextOffset != 9 {
+		t.Errorf("Write next_offset %d then %d, want 4 then 9", w.NextOffset, w2.NextOffset)
+	}
+	readPeer(t, c, "once more")
+	fail(t, tg, "WriteLines", m{"streamId": id, "lines": [][]byte{[]byte("x")}, "offset": 10}, codes.OutOfRange, "OFFSET_AHEAD")
 	call[empty](t, tg, "Abort", m{"streamId": id})
 }
 

@@ -23,15 +23,16 @@ msg() { "${G[@]}" describe "$S.$1" 2>/dev/null | sed -n "s/.*rpc $1 *( *\.\{0,1\
 for spec in "Open:1:tcp unix tls limit local_addr connect_timeout" "Open:2:stream_id peername sockname" \
             "StartServer:1:tcp unix tls limit backlog reuse_port start_serving" "StartServer:2:server_id sockets" \
             "Accept:1:server_id timeout" "Accept:2:stream_id peername" \
-            "Read:1:stream_id n" "Read:2:data eof" "ReadLine:1:stream_id" "ReadLine:2:data eof" \
-            "ReadExactly:1:stream_id n" "ReadExactly:2:data incomplete expected" \
-            "ReadUntil:1:stream_id separator separators" "ReadUntil:2:data incomplete" \
-            "AtEof:2:at_eof" "Write:1:stream_id data" "Write:2:buffered" "WriteLines:1:stream_id lines" \
+            "Read:1:stream_id n offset" "Read:2:data eof next_offset" "ReadLine:1:stream_id offset" "ReadLine:2:data eof next_offset" \
+            "ReadExactly:1:stream_id n offset" "ReadExactly:2:data incomplete expected next_offset" \
+            "ReadUntil:1:stream_id separator separators offset" "ReadUntil:2:data incomplete next_offset" \
+            "AtEof:2:at_eof" "Write:1:stream_id data offset" "Write:2:buffered next_offset" "WriteLines:1:stream_id lines offset" "WriteLines:2:buffered next_offset" \
             "CanWriteEof:2:can_write_eof" "IsClosing:2:is_closing" "StartTls:1:stream_id tls" \
             "GetExtraInfo:1:stream_id name" "GetExtraInfo:2:value" "CloseServer:1:server_id"; do
   IFS=: read -r m dir fields <<<"$spec"
   t=$(msg "$m" "$dir"); [ -n "$t" ] || continue
   check "$t" $fields
 done
+check streammgr.v1.LimitOverrunError consumed found next_offset
 "${G[@]}" grpc.health.v1.Health/Check >/dev/null 2>&1 || { echo "health service not answering"; miss=$((miss+1)); }
 if [ $miss = 0 ]; then echo "contract: all names present"; else echo "contract: $miss names missing"; exit 1; fi
