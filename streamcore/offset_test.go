@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Offsets: Reader.Run positions each read at an inbound offset and replays
@@ -479,5 +480,30 @@ func TestWriteAtBufferFull(t *testing.T) {
 	}
 	if e.w.Written() != before {
 		t.Fatalf("written %d after a refused write, want %d", e.w.Written(), before)
+	}
+}
+
+// StartTLS, too, lets a read whose caller gave up leave instead of
+// failing with ConcurrentReadError.
+func TestStartTLSAfterAbandonedRead(t *testing.T) {
+	t.Parallel()
+	p := getPKI(t)
+	for i := range 20 {
+		e := replayEnv(t, 64)
+		ctx, cancel := context.WithCancel(testCtx(t))
+		read := goRead(func() ([]byte, error) { return e.r.Read(ctx, 10) })
+		waitForWaiter(t, e.r)
+		cancel()
+		ccfg := p.clientConfig()
+		ccfg.ServerName = "localhost"
+		// The peer never answers the handshake: it fails by its timeout.
+		err := e.w.StartTLS(testCtx(t), ccfg, 20*time.Millisecond)
+		if errors.Is(err, ErrConcurrentRead) {
+			t.Fatalf("round %d: StartTLS after an abandoned read: %v", i, err)
+		}
+		asErr[*HandshakeTimeoutError](t, err)
+		if res := recv(t, read); !errors.Is(res.err, context.Canceled) {
+			t.Fatalf("round %d: abandoned read = %q, %v", i, res.data, res.err)
+		}
 	}
 }

@@ -357,6 +357,13 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 	}
 	t := w.t
 	t.mu.Lock()
+	for t.waiting && t.waitCtx.Err() != nil {
+		// A read whose caller gave up is leaving: let it go first.
+		if err := t.waitForWaiterLocked(ctx); err != nil {
+			t.mu.Unlock()
+			return err
+		}
+	}
 	if t.closing {
 		t.mu.Unlock()
 		return ErrClosed
