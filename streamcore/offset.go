@@ -223,6 +223,7 @@ func (t *transport) ackLocked(off int64) {
 		t.kept = nil
 	}
 	t.delivered = max(t.delivered, off)
+	t.maybeResumeLocked()
 }
 
 // Delivered records that a result ending at inbound offset end reached its
