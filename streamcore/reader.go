@@ -1,7 +1,6 @@
 package streamcore
 
 import (
-	"bytes"
 	"context"
 	"slices"
 )
@@ -231,6 +230,7 @@ func (r *Reader) readUntilLocked(ctx context.Context, line bool, seps [][]byte, 
 	}
 	offset := 0
 	gen := t.unreads
+	finder := newSepFinder(seps)
 	matchStart, matchEnd := -1, -1
 	for {
 		if t.unreads != gen {
@@ -239,16 +239,10 @@ func (r *Reader) readUntilLocked(ctx context.Context, line bool, seps [][]byte, 
 		}
 		n := len(t.buf)
 		if n-offset >= minLen {
-			for _, sep := range seps {
-				i := bytes.Index(t.buf[offset:], sep)
-				if i < 0 {
-					continue
-				}
-				if end := offset + i + len(sep); matchEnd < 0 || end < matchEnd {
-					matchStart, matchEnd = offset+i, end
-				}
-			}
-			if matchEnd >= 0 {
+			// Only the bytes a match could end in are scanned: after a miss
+			// the next scan starts maxLen-1 bytes before the end.
+			if i, j := finder.find(t.buf[offset:]); j >= 0 {
+				matchStart, matchEnd = offset+i, offset+j
 				break
 			}
 			offset = max(0, n+1-maxLen)
