@@ -202,7 +202,9 @@ func newServer(handler Handler, opts *ServerOptions) (*Server, error) {
 	return s, nil
 }
 
-// removeStaleSocket unlinks a socket file nobody is listening on.
+// removeStaleSocket unlinks a socket file nobody is listening on, if it
+// belongs to this process's user: another user's socket file is never
+// touched.
 func removeStaleSocket(ctx context.Context, path string) error {
 	fi, err := os.Lstat(path)
 	if err != nil {
@@ -211,6 +213,10 @@ func removeStaleSocket(ctx context.Context, path string) error {
 	inUse := &net.OpError{Op: "listen", Net: "unix", Addr: &net.UnixAddr{Name: path, Net: "unix"},
 		Err: fmt.Errorf("address %q is already in use: %w", path, syscall.EADDRINUSE)}
 	if fi.Mode()&os.ModeSocket == 0 {
+		return inUse
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Geteuid() {
+		inUse.Err = fmt.Errorf("address %q is already in use: a socket file of another user: %w", path, syscall.EADDRINUSE)
 		return inUse
 	}
 	d := net.Dialer{Timeout: time.Second}
