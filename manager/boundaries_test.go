@@ -4,7 +4,6 @@ package manager
 // rest of the suite left unchecked.
 
 import (
-	"bytes"
 	"context"
 	"testing"
 
@@ -55,27 +54,25 @@ func TestAcceptCancelledIsNotAcceptTimeout(t *testing.T) {
 	wantStatus(t, err, codes.Canceled, ReasonCancelled)
 }
 
-// A ReadUntil result too large for a response (a long separator makes it
-// longer than the limit) fails with RESULT_TOO_LARGE and puts every byte
-// back: nothing is consumed and the data reads intact afterwards.
-func TestReadUntilTooLargePutsBack(t *testing.T) {
+// A read to EOF of more than a response can carry fails with
+// RESULT_TOO_LARGE and consumes nothing: the data reads intact afterwards.
+// (A ReadUntil result cannot get that large: the limit is at most half a
+// message and separators at most MaxSeparatorBytes.)
+func TestReadAllTooLargeConsumesNothing(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Config{MaxMessageSize: 64 << 10})
 	maxResult := e.svc.maxResult()
 	a, b := e.openPair(t, i64(31<<10))
-	prefix, sep := pattern(30<<10, 1), bytes.Repeat([]byte{'|'}, 40<<10)
-	if len(prefix)+len(sep) <= maxResult {
-		t.Fatalf("test setup: %d bytes fit in a %d-byte result", len(prefix)+len(sep), maxResult)
-	}
-	e.write(t, a, string(prefix))
-	e.write(t, a, string(sep))
-	_, err := e.c.ReadUntil(bg(t), &smv1.ReadUntilRequest{StreamId: b, Separator: sep})
+	data := pattern(maxResult+1, 1)
+	e.write(t, a, string(data))
+	e.closeStream(t, a)
+	_, err := e.c.Read(bg(t), &smv1.ReadRequest{StreamId: b})
 	wantStatus(t, err, codes.ResourceExhausted, ReasonResultTooLarge)
-	if info := e.info(t, b); info.Buffered != int64(len(prefix)+len(sep)) || info.BytesIn != 0 {
-		t.Fatalf("after the refused ReadUntil buffered=%d bytes_in=%d, want %d and 0", info.Buffered, info.BytesIn, len(prefix)+len(sep))
+	if info := e.info(t, b); info.Buffered != int64(len(data)) || info.BytesIn != 0 {
+		t.Fatalf("after the refused Read buffered=%d bytes_in=%d, want %d and 0", info.Buffered, info.BytesIn, len(data))
 	}
-	wantBytes(t, "prefix", e.readExactly(t, b, int64(len(prefix))).Data, prefix)
-	wantBytes(t, "separator", e.readExactly(t, b, int64(len(sep))).Data, sep)
+	wantBytes(t, "first part", e.readExactly(t, b, int64(maxResult)).Data, data[:maxResult])
+	wantBytes(t, "rest", e.readExactly(t, b, 1).Data, data[maxResult:])
 }
 
 // The largest reader limit a response can carry a line of is accepted; one

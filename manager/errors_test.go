@@ -109,7 +109,6 @@ func TestInvalidArgument(t *testing.T) {
 		name, field string
 		call        func() error
 	}{
-		{"Read n<-1", "n", func() error { _, err := c.Read(bg(t), &smv1.ReadRequest{StreamId: id, N: i64(-2)}); return err }},
 		{"ReadExactly n<0", "n", func() error {
 			_, err := c.ReadExactly(bg(t), &smv1.ReadExactlyRequest{StreamId: id, N: -1})
 			return err

@@ -174,6 +174,9 @@ func (m *Manager) releaseLocked(s *Stream) {
 
 // stream looks up a stream handle.
 func (m *Manager) stream(id string) (*Stream, error) {
+	if err := checkID("stream_id", id); err != nil {
+		return nil, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, ok := m.streams[id]
@@ -186,6 +189,9 @@ func (m *Manager) stream(id string) (*Stream, error) {
 // acquire looks up a stream and marks an RPC in progress on it, atomically
 // with respect to the reaper; the returned func ends the RPC.
 func (m *Manager) acquire(id string) (*Stream, func(), error) {
+	if err := checkID("stream_id", id); err != nil {
+		return nil, nil, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, ok := m.streams[id]
@@ -197,6 +203,9 @@ func (m *Manager) acquire(id string) (*Stream, func(), error) {
 
 // server looks up a server handle.
 func (m *Manager) server(id string) (*Server, error) {
+	if err := checkID("server_id", id); err != nil {
+		return nil, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, ok := m.servers[id]
@@ -488,6 +497,9 @@ func (s *Server) Unaccept(st *Stream) {
 // Close closes the server and releases its handle. With clients "close" or
 // "abort" the streams it accepted are closed or aborted too.
 func (m *Manager) CloseServer(id string, closeClients, abortClients bool) error {
+	if err := checkID("server_id", id); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	s, ok := m.servers[id]
 	if ok {

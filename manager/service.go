@@ -90,6 +90,9 @@ func (s *Service) Open(ctx context.Context, req *smv1.OpenRequest) (*smv1.OpenRe
 		if a.Tcp.GetHost() == "" {
 			return nil, toStatus(invalid("tcp.host", "host is required"))
 		}
+		if err := checkHost("tcp.host", a.Tcp.GetHost()); err != nil {
+			return nil, toStatus(err)
+		}
 		if a.Tcp.GetPort() == 0 || a.Tcp.GetPort() > 65535 {
 			return nil, toStatus(invalid("tcp.port", "port must be 1..65535"))
 		}
@@ -97,12 +100,15 @@ func (s *Service) Open(ctx context.Context, req *smv1.OpenRequest) (*smv1.OpenRe
 			if la.GetPort() > 65535 {
 				return nil, toStatus(invalid("local_addr.port", "port must be 0..65535"))
 			}
+			if err := checkHost("local_addr.host", la.GetHost()); err != nil {
+				return nil, toStatus(err)
+			}
 			opts.LocalAddr = net.JoinHostPort(la.GetHost(), strconv.Itoa(int(la.GetPort())))
 		}
 		st, err = s.m.Open(ctx, "tcp", a.Tcp.GetHost(), int(a.Tcp.GetPort()), opts)
 	case *smv1.OpenRequest_Unix:
-		if a.Unix.GetPath() == "" {
-			return nil, toStatus(invalid("unix.path", "path is required"))
+		if err := checkUnixPath("unix.path", a.Unix.GetPath()); err != nil {
+			return nil, toStatus(err)
 		}
 		if req.GetLocalAddr() != nil {
 			return nil, toStatus(invalid("local_addr", "only for TCP"))
@@ -181,10 +187,13 @@ func (s *Service) StartServer(ctx context.Context, req *smv1.StartServerRequest)
 		if a.Tcp.GetPort() > 65535 {
 			return nil, toStatus(invalid("tcp.port", "port must be 0..65535"))
 		}
+		if err := checkHost("tcp.host", a.Tcp.GetHost()); err != nil {
+			return nil, toStatus(err)
+		}
 		srv, err = s.m.StartServer(ctx, "tcp", a.Tcp.GetHost(), int(a.Tcp.GetPort()), opts)
 	case *smv1.StartServerRequest_Unix:
-		if a.Unix.GetPath() == "" {
-			return nil, toStatus(invalid("unix.path", "path is required"))
+		if err := checkUnixPath("unix.path", a.Unix.GetPath()); err != nil {
+			return nil, toStatus(err)
 		}
 		if req.ReusePort {
 			return nil, toStatus(invalid("reuse_port", "only for TCP"))
@@ -392,9 +401,6 @@ func (s *Service) Read(ctx context.Context, req *smv1.ReadRequest) (*smv1.ReadRe
 	if req.N != nil {
 		n = *req.N
 	}
-	if n < -1 {
-		return nil, toStatus(invalid("n", "must be >= -1 (-1 reads to EOF)"))
-	}
 	op := streamcore.ReadOp{Kind: streamcore.OpRead, N: -1}
 	if n >= 0 {
 		op.N = int(min(n, int64(s.maxResult())))
@@ -443,12 +449,13 @@ func (s *Service) ReadUntil(ctx context.Context, req *smv1.ReadUntilRequest) (*s
 		if len(req.Separator) == 0 {
 			return nil, toStatus(invalid("separator", "Separator should be at least one-byte string"))
 		}
+		if len(req.Separator) > MaxSeparatorBytes {
+			return nil, toStatus(invalid("separator", "longer than "+strconv.Itoa(MaxSeparatorBytes)+" bytes"))
+		}
 		seps = [][]byte{req.Separator}
 	case len(req.Separators) > 0:
-		for i, sep := range req.Separators {
-			if len(sep) == 0 {
-				return nil, toStatus(invalid("separators["+strconv.Itoa(i)+"]", "Separator should be at least one-byte string"))
-			}
+		if err := checkSeparators(req.Separators); err != nil {
+			return nil, toStatus(err)
 		}
 		seps = req.Separators
 	default:
@@ -507,6 +514,9 @@ func (s *Service) Write(ctx context.Context, req *smv1.WriteRequest) (*smv1.Writ
 
 // WriteLines implements StreamService.WriteLines.
 func (s *Service) WriteLines(ctx context.Context, req *smv1.WriteLinesRequest) (*smv1.WriteLinesResponse, error) {
+	if len(req.Lines) > MaxLines {
+		return nil, toStatus(invalid("lines", strconv.Itoa(len(req.Lines))+" lines, more than "+strconv.Itoa(MaxLines)+" in one call"))
+	}
 	buffered, next, err := s.write(req.StreamId, req.Offset, req.Lines)
 	if err != nil {
 		return nil, err

@@ -881,7 +881,10 @@ func testInvalidArgument(t *testing.T, d *daemon) {
 		req          m
 		field        string
 	}{
-		{"Read n=-2", "Read", m{"streamId": id, "n": -2}, "n"},
+		{"Read negative offset", "Read", m{"streamId": id, "n": 1, "offset": -1}, "offset"},
+		{"Open NUL in a unix path", "Open", m{"unix": m{"path": "/tmp/a\x00b"}}, "unix.path"},
+		{"StartServer unix path too long", "StartServer", m{"unix": m{"path": "/" + strings.Repeat("p", 120)}}, "unix.path"},
+		{"ReadUntil too many separators", "ReadUntil", m{"streamId": id, "separators": slices.Repeat([][]byte{[]byte("x")}, 65)}, "separators"},
 		{"ReadExactly n=-1", "ReadExactly", m{"streamId": id, "n": -1}, "n"},
 		{"ReadUntil empty separator", "ReadUntil", m{"streamId": id, "separator": []byte{}}, "separator"},
 		{"ReadUntil empty separators[1]", "ReadUntil", m{"streamId": id, "separators": [][]byte{[]byte("\n"), {}}}, "separators[1]"},

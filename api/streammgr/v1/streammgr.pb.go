@@ -87,8 +87,8 @@ func (x *TcpAddress) GetPort() uint32 {
 // UnixAddress is a Unix domain socket path.
 type UnixAddress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Filesystem path of the socket; a leading "@" names the Linux abstract
-	// namespace.
+	// Filesystem path of the socket, at most 107 bytes and without NUL; a
+	// leading "@" names the Linux abstract namespace.
 	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1339,8 +1339,8 @@ type ReadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The stream handle.
 	StreamId string `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
-	// Maximum bytes to return. Absent or -1 (any negative value): read to EOF.
-	// Values below -1 are rejected.
+	// Maximum bytes to return. Absent or negative: read to EOF (asyncio's
+	// read(-1)).
 	N *int64 `protobuf:"varint,2,opt,name=n,proto3,oneof" json:"n,omitempty"`
 	// The inbound offset the caller has reached: the bytes it received from
 	// reads of this stream, plus bytes an over-long ReadLine dropped (see
@@ -1755,10 +1755,12 @@ type ReadUntilRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The stream handle.
 	StreamId string `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
-	// The separator. Absent: "\n". Empty: rejected.
+	// The separator. Absent: "\n". Empty, or longer than 4096 bytes:
+	// rejected.
 	Separator []byte `protobuf:"bytes,2,opt,name=separator,proto3,oneof" json:"separator,omitempty"`
 	// Several separators (asyncio 3.13's tuple form): the match that ends
-	// first wins. When set, separator must be absent.
+	// first wins. When set, separator must be absent. At most 64 separators
+	// and 4096 bytes in all.
 	Separators [][]byte `protobuf:"bytes,3,rep,name=separators,proto3" json:"separators,omitempty"`
 	// The inbound offset the caller has reached: the bytes it received from
 	// reads of this stream, plus bytes an over-long ReadLine dropped (see
@@ -2120,7 +2122,7 @@ type WriteLinesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The stream handle.
 	StreamId string `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
-	// Chunks written in order (nothing is added between them).
+	// Chunks written in order (nothing is added between them); at most 65536.
 	Lines [][]byte `protobuf:"bytes,2,rep,name=lines,proto3" json:"lines,omitempty"`
 	// The outbound offset of the first line's first byte. Below the bytes
 	// already accepted: that part was accepted before (a retry) and is
