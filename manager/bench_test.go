@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -139,4 +140,47 @@ func BenchmarkEchoDaemon(b *testing.B) {
 	}
 	b.StopTimer()
 	_, _ = client.Abort(ctx, &smv1.AbortRequest{StreamId: id})
+}
+
+// BenchmarkOpenClose opens and closes streams through the service, 32
+// callers at once, while live handles hold the registry: the rate must not
+// depend on how many handles there are. The registry is kept nearly full
+// (MaxStreams = live + 1000), so once the closed handles of earlier
+// iterations fill it every Open also evicts one.
+//
+//	go test -run '^$' -bench OpenClose -benchmem ./manager
+func BenchmarkOpenClose(b *testing.B) {
+	for _, live := range []int{0, 5000, 15000} {
+		b.Run("live="+strconv.Itoa(live), func(b *testing.B) {
+			m := manager.New(manager.Config{MaxStreams: live + 1000})
+			defer m.Close()
+			srv := grpc.NewServer()
+			smv1.RegisterStreamServiceServer(srv, manager.NewService(m))
+			client := smv1.NewStreamServiceClient(grpcOnUnix(b, srv))
+			ctx := context.Background()
+			for range live / 2 {
+				if _, err := client.OpenPair(ctx, &smv1.OpenPairRequest{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			peer := echoPeer(b)
+			req := &smv1.OpenRequest{Address: &smv1.OpenRequest_Tcp{Tcp: &smv1.TcpAddress{Host: "127.0.0.1", Port: uint32(peer.Port)}}}
+			b.SetParallelism(16)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					open, err := client.Open(ctx, req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if _, err := client.Close(ctx, &smv1.CloseRequest{StreamId: open.StreamId}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }

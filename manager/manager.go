@@ -4,6 +4,7 @@
 package manager
 
 import (
+	"container/list"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -24,6 +25,8 @@ type Manager struct {
 
 	mu      sync.Mutex
 	streams map[string]*Stream
+	order   *list.List // every stream, oldest first
+	lost    *list.List // streams whose connection is gone, in the order lost
 	servers map[string]*Server
 	closed  bool
 
@@ -43,6 +46,11 @@ type Stream struct {
 	lastUsed atomic.Int64 // unix nanoseconds
 	active   atomic.Int32 // RPCs in progress
 	srv      *Server
+
+	// guarded by Manager.mu
+	elem     *list.Element // in Manager.order
+	lostElem *list.Element // in Manager.lost, once the connection is gone
+	stopLost func() bool   // unregisters the loss callback
 }
 
 // Server is one managed listening server.
@@ -53,6 +61,9 @@ type Server struct {
 	queue   *acceptQueue
 	m       *Manager
 
+	// streams it accepted that are registered (guarded by Manager.mu)
+	streams map[*Stream]struct{}
+
 	// bytes of released streams, so totals survive their release
 	releasedIn, releasedOut atomic.Int64
 	rejected                atomic.Int64
@@ -62,7 +73,7 @@ type Server struct {
 // New returns a Manager with cfg's limits (zero values take defaults) and
 // starts its idle reaper. Close releases everything.
 func New(cfg Config) *Manager {
-	m := &Manager{cfg: cfg.withDefaults(), streams: map[string]*Stream{}, servers: map[string]*Server{}, stop: make(chan struct{})}
+	m := &Manager{cfg: cfg.withDefaults(), streams: map[string]*Stream{}, order: list.New(), lost: list.New(), servers: map[string]*Server{}, stop: make(chan struct{})}
 	m.reaperWG.Add(1)
 	go m.reap()
 	return m
@@ -136,40 +147,80 @@ func (m *Manager) register(kind string, r *streamcore.Reader, w *streamcore.Writ
 	}
 	s.touch()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed {
+		m.mu.Unlock()
 		return nil, errShuttingDown
 	}
 	if len(m.streams) >= m.cfg.MaxStreams && !m.evictClosedLocked() {
+		m.mu.Unlock()
 		return nil, &limitError{what: "streams", limit: m.cfg.MaxStreams}
 	}
 	m.streams[s.ID] = s
+	s.elem = m.order.PushBack(s)
+	if srv != nil {
+		srv.streams[s] = struct{}{}
+	}
+	s.stopLost = w.AfterLost(func() { m.markLost(s) })
+	m.mu.Unlock()
 	return s, nil
 }
 
-// evictClosedLocked releases the least recently used stream whose
-// connection is gone and that has no RPC in progress.
-func (m *Manager) evictClosedLocked() bool {
-	var victim *Stream
-	for _, s := range m.streams {
-		if s.active.Load() == 0 && s.lost() && (victim == nil || s.lastUsed.Load() < victim.lastUsed.Load()) {
-			victim = s
-		}
+// markLost records that s's connection is gone, making it a candidate for
+// eviction when the registry is full.
+func (m *Manager) markLost(s *Stream) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.elem != nil && s.lostElem == nil {
+		s.lostElem = m.lost.PushBack(s)
 	}
-	if victim == nil {
-		return false
-	}
-	m.releaseLocked(victim)
-	return true
 }
 
-func (m *Manager) releaseLocked(s *Stream) {
+// evictClosedLocked releases the stream lost the longest ago that has no
+// RPC in progress.
+func (m *Manager) evictClosedLocked() bool {
+	if s := m.evictableLocked(); s != nil {
+		m.releaseLocked(s)
+		return true
+	}
+	return false
+}
+
+// evictableLocked is the stream lost the longest ago with no RPC in
+// progress, or nil. Streams with RPCs in progress are few, so this is
+// O(1) in practice.
+func (m *Manager) evictableLocked() *Stream {
+	for e := m.lost.Front(); e != nil; e = e.Next() {
+		if s := e.Value.(*Stream); s.active.Load() == 0 {
+			return s
+		}
+	}
+	return nil
+}
+
+// forgetLocked removes s from the registry, leaving its connection alone;
+// its server keeps its byte counts.
+func (m *Manager) forgetLocked(s *Stream) {
+	if s.elem == nil {
+		return
+	}
 	delete(m.streams, s.ID)
-	s.W.Abort()
+	m.order.Remove(s.elem)
+	s.elem = nil
+	if s.lostElem != nil {
+		m.lost.Remove(s.lostElem)
+		s.lostElem = nil
+	}
+	s.stopLost()
 	if s.srv != nil {
+		delete(s.srv.streams, s)
 		s.srv.releasedIn.Add(s.R.Consumed())
 		s.srv.releasedOut.Add(s.W.Written())
 	}
+}
+
+func (m *Manager) releaseLocked(s *Stream) {
+	m.forgetLocked(s)
+	s.W.Abort()
 }
 
 // stream looks up a stream handle.
@@ -218,12 +269,11 @@ func (m *Manager) server(id string) (*Server, error) {
 // Streams returns every stream, oldest first.
 func (m *Manager) Streams() []*Stream {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	out := make([]*Stream, 0, len(m.streams))
-	for _, s := range m.streams {
-		out = append(out, s)
+	for e := m.order.Front(); e != nil; e = e.Next() {
+		out = append(out, e.Value.(*Stream))
 	}
-	m.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 	return out
 }
 
@@ -256,18 +306,24 @@ func (m *Manager) reap() {
 		case <-tick.C:
 		}
 		now := time.Now().UnixNano()
+		var idle []*Stream
 		m.mu.Lock()
-		for _, s := range m.streams {
+		for e := m.order.Front(); e != nil; e = e.Next() {
+			s := e.Value.(*Stream)
 			if s.active.Load() > 0 {
 				continue
 			}
-			idle := time.Duration(now - s.lastUsed.Load())
-			if (m.cfg.IdleTimeout > 0 && idle >= m.cfg.IdleTimeout) ||
-				(s.lost() && idle >= m.cfg.ClosedLinger) {
-				m.releaseLocked(s)
+			d := time.Duration(now - s.lastUsed.Load())
+			if (m.cfg.IdleTimeout > 0 && d >= m.cfg.IdleTimeout) ||
+				(s.lostElem != nil && d >= m.cfg.ClosedLinger) {
+				m.forgetLocked(s)
+				idle = append(idle, s)
 			}
 		}
 		m.mu.Unlock()
+		for _, s := range idle {
+			s.W.Abort()
+		}
 	}
 }
 
@@ -286,10 +342,18 @@ func (m *Manager) Close() {
 		servers = append(servers, s)
 		delete(m.servers, id)
 	}
-	for _, s := range m.streams {
-		m.releaseLocked(s)
+	streams := make([]*Stream, 0, len(m.streams))
+	for e := m.order.Front(); e != nil; e = e.Next() {
+		streams = append(streams, e.Value.(*Stream))
+	}
+	for _, s := range streams {
+		m.forgetLocked(s)
 	}
 	m.mu.Unlock()
+	// Outside the registry's lock: closing a stream takes its own lock.
+	for _, s := range streams {
+		s.W.Abort()
+	}
 	for _, s := range servers {
 		s.shutdown(true)
 	}
@@ -354,13 +418,8 @@ func (m *Manager) roomForStream() error {
 	if m.closed {
 		return errShuttingDown
 	}
-	if len(m.streams) < m.cfg.MaxStreams {
+	if len(m.streams) < m.cfg.MaxStreams || m.evictableLocked() != nil {
 		return nil
-	}
-	for _, s := range m.streams {
-		if s.active.Load() == 0 && s.lost() {
-			return nil
-		}
 	}
 	return &limitError{what: "streams", limit: m.cfg.MaxStreams}
 }
@@ -388,7 +447,7 @@ func (m *Manager) StartServer(ctx context.Context, network, host string, port in
 	}
 	m.mu.Unlock()
 	opts.MaxWriteBuffer = m.cfg.MaxWriteBuffer
-	s := &Server{ID: newID("srv-"), Created: time.Now(), queue: newAcceptQueue(m.cfg.MaxAcceptQueue), m: m}
+	s := &Server{ID: newID("srv-"), Created: time.Now(), queue: newAcceptQueue(m.cfg.MaxAcceptQueue), m: m, streams: map[*Stream]struct{}{}}
 	handler := func(r *streamcore.Reader, w *streamcore.Writer) {
 		if !s.queue.push(pending{r: r, w: w}) {
 			s.rejected.Add(1)
@@ -451,12 +510,12 @@ func (s *Server) Accepted() int64 { return s.srv.Accepted() }
 
 // Bytes returns the bytes read from and written to its streams.
 func (s *Server) Bytes() (in, out int64) {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
 	in, out = s.releasedIn.Load(), s.releasedOut.Load()
-	for _, st := range s.m.Streams() {
-		if st.srv == s {
-			in += st.R.Consumed()
-			out += st.W.Written()
-		}
+	for st := range s.streams {
+		in += st.R.Consumed()
+		out += st.W.Written()
 	}
 	return in, out
 }
@@ -487,7 +546,7 @@ func (s *Server) Accept(ctx context.Context) (*Stream, error) {
 // is released), for a claim whose response could not be delivered.
 func (s *Server) Unaccept(st *Stream) {
 	s.m.mu.Lock()
-	delete(s.m.streams, st.ID)
+	s.m.forgetLocked(st)
 	s.m.mu.Unlock()
 	if !s.queue.pushFront(pending{r: st.R, w: st.W}) {
 		st.W.Abort()

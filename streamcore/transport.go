@@ -122,6 +122,7 @@ type transport struct {
 	lost        bool
 	lostErr     error
 	lostCh      chan struct{}
+	afterLost   []*func() // Writer.AfterLost callbacks not yet called
 	writerRun   bool
 	writerEnd   chan struct{}
 	nread       atomic.Int64 // bytes consumed by reads
@@ -440,6 +441,10 @@ func (t *transport) connectionLostLocked(err error) {
 	t.readCond.Broadcast()
 	t.writeCond.Broadcast()
 	close(t.lostCh)
+	for _, f := range t.afterLost {
+		go (*f)()
+	}
+	t.afterLost = nil
 	raw, tlsConn := t.raw, t.tlsConn
 	if tlsConn != nil && err == nil && !t.writerBusy && !t.aborted {
 		// Send close_notify without holding the lock; it may wait briefly.

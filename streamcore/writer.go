@@ -213,6 +213,33 @@ func (w *Writer) WaitClosed(ctx context.Context) error {
 // Done returns a channel closed once the connection is lost.
 func (w *Writer) Done() <-chan struct{} { return w.t.lostCh }
 
+// AfterLost arranges for f to run in its own goroutine once the connection
+// is lost (at once if it already is), as context.AfterFunc does for a
+// context. stop unregisters f; it reports whether it stopped f from being
+// run. Nothing waits while the connection is alive.
+func (w *Writer) AfterLost(f func()) (stop func() bool) {
+	t := w.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.lost {
+		go f()
+		return func() bool { return false }
+	}
+	fp := &f
+	t.afterLost = append(t.afterLost, fp)
+	return func() bool {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		for i, g := range t.afterLost {
+			if g == fp {
+				t.afterLost = append(t.afterLost[:i], t.afterLost[i+1:]...)
+				return true
+			}
+		}
+		return false
+	}
+}
+
 // BufferSize is the transport's get_write_buffer_size(): bytes accepted and
 // not yet handed to the kernel.
 func (w *Writer) BufferSize() int {
