@@ -223,6 +223,7 @@ func (t *transport) ackLocked(off int64) {
 		t.kept = nil
 	}
 	t.delivered = max(t.delivered, off)
+	t.settleLocked()
 	t.maybeResumeLocked()
 }
 

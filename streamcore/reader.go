@@ -40,8 +40,9 @@ func (r *Reader) wait(ctx context.Context, op string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if t.paused {
-		t.paused = false
+	if t.paused || t.bpaused {
+		// A stream whose read waits may use the budget's reserve.
+		t.paused, t.bpaused = false, false
 		t.readCond.Signal()
 	}
 	t.waiting = true
@@ -352,6 +353,7 @@ func (r *Reader) Unread(data []byte) {
 	t.nread.Add(-int64(len(data)))
 	// Retained bytes no longer line up with the offsets: forget them.
 	t.kept, t.keptLen = nil, 0
+	t.settleLocked()
 	t.delivered = min(t.delivered, t.nread.Load())
 	t.signalLocked()
 }
@@ -359,6 +361,17 @@ func (r *Reader) Unread(data []byte) {
 // Consumed returns the number of bytes that have left the buffer so far:
 // everything reads returned, plus lines readline dropped over the limit.
 func (r *Reader) Consumed() int64 { return r.t.nread.Load() }
+
+// Discard drops every buffered and kept byte, for a stream nobody will
+// read again (its memory budget charge goes with them). Reads after it see
+// an empty buffer.
+func (r *Reader) Discard() {
+	t := r.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf, t.kept, t.keptLen, t.tlsPre = nil, nil, 0, nil
+	t.settleLocked()
+}
 
 // Waiting reports whether a read is waiting for data.
 func (r *Reader) Waiting() bool {
@@ -372,5 +385,5 @@ func (r *Reader) Waiting() bool {
 func (r *Reader) IsReading() bool {
 	r.t.mu.Lock()
 	defer r.t.mu.Unlock()
-	return r.t.readerRun && !r.t.paused && !r.t.stopRead
+	return r.t.readerRun && !r.t.paused && !r.t.bpaused && !r.t.stopRead
 }

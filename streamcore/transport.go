@@ -54,6 +54,9 @@ type Options struct {
 	// which callers must not modify, and they count with the buffer toward
 	// the 2*Limit above which reading pauses.
 	Replay bool
+	// Budget, when set, is the memory budget this stream shares with
+	// others (see Budget).
+	Budget *Budget
 }
 
 func (o *Options) limit() (int, error) {
@@ -104,7 +107,13 @@ type transport struct {
 	kept      [][]byte
 	keptLen   int
 	delivered int64
-	tlsPre    []byte // bytes read while pausing: the peer's first TLS bytes
+
+	// budget: the shared memory budget (Options.Budget), what this stream
+	// has charged to it, and whether the budget stopped its reading.
+	budget  *Budget
+	charged int64
+	bpaused bool
+	tlsPre  []byte // bytes read while pausing: the peer's first TLS bytes
 
 	// writer state
 	wbuf        []byte
@@ -170,7 +179,9 @@ func newTransport(conn net.Conn, opts *Options, server bool) (*transport, error)
 		return nil, err
 	}
 	t.maxWrite = maxWrite
-	t.replay = opts != nil && opts.Replay
+	if opts != nil {
+		t.replay, t.budget = opts.Replay, opts.Budget
+	}
 	t.startLocked()
 	return t, nil
 }
@@ -227,7 +238,7 @@ func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
 	}
 	for {
 		t.mu.Lock()
-		for t.paused && !t.stopRead && !t.pausing {
+		for (t.paused || t.bpaused) && !t.stopRead && !t.pausing {
 			t.readCond.Wait()
 		}
 		if t.stopRead || t.pausing {
@@ -236,18 +247,40 @@ func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
 			return
 		}
 		t.mu.Unlock()
-		n, chunk, err := readChunk(conn, rc)
+		n, reserved, chunk, err := readChunk(conn, rc, t.reserve)
 		t.mu.Lock()
+		if err == errNoBudget {
+			// The budget has no room: wait until it has (or a read waits).
+			if !t.stopRead && !t.pausing && !t.bpaused {
+				t.bpaused = true
+				t.budget.pause(t)
+			}
+			t.mu.Unlock()
+			t.budget.add(0)
+			continue
+		}
+		kept := false
 		if n > 0 && !t.stopRead && t.pausing {
 			// start_tls has taken over the socket: as in asyncio, bytes not
 			// yet delivered when it was called belong to the TLS layer.
 			t.tlsPre = append(t.tlsPre, (*chunk)[:n]...)
+			kept = true
 		} else if n > 0 && !t.stopRead {
 			t.buf = append(t.buf, (*chunk)[:n]...)
+			kept = true
 			t.nreceived.Add(int64(n))
 			t.signalLocked()
 			if !t.paused && t.heldLocked() > 2*t.limit {
 				t.paused = true
+			}
+		}
+		if t.budget != nil {
+			// The reservation pays for the bytes kept; the rest goes back.
+			if kept {
+				t.charged += int64(n)
+				t.budget.add(int64(n) - reserved)
+			} else {
+				t.budget.add(-reserved)
 			}
 		}
 		if chunk != nil {
@@ -294,32 +327,49 @@ func putChunk(b *[]byte) {
 // readChunk reads once from conn into a pooled buffer, which the caller
 // returns with putChunk. For a socket (rc != nil) it waits for readability
 // before taking a buffer, so an idle stream holds no read buffer at all.
-func readChunk(conn net.Conn, rc syscall.RawConn) (int, *[]byte, error) {
+//
+// reserve says how many bytes the read may take (the memory budget's room;
+// 0: none, and readChunk returns errNoBudget without reading); readChunk
+// returns how many it reserved, which the caller settles.
+func readChunk(conn net.Conn, rc syscall.RawConn, reserve func(int) int64) (int, int64, *[]byte, error) {
 	if rc == nil {
-		pool := &chunkPool
+		pool, size := &chunkPool, readSize
 		if _, ok := conn.(*tls.Conn); ok {
 			// A TLS read returns at most one record (16 KiB of plaintext),
 			// and an idle TLS stream holds its buffer while it waits.
-			pool = &tlsChunkPool
+			pool, size = &tlsChunkPool, tlsReadSize
+		}
+		r := reserve(size)
+		if r == 0 {
+			return 0, 0, nil, errNoBudget
 		}
 		buf := pool.Get().(*[]byte)
-		n, err := conn.Read(*buf)
-		return n, buf, err
+		n, err := conn.Read((*buf)[:r])
+		return n, r, buf, err
 	}
 	var (
 		n    int
+		r    int64
 		serr error
 		buf  *[]byte
 	)
 	err := rc.Read(func(fd uintptr) bool {
+		if r = reserve(readSize); r == 0 {
+			serr = errNoBudget
+			return true
+		}
 		buf = chunkPool.Get().(*[]byte)
 		for {
-			n, serr = syscall.Read(int(fd), *buf)
+			n, serr = syscall.Read(int(fd), (*buf)[:r])
 			if serr != syscall.EINTR {
 				break
 			}
 		}
 		if serr == syscall.EAGAIN {
+			// Nothing there: wait for readability holding no buffer and
+			// no reservation.
+			reserve(-int(r))
+			r = 0
 			chunkPool.Put(buf)
 			buf = nil
 			return false
@@ -327,14 +377,48 @@ func readChunk(conn net.Conn, rc syscall.RawConn) (int, *[]byte, error) {
 		return true
 	})
 	switch {
+	case serr == errNoBudget:
+		return 0, 0, nil, errNoBudget
 	case err != nil:
-		return 0, buf, err
+		return 0, r, buf, err
 	case serr != nil:
-		return 0, buf, &net.OpError{Op: "read", Net: conn.LocalAddr().Network(), Source: conn.LocalAddr(), Addr: conn.RemoteAddr(), Err: os.NewSyscallError("read", serr)}
+		return 0, r, buf, &net.OpError{Op: "read", Net: conn.LocalAddr().Network(), Source: conn.LocalAddr(), Addr: conn.RemoteAddr(), Err: os.NewSyscallError("read", serr)}
 	case n <= 0:
-		return 0, buf, io.EOF
+		return 0, r, buf, io.EOF
 	}
-	return n, buf, nil
+	return n, r, buf, nil
+}
+
+// errNoBudget is readChunk's answer when the memory budget has no room.
+var errNoBudget = errors.New("no room in the memory budget")
+
+// reserve is readChunk's reservation: n > 0 asks the budget for up to n
+// bytes (all of them without a budget); n < 0 gives -n back.
+func (t *transport) reserve(n int) int64 {
+	if t.budget == nil {
+		return int64(max(n, 0))
+	}
+	if n < 0 {
+		t.budget.add(int64(n))
+		return 0
+	}
+	t.mu.Lock()
+	waiting := t.waiting
+	t.mu.Unlock()
+	return t.budget.reserve(int64(n), waiting)
+}
+
+// settleLocked brings the stream's charge to the memory budget in line with
+// the bytes it holds.
+func (t *transport) settleLocked() {
+	if t.budget == nil {
+		return
+	}
+	held := int64(len(t.buf) + t.keptLen + len(t.wbuf) + len(t.tlsPre))
+	if d := held - t.charged; d != 0 {
+		t.charged = held
+		t.budget.add(d)
+	}
 }
 
 func isTimeout(err error) bool {
@@ -407,6 +491,7 @@ func (t *transport) consumeWriteLocked(n int) {
 	if len(t.wbuf) == 0 {
 		t.wbuf = nil
 	}
+	t.settleLocked()
 	if t.wpaused && len(t.wbuf) <= t.low {
 		t.wpaused = false
 		close(t.drainCh)
@@ -432,6 +517,11 @@ func (t *transport) connectionLostLocked(err error) {
 		t.eof = true
 	}
 	t.wbuf = nil
+	t.settleLocked()
+	if t.bpaused {
+		t.bpaused = false
+		t.budget.unpause(t)
+	}
 	if t.wpaused {
 		t.wpaused = false
 		close(t.drainCh)
@@ -505,6 +595,7 @@ func (t *transport) writeLocked(data []byte) {
 		}
 	}
 	t.wbuf = append(t.wbuf, data...)
+	t.settleLocked()
 	if !t.wpaused && len(t.wbuf) > t.high {
 		t.wpaused = true
 	}
@@ -566,6 +657,7 @@ func (t *transport) consumeLocked(n int) []byte {
 		t.kept = append(t.kept, data)
 		t.keptLen += n
 	}
+	t.settleLocked()
 	t.maybeResumeLocked()
 	return data
 }
@@ -576,6 +668,7 @@ func (t *transport) prependLocked(data []byte) {
 	buf = append(buf, data...)
 	t.buf = append(buf, t.buf...)
 	t.unreads++
+	t.settleLocked()
 }
 
 // prefixConn replays bytes that the read goroutine took from the socket

@@ -74,6 +74,14 @@ func (w *Writer) writeLinesLocked(lines [][]byte) error {
 	if limit := t.maxWriteLocked(); len(t.wbuf)+size > limit {
 		return &WriteBufferFullError{Buffered: len(t.wbuf), Size: size, Cap: limit}
 	}
+	if b := t.budget; b != nil {
+		// Charged in advance, so that writes on other streams cannot take
+		// the same room; what the socket takes at once is given back.
+		if !b.take(int64(size)) {
+			return &BudgetError{Size: size, Used: b.Used(), Max: b.max}
+		}
+		t.charged += int64(size)
+	}
 	if len(lines) == 1 {
 		t.writeLocked(lines[0])
 		return nil
@@ -429,6 +437,7 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 			t.tlsPre = nil
 			t.signalLocked()
 		}
+		t.settleLocked()
 		if t.lost {
 			return
 		}
@@ -475,6 +484,7 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 		t.buf = nil
 		t.paused = false
 	}
+	t.settleLocked()
 	t.mu.Unlock()
 	_ = conn.SetReadDeadline(time.Time{})
 	hconn := conn
