@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -37,6 +38,16 @@ type Config struct {
 	ClosedLinger time.Duration
 	// ShutdownTimeout bounds how long shutdown waits for in-flight calls.
 	ShutdownTimeout time.Duration
+	// MaxBufferedBytes is the daemon-wide memory budget for stream data:
+	// read buffers, bytes kept for replay, unsent writes, and the
+	// connections queued on servers (streamcore.Budget). 0 means
+	// DefaultMaxBufferedBytes().
+	MaxBufferedBytes int64
+	// DebugListen, when set, is where Go's net/http/pprof handlers are
+	// served (/debug/pprof/): "unix:/path" (mode 0600) or a loopback
+	// "host:port", never a non-loopback address (AllowRemote does not
+	// apply). Empty: no debug listener.
+	DebugListen string
 }
 
 // Defaults.
@@ -50,6 +61,17 @@ const (
 	DefaultClosedLinger    = time.Minute
 	DefaultShutdownTimeout = 5 * time.Second
 )
+
+// DefaultMaxBufferedBytes is the default memory budget: an eighth of the
+// machine's memory, at least 64 MiB.
+func DefaultMaxBufferedBytes() int64 {
+	const floor = 64 << 20
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 1 << 30
+	}
+	return max(int64(si.Totalram)*int64(si.Unit)/8, floor)
+}
 
 // DefaultListen is the daemon's default address: a Unix socket (mode 0600)
 // in $XDG_RUNTIME_DIR, or /tmp/streammgrd-UID.sock without it.
@@ -98,6 +120,9 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if c.MaxBufferedBytes <= 0 {
+		c.MaxBufferedBytes = DefaultMaxBufferedBytes()
+	}
 	return c
 }
 
@@ -125,4 +150,6 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", DefaultIdleTimeout, "release a stream after this long without an RPC on it (0 disables)")
 	fs.DurationVar(&c.ClosedLinger, "closed-linger", DefaultClosedLinger, "keep a closed stream's handle this long after its last RPC")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "how long shutdown waits for in-flight calls")
+	fs.Int64Var(&c.MaxBufferedBytes, "max-buffered-bytes", DefaultMaxBufferedBytes(), "memory budget for all streams' buffered bytes (read, replay, unsent, queued connections)")
+	fs.StringVar(&c.DebugListen, "debug-listen", "", "serve Go's pprof handlers (/debug/pprof/) on unix:/path or a loopback host:port (default off)")
 }

@@ -61,6 +61,7 @@ const (
 	ReasonOffsetBehind        = "OFFSET_BEHIND"
 	ReasonOffsetAhead         = "OFFSET_AHEAD"
 	ReasonReadSuperseded      = "READ_SUPERSEDED"
+	ReasonMemoryBudget        = "MEMORY_BUDGET"
 )
 
 // ErrorInfo metadata keys.
@@ -213,6 +214,8 @@ func classify(err error) (codes.Code, string, []protoadapt.MessageV1) {
 		return codes.ResourceExhausted, ReasonWriteBufferFull, nil
 	case errors.As(err, &rt):
 		return codes.ResourceExhausted, ReasonResultTooLarge, nil
+	case errors.As(err, new(*streamcore.BudgetError)), errors.As(err, new(budgetError)):
+		return codes.ResourceExhausted, ReasonMemoryBudget, nil
 	case errors.As(err, &le):
 		if le.what == "servers" {
 			return codes.ResourceExhausted, ReasonTooManyServers, nil

@@ -21,7 +21,8 @@ import (
 
 // Manager is the registry of streams and servers.
 type Manager struct {
-	cfg Config
+	cfg    Config
+	budget *streamcore.Budget
 
 	mu      sync.Mutex
 	streams map[string]*Stream
@@ -73,7 +74,8 @@ type Server struct {
 // New returns a Manager with cfg's limits (zero values take defaults) and
 // starts its idle reaper. Close releases everything.
 func New(cfg Config) *Manager {
-	m := &Manager{cfg: cfg.withDefaults(), streams: map[string]*Stream{}, order: list.New(), lost: list.New(), servers: map[string]*Server{}, stop: make(chan struct{})}
+	cfg = cfg.withDefaults()
+	m := &Manager{cfg: cfg, budget: streamcore.NewBudget(cfg.MaxBufferedBytes), streams: map[string]*Stream{}, order: list.New(), lost: list.New(), servers: map[string]*Server{}, stop: make(chan struct{})}
 	m.reaperWG.Add(1)
 	go m.reap()
 	return m
@@ -81,6 +83,9 @@ func New(cfg Config) *Manager {
 
 // Config returns the effective configuration.
 func (m *Manager) Config() Config { return m.cfg }
+
+// Budget returns the memory budget every stream shares.
+func (m *Manager) Budget() *streamcore.Budget { return m.budget }
 
 func newID(prefix string) string {
 	var b [8]byte
@@ -134,7 +139,7 @@ func (s *Stream) State() string {
 func (m *Manager) addStream(kind string, r *streamcore.Reader, w *streamcore.Writer, srv *Server) (*Stream, error) {
 	s, err := m.register(kind, r, w, srv)
 	if err != nil {
-		w.Abort()
+		drop(r, w)
 	}
 	return s, err
 }
@@ -220,7 +225,17 @@ func (m *Manager) forgetLocked(s *Stream) {
 
 func (m *Manager) releaseLocked(s *Stream) {
 	m.forgetLocked(s)
-	s.W.Abort()
+	release(s)
+}
+
+// release closes a stream the registry forgot and drops its bytes.
+func release(s *Stream) { drop(s.R, s.W) }
+
+// drop aborts a connection nobody will use and gives its bytes back to the
+// memory budget.
+func drop(r *streamcore.Reader, w *streamcore.Writer) {
+	w.Abort()
+	r.Discard()
 }
 
 // stream looks up a stream handle.
@@ -322,7 +337,7 @@ func (m *Manager) reap() {
 		}
 		m.mu.Unlock()
 		for _, s := range idle {
-			s.W.Abort()
+			release(s)
 		}
 	}
 }
@@ -352,7 +367,7 @@ func (m *Manager) Close() {
 	m.mu.Unlock()
 	// Outside the registry's lock: closing a stream takes its own lock.
 	for _, s := range streams {
-		s.W.Abort()
+		release(s)
 	}
 	for _, s := range servers {
 		s.shutdown(true)
@@ -365,7 +380,7 @@ func (m *Manager) Open(ctx context.Context, network, addr string, port int, opts
 	if err := m.roomForStream(); err != nil {
 		return nil, err
 	}
-	opts.MaxWriteBuffer = m.cfg.MaxWriteBuffer
+	opts.MaxWriteBuffer, opts.Budget = m.cfg.MaxWriteBuffer, m.budget
 	var (
 		r   *streamcore.Reader
 		w   *streamcore.Writer
@@ -393,14 +408,14 @@ func (m *Manager) OpenPair(limit int) (*Stream, *Stream, error) {
 	if err := m.roomForStream(); err != nil {
 		return nil, nil, err
 	}
-	opts := &streamcore.Options{Limit: limit, MaxWriteBuffer: m.cfg.MaxWriteBuffer, Replay: true}
+	opts := &streamcore.Options{Limit: limit, MaxWriteBuffer: m.cfg.MaxWriteBuffer, Replay: true, Budget: m.budget}
 	r1, w1, r2, w2, err := streamcore.SocketPair(opts)
 	if err != nil {
 		return nil, nil, err
 	}
 	a, err := m.addStream("pair", r1, w1, nil)
 	if err != nil {
-		w2.Abort()
+		drop(r2, w2)
 		return nil, nil, err
 	}
 	b, err := m.addStream("pair", r2, w2, nil)
@@ -417,6 +432,9 @@ func (m *Manager) roomForStream() error {
 	defer m.mu.Unlock()
 	if m.closed {
 		return errShuttingDown
+	}
+	if m.budget.Tight() {
+		return budgetError{used: m.budget.Used(), max: m.budget.Max()}
 	}
 	if len(m.streams) < m.cfg.MaxStreams || m.evictableLocked() != nil {
 		return nil
@@ -446,12 +464,12 @@ func (m *Manager) StartServer(ctx context.Context, network, host string, port in
 		return nil, &limitError{what: "servers", limit: m.cfg.MaxServers}
 	}
 	m.mu.Unlock()
-	opts.MaxWriteBuffer = m.cfg.MaxWriteBuffer
+	opts.MaxWriteBuffer, opts.Budget = m.cfg.MaxWriteBuffer, m.budget
 	s := &Server{ID: newID("srv-"), Created: time.Now(), queue: newAcceptQueue(m.cfg.MaxAcceptQueue), m: m, streams: map[*Stream]struct{}{}}
 	handler := func(r *streamcore.Reader, w *streamcore.Writer) {
-		if !s.queue.push(pending{r: r, w: w}) {
+		if m.budget.Tight() || !s.queue.push(pending{r: r, w: w}) {
 			s.rejected.Add(1)
-			w.Abort()
+			drop(r, w)
 		}
 	}
 	var err error
@@ -535,7 +553,7 @@ func (s *Server) Accept(ctx context.Context) (*Stream, error) {
 		// A full registry must not cost the client its connection: put it
 		// back for a later claim.
 		if !s.queue.pushFront(p) {
-			p.w.Abort()
+			drop(p.r, p.w)
 		}
 		return nil, err
 	}
@@ -549,7 +567,7 @@ func (s *Server) Unaccept(st *Stream) {
 	s.m.forgetLocked(st)
 	s.m.mu.Unlock()
 	if !s.queue.pushFront(pending{r: st.R, w: st.W}) {
-		st.W.Abort()
+		release(st)
 	}
 }
 
@@ -583,7 +601,7 @@ func (s *Server) shutdown(abortClients bool) {
 	s.srv.Close()
 	s.queue.close()
 	for _, p := range s.queue.drain() {
-		p.w.Abort()
+		drop(p.r, p.w)
 	}
 	if abortClients {
 		s.srv.AbortClients()
@@ -595,6 +613,13 @@ var errShuttingDown = errors.New("the daemon is shutting down")
 type notFoundError struct{ kind, id string }
 
 func (e *notFoundError) Error() string { return "unknown " + e.kind + " id " + strconv.Quote(e.id) }
+
+// budgetError refuses a new stream while the memory budget is tight.
+type budgetError struct{ used, max int64 }
+
+func (e budgetError) Error() string {
+	return "the daemon's memory budget is nearly used up (" + strconv.FormatInt(e.used, 10) + " of " + strconv.FormatInt(e.max, 10) + " bytes): no new streams"
+}
 
 type limitError struct {
 	what  string

@@ -46,6 +46,7 @@ func (r *Reader) wait(ctx context.Context, op string) error {
 		t.readCond.Signal()
 	}
 	t.waiting = true
+	t.readWaits.Store(true)
 	t.waitCtx = ctx
 	left := make(chan struct{})
 	t.waitLeft = left
@@ -57,6 +58,7 @@ func (r *Reader) wait(ctx context.Context, op string) error {
 	}
 	t.mu.Lock()
 	t.waiting = false
+	t.readWaits.Store(false)
 	t.waitCtx = nil
 	close(left)
 	if t.superseded {

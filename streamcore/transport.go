@@ -110,10 +110,11 @@ type transport struct {
 
 	// budget: the shared memory budget (Options.Budget), what this stream
 	// has charged to it, and whether the budget stopped its reading.
-	budget  *Budget
-	charged int64
-	bpaused bool
-	tlsPre  []byte // bytes read while pausing: the peer's first TLS bytes
+	budget    *Budget
+	charged   int64
+	bpaused   bool
+	readWaits atomic.Bool // waiting, for reserve
+	tlsPre    []byte      // bytes read while pausing: the peer's first TLS bytes
 
 	// writer state
 	wbuf        []byte
@@ -402,10 +403,9 @@ func (t *transport) reserve(n int) int64 {
 		t.budget.add(int64(n))
 		return 0
 	}
-	t.mu.Lock()
-	waiting := t.waiting
-	t.mu.Unlock()
-	return t.budget.reserve(int64(n), waiting)
+	// Not t.mu: this runs inside the socket's read, which a Close under
+	// t.mu waits for.
+	return t.budget.reserve(int64(n), t.readWaits.Load())
 }
 
 // settleLocked brings the stream's charge to the memory budget in line with
