@@ -303,7 +303,8 @@ func (s *Service) CloseServer(ctx context.Context, req *smv1.CloseServerRequest)
 
 // ListServers implements StreamService.ListServers.
 func (s *Service) ListServers(ctx context.Context, req *smv1.ListServersRequest) (*smv1.ListServersResponse, error) {
-	resp := &smv1.ListServersResponse{}
+	b := s.m.Budget()
+	resp := &smv1.ListServersResponse{BufferedBytes: b.Used(), MaxBufferedBytes: b.Max()}
 	for _, srv := range s.m.Servers() {
 		in, out := srv.Bytes()
 		resp.Servers = append(resp.Servers, &smv1.ServerInfo{
@@ -324,7 +325,8 @@ func (s *Service) ListServers(ctx context.Context, req *smv1.ListServersRequest)
 
 // ListStreams implements StreamService.ListStreams.
 func (s *Service) ListStreams(ctx context.Context, req *smv1.ListStreamsRequest) (*smv1.ListStreamsResponse, error) {
-	resp := &smv1.ListStreamsResponse{}
+	b := s.m.Budget()
+	resp := &smv1.ListStreamsResponse{BufferedBytes: b.Used(), MaxBufferedBytes: b.Max()}
 	for _, st := range s.m.Streams() {
 		resp.Streams = append(resp.Streams, &smv1.StreamInfo{
 			StreamId:       st.ID,
@@ -339,6 +341,7 @@ func (s *Service) ListStreams(ctx context.Context, req *smv1.ListStreamsRequest)
 			ServerId:       st.ServerID,
 			Retained:       int64(st.R.Retained()),
 			EarliestOffset: st.R.EarliestOffset(),
+			WriteBuffered:  int64(st.W.BufferSize()),
 		})
 	}
 	return resp, nil

@@ -508,19 +508,3 @@ func TestStartTLSAfterAbandonedRead(t *testing.T) {
 	}
 }
 
-// Bytes kept for replay count with the buffer against the bound at which
-// the reader stops pulling from the socket; acknowledging them resumes it.
-func TestRetainedCountsTowardPause(t *testing.T) {
-	t.Parallel()
-	e := replayEnv(t, 16)
-	e.send(strings.Repeat("x", 40))
-	waitUntil(t, "the reader paused above 2*limit", func() bool { return paused(e.r) && e.r.Buffered() == 40 })
-	run(t, e.r, 0, readN(30))
-	if !paused(e.r) {
-		t.Fatalf("resumed with 10 buffered and 30 retained (limit 16): retained bytes must count")
-	}
-	run(t, e.r, 30, readN(0)) // acknowledges the 30
-	if paused(e.r) {
-		t.Fatalf("still paused with 10 buffered and nothing retained (limit 16)")
-	}
-}

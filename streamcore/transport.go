@@ -51,8 +51,8 @@ type Options struct {
 	// Replay keeps the bytes of each read until a later read acknowledges
 	// them, so that a caller whose result was lost on the way can read them
 	// again (Reader.Run). The kept bytes are at most one read's result,
-	// which callers must not modify, and they count with the buffer toward
-	// the 2*Limit above which reading pauses.
+	// which callers must not modify; they count against Budget, not
+	// against the 2*Limit above which reading pauses.
 	Replay bool
 	// Budget, when set, is the memory budget this stream shares with
 	// others (see Budget).
@@ -271,7 +271,7 @@ func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
 			kept = true
 			t.nreceived.Add(int64(n))
 			t.signalLocked()
-			if !t.paused && t.heldLocked() > 2*t.limit {
+			if !t.paused && len(t.buf) > 2*t.limit {
 				t.paused = true
 			}
 		}
@@ -631,14 +631,11 @@ func (t *transport) trySendLocked(data []byte) (int, error) {
 	return n, nil
 }
 
-// heldLocked is the received bytes the reader holds: its buffer, and the
-// bytes kept for replay (Options.Replay), which count against the same
-// bound.
-func (t *transport) heldLocked() int { return len(t.buf) + t.keptLen }
-
-// maybeResumeLocked resumes a paused reader if it holds at most limit bytes.
+// maybeResumeLocked resumes a paused reader if the buffer is at or below
+// limit. (Bytes kept for replay do not count here, as in asyncio only the
+// buffer does; they count against the memory budget.)
 func (t *transport) maybeResumeLocked() {
-	if t.paused && t.heldLocked() <= t.limit {
+	if t.paused && len(t.buf) <= t.limit {
 		t.paused = false
 		t.readCond.Signal()
 	}

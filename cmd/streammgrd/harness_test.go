@@ -761,9 +761,12 @@ type (
 		ServerID string `json:"serverId"`
 		Retained int64  `json:"retained,string"`
 		Earliest int64  `json:"earliestOffset,string"`
+		WriteBuf int64  `json:"writeBuffered,string"`
 	}
 	listStreamsResp struct {
-		Streams []streamInfo `json:"streams"`
+		Streams          []streamInfo `json:"streams"`
+		BufferedBytes    int64        `json:"bufferedBytes,string"`
+		MaxBufferedBytes int64        `json:"maxBufferedBytes,string"`
 	}
 	serverInfo struct {
 		ServerID string   `json:"serverId"`
@@ -778,7 +781,9 @@ type (
 		Age      string   `json:"age"`
 	}
 	listServersResp struct {
-		Servers []serverInfo `json:"servers"`
+		Servers          []serverInfo `json:"servers"`
+		BufferedBytes    int64        `json:"bufferedBytes,string"`
+		MaxBufferedBytes int64        `json:"maxBufferedBytes,string"`
 	}
 )
 

@@ -1163,9 +1163,13 @@ func (*ListServersRequest) Descriptor() ([]byte, []int) {
 type ListServersResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Every server the daemon owns.
-	Servers       []*ServerInfo `protobuf:"bytes,1,rep,name=servers,proto3" json:"servers,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Servers []*ServerInfo `protobuf:"bytes,1,rep,name=servers,proto3" json:"servers,omitempty"`
+	// Bytes all streams hold against the daemon's memory budget.
+	BufferedBytes int64 `protobuf:"varint,2,opt,name=buffered_bytes,json=bufferedBytes,proto3" json:"buffered_bytes,omitempty"`
+	// The memory budget (--max-buffered-bytes).
+	MaxBufferedBytes int64 `protobuf:"varint,3,opt,name=max_buffered_bytes,json=maxBufferedBytes,proto3" json:"max_buffered_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ListServersResponse) Reset() {
@@ -1203,6 +1207,20 @@ func (x *ListServersResponse) GetServers() []*ServerInfo {
 		return x.Servers
 	}
 	return nil
+}
+
+func (x *ListServersResponse) GetBufferedBytes() int64 {
+	if x != nil {
+		return x.BufferedBytes
+	}
+	return 0
+}
+
+func (x *ListServersResponse) GetMaxBufferedBytes() int64 {
+	if x != nil {
+		return x.MaxBufferedBytes
+	}
+	return 0
 }
 
 // ServerInfo describes one server.
@@ -3075,9 +3093,15 @@ func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
 type ListStreamsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Every stream the daemon owns.
-	Streams       []*StreamInfo `protobuf:"bytes,1,rep,name=streams,proto3" json:"streams,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Streams []*StreamInfo `protobuf:"bytes,1,rep,name=streams,proto3" json:"streams,omitempty"`
+	// Bytes all streams hold against the daemon's memory budget: read
+	// buffers, bytes retained for replay, unsent writes, queued connections.
+	BufferedBytes int64 `protobuf:"varint,2,opt,name=buffered_bytes,json=bufferedBytes,proto3" json:"buffered_bytes,omitempty"`
+	// The memory budget (--max-buffered-bytes). Above 7/8 of it sockets stop
+	// being read and new streams are refused (MEMORY_BUDGET).
+	MaxBufferedBytes int64 `protobuf:"varint,3,opt,name=max_buffered_bytes,json=maxBufferedBytes,proto3" json:"max_buffered_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ListStreamsResponse) Reset() {
@@ -3117,6 +3141,20 @@ func (x *ListStreamsResponse) GetStreams() []*StreamInfo {
 	return nil
 }
 
+func (x *ListStreamsResponse) GetBufferedBytes() int64 {
+	if x != nil {
+		return x.BufferedBytes
+	}
+	return 0
+}
+
+func (x *ListStreamsResponse) GetMaxBufferedBytes() int64 {
+	if x != nil {
+		return x.MaxBufferedBytes
+	}
+	return 0
+}
+
 // StreamInfo describes one stream.
 type StreamInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3146,8 +3184,10 @@ type StreamInfo struct {
 	Retained int64 `protobuf:"varint,11,opt,name=retained,proto3" json:"retained,omitempty"`
 	// The earliest inbound offset a read can resume from.
 	EarliestOffset int64 `protobuf:"varint,12,opt,name=earliest_offset,json=earliestOffset,proto3" json:"earliest_offset,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Bytes accepted by writes and not yet sent.
+	WriteBuffered int64 `protobuf:"varint,13,opt,name=write_buffered,json=writeBuffered,proto3" json:"write_buffered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamInfo) Reset() {
@@ -3260,6 +3300,13 @@ func (x *StreamInfo) GetRetained() int64 {
 func (x *StreamInfo) GetEarliestOffset() int64 {
 	if x != nil {
 		return x.EarliestOffset
+	}
+	return 0
+}
+
+func (x *StreamInfo) GetWriteBuffered() int64 {
+	if x != nil {
+		return x.WriteBuffered
 	}
 	return 0
 }
@@ -3409,9 +3456,11 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\rclose_clients\x18\x02 \x01(\bR\fcloseClients\x12#\n" +
 	"\rabort_clients\x18\x03 \x01(\bR\fabortClients\"\x15\n" +
 	"\x13CloseServerResponse\"\x14\n" +
-	"\x12ListServersRequest\"I\n" +
+	"\x12ListServersRequest\"\x9e\x01\n" +
 	"\x13ListServersResponse\x122\n" +
-	"\aservers\x18\x01 \x03(\v2\x18.streammgr.v1.ServerInfoR\aservers\"\xaf\x02\n" +
+	"\aservers\x18\x01 \x03(\v2\x18.streammgr.v1.ServerInfoR\aservers\x12%\n" +
+	"\x0ebuffered_bytes\x18\x02 \x01(\x03R\rbufferedBytes\x12,\n" +
+	"\x12max_buffered_bytes\x18\x03 \x01(\x03R\x10maxBufferedBytes\"\xaf\x02\n" +
 	"\n" +
 	"ServerInfo\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12\x18\n" +
@@ -3531,9 +3580,11 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"D\n" +
 	"\x14GetExtraInfoResponse\x12,\n" +
 	"\x05value\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x05value\"\x14\n" +
-	"\x12ListStreamsRequest\"I\n" +
+	"\x12ListStreamsRequest\"\x9e\x01\n" +
 	"\x13ListStreamsResponse\x122\n" +
-	"\astreams\x18\x01 \x03(\v2\x18.streammgr.v1.StreamInfoR\astreams\"\xee\x02\n" +
+	"\astreams\x18\x01 \x03(\v2\x18.streammgr.v1.StreamInfoR\astreams\x12%\n" +
+	"\x0ebuffered_bytes\x18\x02 \x01(\x03R\rbufferedBytes\x12,\n" +
+	"\x12max_buffered_bytes\x18\x03 \x01(\x03R\x10maxBufferedBytes\"\x95\x03\n" +
 	"\n" +
 	"StreamInfo\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x12\n" +
@@ -3548,7 +3599,8 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\tserver_id\x18\n" +
 	" \x01(\tR\bserverId\x12\x1a\n" +
 	"\bretained\x18\v \x01(\x03R\bretained\x12'\n" +
-	"\x0fearliest_offset\x18\f \x01(\x03R\x0eearliestOffset\"f\n" +
+	"\x0fearliest_offset\x18\f \x01(\x03R\x0eearliestOffset\x12%\n" +
+	"\x0ewrite_buffered\x18\r \x01(\x03R\rwriteBuffered\"f\n" +
 	"\x11LimitOverrunError\x12\x1a\n" +
 	"\bconsumed\x18\x01 \x01(\x03R\bconsumed\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x12\x1f\n" +
