@@ -173,6 +173,23 @@ func (r *Reader) seekLocked(ctx context.Context, from int64) error {
 		return err
 	}
 	consumed := t.nread.Load()
+	if from > consumed {
+		// A late duplicate of an older read (from a connection its caller
+		// gave up on) moved the stream back; the bytes up to from were
+		// delivered before and are at the front of the buffer again:
+		// consume them, acknowledged.
+		t.ackLocked(consumed)
+		skip := int(from - consumed)
+		t.buf = t.buf[skip:]
+		if len(t.buf) == 0 {
+			t.buf = nil
+		}
+		t.nread.Store(from)
+		t.delivered = from
+		t.settleLocked()
+		t.maybeResumeLocked()
+		return nil
+	}
 	t.ackLocked(from)
 	if from < consumed {
 		// Everything kept now is what was consumed since from.
@@ -194,8 +211,8 @@ func (t *transport) checkOffsetLocked(from int64) error {
 	if earliest := t.earliestLocked(); from < earliest {
 		return &OffsetBehindError{Offset: from, Earliest: earliest}
 	}
-	if consumed := t.nread.Load(); from > consumed {
-		return &OffsetAheadError{Offset: from, Next: consumed}
+	if from > t.highWater || from-t.nread.Load() > int64(len(t.buf)) {
+		return &OffsetAheadError{Offset: from, Next: t.highWater}
 	}
 	return nil
 }

@@ -10,8 +10,8 @@ import (
 
 // FuzzOffsetReplay drives a replaying reader with random reads whose
 // results are randomly lost on the way (the client never learns them and
-// asks again from the offset it had), with random deadlines, while the peer
-// sends random chunks. The client checks every result against what the
+// asks again from the offset it had), with random deadlines and late
+// duplicates of older reads, while the peer sends random chunks. The client checks every result against what the
 // peer sent at that offset; at the end it must have covered every byte
 // exactly once (results, plus lines readline dropped), in order.
 //
@@ -45,8 +45,14 @@ func FuzzOffsetReplay(f *testing.F) {
 			c.sent = append(c.sent, payload[sent:sent+n]...)
 			sent += n
 		}
-		for _, b := range ops {
+		for i, b := range ops {
 			lost := b&0x80 != 0
+			if b&0x40 != 0 && b&0x07 < 4 {
+				// A late duplicate of an older read, from a connection the
+				// client gave up on: its answer goes nowhere.
+				back := int64(ops[(i+1)%len(ops)] & 0x1f)
+				c.stale(max(r.EarliestOffset(), c.off-back))
+			}
 			switch b & 0x07 {
 			case 0:
 				c.step(ReadOp{Kind: OpRead, N: int(b>>3&0x0f) + 1}, lost)
@@ -83,6 +89,13 @@ type replayClient struct {
 	sent []byte
 	off  int64
 	eof  bool
+}
+
+// stale runs a read from an older offset whose answer nobody gets.
+func (c *replayClient) stale(from int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	_, _, _ = c.r.Run(ctx, from, ReadOp{Kind: OpRead, N: 3})
 }
 
 // step runs op from the client's offset. The read may time out waiting

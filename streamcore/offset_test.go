@@ -89,6 +89,28 @@ func TestRunOffsets(t *testing.T) {
 			},
 		},
 		{
+			name: "a late duplicate moves the stream back; the caller's offset moves it on",
+			data: "hello\nworld\n",
+			steps: []offsetStep{
+				{from: 0, op: line, want: "hello\n", next: 6},
+				// an old Read(1) from a connection the caller gave up on
+				{from: 0, op: readN(1), want: "h", next: 1},
+				{from: 6, op: line, want: "world\n", next: 12},
+				{from: 13, op: line, ahead: 12},
+			},
+		},
+		{
+			name: "a late duplicate that read further: the caller replays from its offset",
+			data: "hello\nworld\n",
+			steps: []offsetStep{
+				{from: 0, op: readN(2), want: "he", next: 2},
+				{from: 0, op: readN(100), want: "hello\nworld\n", next: 12},
+				{from: 2, op: line, want: "llo\n", next: 6},
+				{from: 13, op: readN(100), ahead: 12},
+				{from: 7, op: readN(100), want: "orld\n", next: 12},
+			},
+		},
+		{
 			name: "readline drop then retry: the same error, then the next line",
 			data: "0123456789\nok\n",
 			steps: []offsetStep{
@@ -507,4 +529,3 @@ func TestStartTLSAfterAbandonedRead(t *testing.T) {
 		}
 	}
 }
-

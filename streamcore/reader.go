@@ -353,6 +353,7 @@ func (r *Reader) Unread(data []byte) {
 	defer t.mu.Unlock()
 	t.prependLocked(data)
 	t.nread.Add(-int64(len(data)))
+	t.highWater = t.nread.Load()
 	// Retained bytes no longer line up with the offsets: forget them.
 	t.kept, t.keptLen = nil, 0
 	t.settleLocked()

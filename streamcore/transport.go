@@ -107,6 +107,7 @@ type transport struct {
 	kept      [][]byte
 	keptLen   int
 	delivered int64
+	highWater int64 // the most bytes ever consumed: a replay moves back from it
 
 	// budget: the shared memory budget (Options.Budget), what this stream
 	// has charged to it, and whether the budget stopped its reading.
@@ -649,7 +650,7 @@ func (t *transport) consumeLocked(n int) []byte {
 	if len(t.buf) == 0 {
 		t.buf = nil
 	}
-	t.nread.Add(int64(n))
+	t.highWater = max(t.highWater, t.nread.Add(int64(n)))
 	if t.replay && n > 0 {
 		t.kept = append(t.kept, data)
 		t.keptLen += n

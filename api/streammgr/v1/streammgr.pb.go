@@ -1367,9 +1367,11 @@ type ReadRequest struct {
 	// retains: the bytes from offset on, delivered in responses the caller
 	// never got, are put back in front of the buffer and the read runs as if
 	// those responses had never happened. Smaller than what is retained:
-	// OUT_OF_RANGE, reason OFFSET_BEHIND (metadata earliest_offset). Larger:
-	// OUT_OF_RANGE, reason OFFSET_AHEAD (metadata next_offset). Absent: the
-	// read acknowledges everything the daemon delivered before it.
+	// OUT_OF_RANGE, reason OFFSET_BEHIND (metadata earliest_offset). Larger
+	// than any offset the stream reached: OUT_OF_RANGE, reason OFFSET_AHEAD
+	// (metadata next_offset); up to it (a late duplicate of an old read moved
+	// the stream back), the stream moves forward again. Absent: the read
+	// acknowledges everything the daemon delivered before it.
 	Offset        *int64 `protobuf:"varint,3,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1503,9 +1505,11 @@ type ReadLineRequest struct {
 	// retains: the bytes from offset on, delivered in responses the caller
 	// never got, are put back in front of the buffer and the read runs as if
 	// those responses had never happened. Smaller than what is retained:
-	// OUT_OF_RANGE, reason OFFSET_BEHIND (metadata earliest_offset). Larger:
-	// OUT_OF_RANGE, reason OFFSET_AHEAD (metadata next_offset). Absent: the
-	// read acknowledges everything the daemon delivered before it.
+	// OUT_OF_RANGE, reason OFFSET_BEHIND (metadata earliest_offset). Larger
+	// than any offset the stream reached: OUT_OF_RANGE, reason OFFSET_AHEAD
+	// (metadata next_offset); up to it (a late duplicate of an old read moved
+	// the stream back), the stream moves forward again. Absent: the read
+	// acknowledges everything the daemon delivered before it.
 	Offset        *int64 `protobuf:"varint,2,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1634,9 +1638,11 @@ type ReadExactlyRequest struct {
 	// retains: the bytes from offset on, delivered in responses the caller
 	// never got, are put back in front of the buffer and the read runs as if
 	// those responses had never happened. Smaller than what is retained:
-	// OUT_OF_RANGE, reason OFFSET_BEHIND (metadata earliest_offset). Larger:
-	// OUT_OF_RANGE, reason OFFSET_AHEAD (metadata next_offset). Absent: the
-	// read acknowledges everything the daemon delivered before it.
+	// OUT_OF_RANGE, reason OFFSET_BEHIND (metadata earliest_offset). Larger
+	// than any offset the stream reached: OUT_OF_RANGE, reason OFFSET_AHEAD
+	// (metadata next_offset); up to it (a late duplicate of an old read moved
+	// the stream back), the stream moves forward again. Absent: the read
+	// acknowledges everything the daemon delivered before it.
 	Offset        *int64 `protobuf:"varint,3,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1787,9 +1793,11 @@ type ReadUntilRequest struct {
 	// retains: the bytes from offset on, delivered in responses the caller
 	// never got, are put back in front of the buffer and the read runs as if
 	// those responses had never happened. Smaller than what is retained:
-	// OUT_OF_RANGE, reason OFFSET_BEHIND (metadata earliest_offset). Larger:
-	// OUT_OF_RANGE, reason OFFSET_AHEAD (metadata next_offset). Absent: the
-	// read acknowledges everything the daemon delivered before it.
+	// OUT_OF_RANGE, reason OFFSET_BEHIND (metadata earliest_offset). Larger
+	// than any offset the stream reached: OUT_OF_RANGE, reason OFFSET_AHEAD
+	// (metadata next_offset); up to it (a late duplicate of an old read moved
+	// the stream back), the stream moves forward again. Absent: the read
+	// acknowledges everything the daemon delivered before it.
 	Offset        *int64 `protobuf:"varint,4,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
