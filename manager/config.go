@@ -38,6 +38,10 @@ type Config struct {
 	ClosedLinger time.Duration
 	// ShutdownTimeout bounds how long shutdown waits for in-flight calls.
 	ShutdownTimeout time.Duration
+	// KeepIdleServers keeps a server that has had no RPC and no attached
+	// Serve call for IdleTimeout; by default it is closed then (its queued
+	// connections with it), as streams are.
+	KeepIdleServers bool
 	// MaxBufferedBytes is the daemon-wide memory budget for stream data:
 	// read buffers, bytes kept for replay, unsent writes, and the
 	// connections queued on servers (streamcore.Budget). 0 means
@@ -150,6 +154,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", DefaultIdleTimeout, "release a stream after this long without an RPC on it (0 disables)")
 	fs.DurationVar(&c.ClosedLinger, "closed-linger", DefaultClosedLinger, "keep a closed stream's handle this long after its last RPC")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "how long shutdown waits for in-flight calls")
+	fs.BoolVar(&c.KeepIdleServers, "keep-idle-servers", false, "keep servers with no RPC and no Serve call for the idle timeout (default: close them)")
 	fs.Int64Var(&c.MaxBufferedBytes, "max-buffered-bytes", DefaultMaxBufferedBytes(), "memory budget for all streams' buffered bytes (read, replay, unsent, queued connections)")
 	fs.StringVar(&c.DebugListen, "debug-listen", "", "serve Go's pprof handlers (/debug/pprof/) on unix:/path or a loopback host:port (default off)")
 }

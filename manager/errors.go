@@ -62,6 +62,7 @@ const (
 	ReasonOffsetAhead         = "OFFSET_AHEAD"
 	ReasonReadSuperseded      = "READ_SUPERSEDED"
 	ReasonMemoryBudget        = "MEMORY_BUDGET"
+	ReasonStreamQueued        = "STREAM_QUEUED"
 )
 
 // ErrorInfo metadata keys.
@@ -202,6 +203,8 @@ func classify(err error) (codes.Code, string, []protoadapt.MessageV1) {
 		return codes.OutOfRange, ReasonOffsetAhead, offsetViolation("the stream's offset is " + strconv.FormatInt(ahead.Next, 10))
 	case errors.Is(err, streamcore.ErrSuperseded):
 		return codes.Aborted, ReasonReadSuperseded, nil
+	case errors.As(err, new(queuedError)):
+		return codes.FailedPrecondition, ReasonStreamQueued, nil
 	case errors.Is(err, streamcore.ErrConcurrentRead):
 		return codes.FailedPrecondition, ReasonConcurrentRead, nil
 	case errors.Is(err, streamcore.ErrWriteAfterEOF):

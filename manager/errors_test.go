@@ -703,21 +703,21 @@ func TestMaxStreams(t *testing.T) {
 	_, err = e.c.OpenPair(bg(t), &smv1.OpenPairRequest{})
 	wantStatus(t, err, codes.ResourceExhausted, ReasonTooManyStreams)
 
-	// A connection accepted while the registry is full waits in the queue.
+	// A connection accepted while the registry is full is a stream too:
+	// it is closed at once and counted as rejected.
 	srv := e.startServer(t, nil)
-	peer := dialPeer(t, "tcp", srv.Sockets[0])
-	waitFor(t, "the connection to queue", func() bool { return e.serverInfo(t, srv.ServerId).Queued == 1 })
-	_, err = e.c.Accept(bg(t), &smv1.AcceptRequest{ServerId: srv.ServerId})
-	wantStatus(t, err, codes.ResourceExhausted, ReasonTooManyStreams)
-	if q := e.serverInfo(t, srv.ServerId).Queued; q != 1 {
-		t.Fatalf("queued = %d after a refused Accept, want the connection kept", q)
+	refused := dialPeer(t, "tcp", srv.Sockets[0])
+	peerSeesEOF(t, refused)
+	if info := e.serverInfo(t, srv.ServerId); info.Rejected != 1 || info.Queued != 0 {
+		t.Fatalf("rejected %d queued %d with the registry full, want 1 and 0", info.Rejected, info.Queued)
 	}
 
-	// A closed stream makes room: it is evicted for the new one.
+	// A closed stream makes room: it is evicted for the next connection.
 	e.closeStream(t, a)
 	if _, err := e.c.WaitClosed(bg(t), &smv1.WaitClosedRequest{StreamId: a}); err != nil {
 		t.Fatal(err)
 	}
+	peer := dialPeer(t, "tcp", srv.Sockets[0])
 	id := e.accept(t, srv.ServerId).StreamId
 	_, err = e.c.IsClosing(bg(t), &smv1.IsClosingRequest{StreamId: a})
 	wantStatus(t, err, codes.NotFound, ReasonStreamNotFound)

@@ -47,6 +47,7 @@ type Stream struct {
 	lastUsed atomic.Int64 // unix nanoseconds
 	active   atomic.Int32 // RPCs in progress
 	srv      *Server
+	queued   atomic.Bool // accepted by srv and not yet claimed
 
 	// guarded by Manager.mu
 	elem     *list.Element // in Manager.order
@@ -69,6 +70,8 @@ type Server struct {
 	releasedIn, releasedOut atomic.Int64
 	rejected                atomic.Int64
 	serveCalls              atomic.Int64
+	lastUsed                atomic.Int64 // unix nanoseconds of its last RPC
+	active                  atomic.Int32 // Accept calls in progress
 }
 
 // New returns a Manager with cfg's limits (zero values take defaults) and
@@ -120,10 +123,12 @@ func (s *Stream) lost() bool {
 	}
 }
 
-// State is "open", "eof" (peer EOF received and buffer drained), "closing"
-// or "closed".
+// State is "queued" (accepted by a server, not yet claimed), "open", "eof"
+// (peer EOF received and buffer drained), "closing" or "closed".
 func (s *Stream) State() string {
 	switch {
+	case s.queued.Load():
+		return "queued"
 	case s.lost():
 		return "closed"
 	case s.W.IsClosing():
@@ -137,7 +142,7 @@ func (s *Stream) State() string {
 // addStream registers a stream, evicting a released-worthy closed stream if
 // the registry is full.
 func (m *Manager) addStream(kind string, r *streamcore.Reader, w *streamcore.Writer, srv *Server) (*Stream, error) {
-	s, err := m.register(kind, r, w, srv)
+	s, err := m.register(kind, r, w, srv, false)
 	if err != nil {
 		drop(r, w)
 	}
@@ -145,8 +150,9 @@ func (m *Manager) addStream(kind string, r *streamcore.Reader, w *streamcore.Wri
 }
 
 // register adds a stream to the registry, or fails leaving it untouched.
-func (m *Manager) register(kind string, r *streamcore.Reader, w *streamcore.Writer, srv *Server) (*Stream, error) {
+func (m *Manager) register(kind string, r *streamcore.Reader, w *streamcore.Writer, srv *Server, queued bool) (*Stream, error) {
 	s := &Stream{ID: newID("s-"), kind: kind, R: r, W: w, Created: time.Now(), srv: srv}
+	s.queued.Store(queued)
 	if srv != nil {
 		s.ServerID = srv.ID
 	}
@@ -220,6 +226,9 @@ func (m *Manager) forgetLocked(s *Stream) {
 		delete(s.srv.streams, s)
 		s.srv.releasedIn.Add(s.R.Consumed())
 		s.srv.releasedOut.Add(s.W.Written())
+		if s.queued.Load() {
+			s.srv.queue.remove(s)
+		}
 	}
 }
 
@@ -249,6 +258,9 @@ func (m *Manager) stream(id string) (*Stream, error) {
 	if !ok {
 		return nil, &notFoundError{kind: "stream", id: id}
 	}
+	if s.queued.Load() {
+		return nil, queuedError{id: id}
+	}
 	return s, nil
 }
 
@@ -264,6 +276,9 @@ func (m *Manager) acquire(id string) (*Stream, func(), error) {
 	if !ok {
 		return nil, nil, &notFoundError{kind: "stream", id: id}
 	}
+	if s.queued.Load() {
+		return nil, nil, queuedError{id: id}
+	}
 	return s, s.use(), nil
 }
 
@@ -278,6 +293,7 @@ func (m *Manager) server(id string) (*Server, error) {
 	if !ok {
 		return nil, &notFoundError{kind: "server", id: id}
 	}
+	s.lastUsed.Store(time.Now().UnixNano())
 	return s, nil
 }
 
@@ -335,9 +351,22 @@ func (m *Manager) reap() {
 				idle = append(idle, s)
 			}
 		}
+		var idleServers []*Server
+		if m.cfg.IdleTimeout > 0 && !m.cfg.KeepIdleServers {
+			for id, srv := range m.servers {
+				if srv.active.Load() == 0 && srv.serveCalls.Load() == 0 &&
+					time.Duration(now-srv.lastUsed.Load()) >= m.cfg.IdleTimeout {
+					delete(m.servers, id)
+					idleServers = append(idleServers, srv)
+				}
+			}
+		}
 		m.mu.Unlock()
 		for _, s := range idle {
 			release(s)
+		}
+		for _, srv := range idleServers {
+			srv.shutdown(false)
 		}
 	}
 }
@@ -466,10 +495,28 @@ func (m *Manager) StartServer(ctx context.Context, network, host string, port in
 	m.mu.Unlock()
 	opts.MaxWriteBuffer, opts.Budget = m.cfg.MaxWriteBuffer, m.budget
 	s := &Server{ID: newID("srv-"), Created: time.Now(), queue: newAcceptQueue(m.cfg.MaxAcceptQueue), m: m, streams: map[*Stream]struct{}{}}
+	s.lastUsed.Store(s.Created.UnixNano())
 	handler := func(r *streamcore.Reader, w *streamcore.Writer) {
-		if m.budget.Tight() || !s.queue.push(pending{r: r, w: w}) {
+		// A queued connection is a stream like any other: it counts toward
+		// --max-streams and the memory budget, and is reaped when idle.
+		if m.budget.Tight() {
 			s.rejected.Add(1)
 			drop(r, w)
+			return
+		}
+		kind := "tcp"
+		if _, ok := w.ExtraInfo("sockname").(*net.UnixAddr); ok {
+			kind = "unix"
+		}
+		st, err := m.register(kind, r, w, s, true)
+		if err != nil {
+			s.rejected.Add(1)
+			drop(r, w)
+			return
+		}
+		if !s.queue.push(st) {
+			s.rejected.Add(1)
+			m.Release(st.ID)
 		}
 	}
 	var err error
@@ -540,34 +587,35 @@ func (s *Server) Bytes() (in, out int64) {
 
 // Accept claims the next queued connection, waiting until ctx ends.
 func (s *Server) Accept(ctx context.Context) (*Stream, error) {
-	p, err := s.queue.pop(ctx)
-	if err != nil {
-		return nil, err
-	}
-	kind := "tcp"
-	if _, ok := p.w.ExtraInfo("sockname").(*net.UnixAddr); ok {
-		kind = "unix"
-	}
-	st, err := s.m.register(kind, p.r, p.w, s)
-	if err != nil {
-		// A full registry must not cost the client its connection: put it
-		// back for a later claim.
-		if !s.queue.pushFront(p) {
-			drop(p.r, p.w)
+	s.active.Add(1)
+	defer func() {
+		s.lastUsed.Store(time.Now().UnixNano())
+		s.active.Add(-1)
+	}()
+	for {
+		st, err := s.queue.pop(ctx)
+		if err != nil {
+			return nil, err
 		}
-		return nil, err
+		s.m.mu.Lock()
+		alive := st.elem != nil // not released while it waited
+		if alive {
+			st.queued.Store(false)
+			st.touch()
+		}
+		s.m.mu.Unlock()
+		if alive {
+			return st, nil
+		}
 	}
-	return st, nil
 }
 
-// Unaccept puts a claimed stream back at the head of the queue (its handle
-// is released), for a claim whose response could not be delivered.
+// Unaccept puts a claimed stream back at the head of the queue, for a claim
+// whose response could not be delivered.
 func (s *Server) Unaccept(st *Stream) {
-	s.m.mu.Lock()
-	s.m.forgetLocked(st)
-	s.m.mu.Unlock()
-	if !s.queue.pushFront(pending{r: st.R, w: st.W}) {
-		release(st)
+	st.queued.Store(true)
+	if !s.queue.pushFront(st) {
+		s.m.Release(st.ID)
 	}
 }
 
@@ -600,8 +648,8 @@ func (m *Manager) CloseServer(id string, closeClients, abortClients bool) error 
 func (s *Server) shutdown(abortClients bool) {
 	s.srv.Close()
 	s.queue.close()
-	for _, p := range s.queue.drain() {
-		drop(p.r, p.w)
+	for _, st := range s.queue.drain() {
+		s.m.Release(st.ID)
 	}
 	if abortClients {
 		s.srv.AbortClients()
@@ -613,6 +661,13 @@ var errShuttingDown = errors.New("the daemon is shutting down")
 type notFoundError struct{ kind, id string }
 
 func (e *notFoundError) Error() string { return "unknown " + e.kind + " id " + strconv.Quote(e.id) }
+
+// queuedError refuses an RPC on a stream still waiting to be accepted.
+type queuedError struct{ id string }
+
+func (e queuedError) Error() string {
+	return "stream " + strconv.Quote(e.id) + " is queued on its server: claim it with Accept or Serve first"
+}
 
 // budgetError refuses a new stream while the memory budget is tight.
 type budgetError struct{ used, max int64 }

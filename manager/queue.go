@@ -2,23 +2,16 @@ package manager
 
 import (
 	"context"
+	"slices"
 	"sync"
-
-	"github.com/streammgr/streammgr/streamcore"
 )
 
-// pending is an accepted connection not yet claimed.
-type pending struct {
-	r *streamcore.Reader
-	w *streamcore.Writer
-}
-
-// acceptQueue is a bounded FIFO of accepted connections. pop waits; an item
-// can be put back at the head, so a claim that fails to deliver loses
-// nothing.
+// acceptQueue is a bounded FIFO of accepted connections (registered
+// streams in state "queued"). pop waits; an item can be put back at the
+// head, so a claim that fails to deliver loses nothing.
 type acceptQueue struct {
 	mu     sync.Mutex
-	items  []pending
+	items  []*Stream
 	cap    int
 	closed bool
 	ready  chan struct{} // closed and replaced when items arrive or on close
@@ -33,28 +26,37 @@ func (q *acceptQueue) notifyLocked() {
 	q.ready = make(chan struct{})
 }
 
-// push appends p; false when the queue is full or closed.
-func (q *acceptQueue) push(p pending) bool {
+// push appends st; false when the queue is full or closed.
+func (q *acceptQueue) push(st *Stream) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed || len(q.items) >= q.cap {
 		return false
 	}
-	q.items = append(q.items, p)
+	q.items = append(q.items, st)
 	q.notifyLocked()
 	return true
 }
 
-// pushFront puts p back at the head (even when full: it was just taken).
-func (q *acceptQueue) pushFront(p pending) bool {
+// pushFront puts st back at the head (even when full: it was just taken).
+func (q *acceptQueue) pushFront(st *Stream) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
 		return false
 	}
-	q.items = append([]pending{p}, q.items...)
+	q.items = append([]*Stream{st}, q.items...)
 	q.notifyLocked()
 	return true
+}
+
+// remove takes st out of the queue, if it is there.
+func (q *acceptQueue) remove(st *Stream) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if i := slices.Index(q.items, st); i >= 0 {
+		q.items = slices.Delete(q.items, i, i+1)
+	}
 }
 
 // errQueueClosed is returned by pop once the server is closed.
@@ -64,28 +66,29 @@ func (errQueueClosed) Error() string { return "server closed" }
 
 // pop takes the head, waiting until one arrives, ctx ends or the queue
 // closes.
-func (q *acceptQueue) pop(ctx context.Context) (pending, error) {
+func (q *acceptQueue) pop(ctx context.Context) (*Stream, error) {
 	for {
 		if err := ctx.Err(); err != nil {
-			return pending{}, err // a caller that is gone claims nothing
+			return nil, err // a caller that is gone claims nothing
 		}
 		q.mu.Lock()
 		if len(q.items) > 0 {
-			p := q.items[0]
+			st := q.items[0]
+			q.items[0] = nil
 			q.items = q.items[1:]
 			q.mu.Unlock()
-			return p, nil
+			return st, nil
 		}
 		if q.closed {
 			q.mu.Unlock()
-			return pending{}, errQueueClosed{}
+			return nil, errQueueClosed{}
 		}
 		ready := q.ready
 		q.mu.Unlock()
 		select {
 		case <-ready:
 		case <-ctx.Done():
-			return pending{}, ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 }
@@ -106,7 +109,7 @@ func (q *acceptQueue) close() {
 }
 
 // drain removes and returns everything queued.
-func (q *acceptQueue) drain() []pending {
+func (q *acceptQueue) drain() []*Stream {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	items := q.items

@@ -1242,9 +1242,9 @@ type ServerInfo struct {
 	BytesOut int64 `protobuf:"varint,7,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
 	// Time since the server started.
 	Age *durationpb.Duration `protobuf:"bytes,8,opt,name=age,proto3" json:"age,omitempty"`
-	// Connections closed at once because max-accept-queue connections were
-	// already waiting to be claimed (or too many TLS handshakes were in
-	// progress).
+	// Connections closed at once: max-accept-queue connections were already
+	// waiting to be claimed, the daemon held --max-streams streams, the
+	// memory budget was tight, or too many TLS handshakes were in progress.
 	Rejected int64 `protobuf:"varint,9,opt,name=rejected,proto3" json:"rejected,omitempty"`
 	// Serve calls attached to this server right now.
 	ServeCalls    int64 `protobuf:"varint,10,opt,name=serve_calls,json=serveCalls,proto3" json:"serve_calls,omitempty"`
@@ -3174,6 +3174,7 @@ type StreamInfo struct {
 	Peername string `protobuf:"bytes,3,opt,name=peername,proto3" json:"peername,omitempty"`
 	// Local address.
 	Sockname string `protobuf:"bytes,4,opt,name=sockname,proto3" json:"sockname,omitempty"`
+	// "queued" (accepted by server_id, not yet claimed with Accept or Serve),
 	// "open", "eof" (the peer sent EOF and every byte was read), "closing"
 	// (Close called, pending writes flushing) or "closed" (connection gone).
 	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
