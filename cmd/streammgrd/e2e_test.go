@@ -1472,27 +1472,27 @@ func TestDaemonClosedLinger(t *testing.T) {
 	}
 }
 
-// TestDaemonAcceptAtStreamLimit: an Accept refused because the daemon
-// holds --max-streams streams must not destroy the queued connection: it
-// stays queued and can be claimed once a stream is released.
-func TestDaemonAcceptAtStreamLimit(t *testing.T) {
+// TestDaemonConnectionsAtStreamLimit: a queued connection is a stream, so
+// one that arrives while the daemon holds --max-streams streams is closed at
+// once and counted as rejected; once streams are gone, the next one queues
+// and is claimed.
+func TestDaemonConnectionsAtStreamLimit(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, false, "--max-streams", "2")
 	tg := d.unix()
 	pr := call[pairResp](t, tg, "OpenPair", m{})
 	s := call[startServerResp](t, tg, "StartServer", m{"tcp": m{"host": "127.0.0.1", "port": 0}})
-	c, err := net.Dial("tcp", s.Sockets[0])
+	refused, err := net.Dial("tcp", s.Sockets[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	eventually(t, 10*time.Second, "one queued connection", func() bool {
-		srv, _ := serverByID(t, tg, s.ServerID)
-		return srv.Queued == 1
-	})
-	fail(t, tg, "Accept", m{"serverId": s.ServerID, "timeout": "1s"}, codes.ResourceExhausted, "TOO_MANY_STREAMS")
-	if srv, _ := serverByID(t, tg, s.ServerID); srv.Queued != 1 {
-		t.Errorf("queued %d after a refused Accept, want 1: the refused claim destroyed the client's connection", srv.Queued)
+	defer refused.Close()
+	refused.SetReadDeadline(time.Now().Add(callTimeout))
+	if n, err := refused.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("a connection past --max-streams: read %d, %v; want it closed", n, err)
+	}
+	if srv, _ := serverByID(t, tg, s.ServerID); srv.Queued != 0 || srv.Rejected != 1 {
+		t.Errorf("queued %d rejected %d past --max-streams, want 0 and 1", srv.Queued, srv.Rejected)
 	}
 	call[empty](t, tg, "Close", m{"streamId": pr.First})
 	call[empty](t, tg, "Close", m{"streamId": pr.Second})
@@ -1501,9 +1501,14 @@ func TestDaemonAcceptAtStreamLimit(t *testing.T) {
 		b, _ := streamByID(t, tg, pr.Second)
 		return a.State == "closed" && b.State == "closed"
 	})
-	r := tg.exec(context.Background(), "Accept", m{"serverId": s.ServerID, "timeout": "1s"})
+	c, err := net.Dial("tcp", s.Sockets[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := tg.exec(context.Background(), "Accept", m{"serverId": s.ServerID, "timeout": "10s"})
 	if r.code != 0 {
-		t.Fatalf("Accept once streams were released: want the queued connection, got:\n%s", r)
+		t.Fatalf("Accept once streams were released: want the connection, got:\n%s", r)
 	}
 	writePeer(t, c, "still connected\n")
 	var a acceptResp
