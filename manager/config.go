@@ -38,6 +38,21 @@ type Config struct {
 	ClosedLinger time.Duration
 	// ShutdownTimeout bounds how long shutdown waits for in-flight calls.
 	ShutdownTimeout time.Duration
+	// MaxConnections caps the gRPC connections to the daemon at once; more
+	// are closed as they arrive.
+	MaxConnections int
+	// MaxConcurrentStreams caps the calls in progress on one gRPC
+	// connection (HTTP/2 MAX_CONCURRENT_STREAMS).
+	MaxConcurrentStreams int
+	// MaxHeaderListSize caps the decoded size of a call's headers.
+	MaxHeaderListSize int
+	// FirstRequestTimeout closes a connection that has not sent a request
+	// message this long after it was accepted.
+	FirstRequestTimeout time.Duration
+	// KeepaliveTime is how long a connection may be silent before the
+	// daemon pings it; KeepaliveTimeout closes it when the ping is not
+	// answered in time. Clients may ping at most every 5 s.
+	KeepaliveTime, KeepaliveTimeout time.Duration
 	// KeepIdleServers keeps a server that has had no RPC and no attached
 	// Serve call for IdleTimeout; by default it is closed then (its queued
 	// connections with it), as streams are.
@@ -64,6 +79,15 @@ const (
 	DefaultIdleTimeout     = 10 * time.Minute
 	DefaultClosedLinger    = time.Minute
 	DefaultShutdownTimeout = 5 * time.Second
+
+	DefaultMaxConnections       = 1024
+	DefaultMaxConcurrentStreams = 256
+	DefaultMaxHeaderListSize    = 16 << 10
+	DefaultFirstRequestTimeout  = 10 * time.Second
+	DefaultKeepaliveTime        = 30 * time.Second
+	DefaultKeepaliveTimeout     = 10 * time.Second
+	// KeepaliveMinTime is the most often a client may ping.
+	KeepaliveMinTime = 5 * time.Second
 )
 
 // DefaultMaxBufferedBytes is the default memory budget: an eighth of the
@@ -124,6 +148,17 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	def(&c.MaxConnections, DefaultMaxConnections)
+	def(&c.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
+	def(&c.MaxHeaderListSize, DefaultMaxHeaderListSize)
+	for _, d := range []struct {
+		v *time.Duration
+		d time.Duration
+	}{{&c.FirstRequestTimeout, DefaultFirstRequestTimeout}, {&c.KeepaliveTime, DefaultKeepaliveTime}, {&c.KeepaliveTimeout, DefaultKeepaliveTimeout}} {
+		if *d.v <= 0 {
+			*d.v = d.d
+		}
+	}
 	if c.MaxBufferedBytes <= 0 {
 		c.MaxBufferedBytes = DefaultMaxBufferedBytes()
 	}
@@ -154,6 +189,12 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", DefaultIdleTimeout, "release a stream after this long without an RPC on it (0 disables)")
 	fs.DurationVar(&c.ClosedLinger, "closed-linger", DefaultClosedLinger, "keep a closed stream's handle this long after its last RPC")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "how long shutdown waits for in-flight calls")
+	fs.IntVar(&c.MaxConnections, "max-connections", DefaultMaxConnections, "gRPC connections to the daemon at once")
+	fs.IntVar(&c.MaxConcurrentStreams, "max-concurrent-streams", DefaultMaxConcurrentStreams, "calls in progress on one gRPC connection")
+	fs.IntVar(&c.MaxHeaderListSize, "max-header-list-size", DefaultMaxHeaderListSize, "largest decoded size of a call's headers, in bytes")
+	fs.DurationVar(&c.FirstRequestTimeout, "first-request-timeout", DefaultFirstRequestTimeout, "close a connection that sends no request this long after connecting")
+	fs.DurationVar(&c.KeepaliveTime, "keepalive-time", DefaultKeepaliveTime, "ping a connection silent for this long")
+	fs.DurationVar(&c.KeepaliveTimeout, "keepalive-timeout", DefaultKeepaliveTimeout, "close a connection whose ping is not answered in this long")
 	fs.BoolVar(&c.KeepIdleServers, "keep-idle-servers", false, "keep servers with no RPC and no Serve call for the idle timeout (default: close them)")
 	fs.Int64Var(&c.MaxBufferedBytes, "max-buffered-bytes", DefaultMaxBufferedBytes(), "memory budget for all streams' buffered bytes (read, replay, unsent, queued connections)")
 	fs.StringVar(&c.DebugListen, "debug-listen", "", "serve Go's pprof handlers (/debug/pprof/) on unix:/path or a loopback host:port (default off)")

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,12 +20,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
 )
 
-// Daemon is streammgrd: the gRPC server, its listeners and the Manager.
+// Daemon is streammgrd: the gRPC server, its listeners, the Manager and
+// the optional debug listener.
 type Daemon struct {
 	cfg       Config
 	log       *slog.Logger
@@ -33,10 +36,11 @@ type Daemon struct {
 	health    *health.Server
 	listeners []net.Listener
 	unixPaths []string
+	debug     *debugServer // nil without Config.DebugListen
 }
 
-// NewDaemon binds every listen address and builds the gRPC server. Nothing
-// is served until Serve.
+// NewDaemon binds every listen address (and the debug listener, when
+// configured) and builds the gRPC server. Nothing is served until Serve.
 func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -48,6 +52,14 @@ func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
 			d.closeListeners()
 			return nil, err
 		}
+	}
+	if cfg.DebugListen != "" {
+		dbg, err := listenDebug(cfg.DebugListen, log)
+		if err != nil {
+			d.closeListeners()
+			return nil, err
+		}
+		d.debug = dbg
 	}
 	d.m = New(cfg)
 	d.health = health.NewServer()
@@ -72,6 +84,12 @@ func serverOptions(cfg Config, log *slog.Logger) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxMessageSize),
 		grpc.MaxSendMsgSize(cfg.MaxMessageSize),
+		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
+		grpc.MaxHeaderListSize(uint32(cfg.MaxHeaderListSize)),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.ConnectionTimeout(cfg.FirstRequestTimeout),
+		grpc.StatsHandler(firstRequestHandler{}),
 		grpc.ChainUnaryInterceptor(
 			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), selector.MatchFunc(notInfra)),
 			recovery.UnaryServerInterceptor(recovered),
@@ -100,20 +118,10 @@ func slogAdapter(l *slog.Logger) logging.Logger {
 // replaced) or "host:port" (loopback unless AllowRemote).
 func (d *Daemon) listen(addr string) error {
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		path = strings.TrimPrefix(path, "//")
-		if path == "" {
-			return fmt.Errorf("listen %q: empty socket path", addr)
-		}
-		if err := removeStale(path); err != nil {
-			return fmt.Errorf("listen %s: %w", addr, err)
-		}
-		old := syscall.Umask(0o177)
-		ln, err := net.Listen("unix", path)
-		syscall.Umask(old)
+		ln, path, err := listenUnix(addr, path)
 		if err != nil {
-			return fmt.Errorf("listen %s: %w", addr, err)
+			return fmt.Errorf("listen %w", err)
 		}
-		ln.(*net.UnixListener).SetUnlinkOnClose(false)
 		d.listeners = append(d.listeners, ln)
 		d.unixPaths = append(d.unixPaths, path)
 		return nil
@@ -135,6 +143,28 @@ func (d *Daemon) listen(addr string) error {
 	}
 	d.listeners = append(d.listeners, ln)
 	return nil
+}
+
+// listenUnix binds the Unix socket of addr ("unix:" + rest) with mode
+// 0600, replacing a stale socket file. It returns the socket's path, which
+// the caller removes when it is done (the listener does not unlink it).
+// Errors start with addr.
+func listenUnix(addr, rest string) (net.Listener, string, error) {
+	path := strings.TrimPrefix(rest, "//")
+	if path == "" {
+		return nil, "", fmt.Errorf("%q: empty socket path", addr)
+	}
+	if err := removeStale(path); err != nil {
+		return nil, "", fmt.Errorf("%s: %w", addr, err)
+	}
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", addr, err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	return ln, path, nil
 }
 
 // removeStale deletes a socket file nobody listens on; anything else at
@@ -172,14 +202,17 @@ func (d *Daemon) Manager() *Manager { return d.m }
 
 // Serve answers RPCs until ctx ends, then shuts down gracefully: health
 // turns NOT_SERVING, no new calls are accepted, in-flight calls get
-// ShutdownTimeout to finish, every stream and server is closed and the
-// socket files are removed.
+// ShutdownTimeout to finish, every stream and server is closed, the debug
+// listener (Config.DebugListen) is closed and the socket files are removed.
 func (d *Daemon) Serve(ctx context.Context) error {
 	errc := make(chan error, len(d.listeners))
+	conns := new(atomic.Int64)
 	for _, ln := range d.listeners {
 		d.log.Info("listening", "addr", ln.Addr().Network()+":"+ln.Addr().String())
-		go func(ln net.Listener) { errc <- d.srv.Serve(ln) }(ln)
+		limited := &connLimiter{Listener: ln, max: int64(d.cfg.MaxConnections), firstRequest: d.cfg.FirstRequestTimeout, log: d.log, active: conns}
+		go func() { errc <- d.srv.Serve(limited) }()
 	}
+	d.debug.serve()
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	d.health.SetServingStatus(smv1.StreamService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	var err error
@@ -207,6 +240,8 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	return err
 }
 
+// closeListeners closes every listener, the debug listener too, and
+// removes the socket files.
 func (d *Daemon) closeListeners() {
 	for _, ln := range d.listeners {
 		ln.Close()
@@ -214,4 +249,5 @@ func (d *Daemon) closeListeners() {
 	for _, p := range d.unixPaths {
 		_ = os.Remove(p)
 	}
+	d.debug.close()
 }

@@ -329,19 +329,20 @@ func (s *Service) ListStreams(ctx context.Context, req *smv1.ListStreamsRequest)
 	resp := &smv1.ListStreamsResponse{BufferedBytes: b.Used(), MaxBufferedBytes: b.Max()}
 	for _, st := range s.m.Streams() {
 		resp.Streams = append(resp.Streams, &smv1.StreamInfo{
-			StreamId:       st.ID,
-			Kind:           st.Kind(),
-			Peername:       addrString(asAddr(st.W.ExtraInfo("peername"))),
-			Sockname:       addrString(asAddr(st.W.ExtraInfo("sockname"))),
-			State:          st.State(),
-			BytesIn:        st.R.Consumed(),
-			BytesOut:       st.W.Written(),
-			Buffered:       int64(st.R.Buffered()),
-			Age:            durationpb.New(time.Since(st.Created).Round(time.Millisecond)),
-			ServerId:       st.ServerID,
-			Retained:       int64(st.R.Retained()),
-			EarliestOffset: st.R.EarliestOffset(),
-			WriteBuffered:  int64(st.W.BufferSize()),
+			StreamId:        st.ID,
+			Kind:            st.Kind(),
+			Peername:        addrString(asAddr(st.W.ExtraInfo("peername"))),
+			Sockname:        addrString(asAddr(st.W.ExtraInfo("sockname"))),
+			State:           st.State(),
+			BytesIn:         st.R.Consumed(),
+			BytesOut:        st.W.Written(),
+			Buffered:        int64(st.R.Buffered()),
+			Age:             durationpb.New(time.Since(st.Created).Round(time.Millisecond)),
+			ServerId:        st.ServerID,
+			Retained:        int64(st.R.Retained()),
+			EarliestOffset:  st.R.EarliestOffset(),
+			WriteBuffered:   int64(st.W.BufferSize()),
+			CallsInProgress: int64(st.active.Load()),
 		})
 	}
 	return resp, nil

@@ -762,6 +762,7 @@ type (
 		Retained int64  `json:"retained,string"`
 		Earliest int64  `json:"earliestOffset,string"`
 		WriteBuf int64  `json:"writeBuffered,string"`
+		Calls    int64  `json:"callsInProgress,string"`
 	}
 	listStreamsResp struct {
 		Streams          []streamInfo `json:"streams"`

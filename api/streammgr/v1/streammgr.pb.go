@@ -3195,8 +3195,10 @@ type StreamInfo struct {
 	EarliestOffset int64 `protobuf:"varint,12,opt,name=earliest_offset,json=earliestOffset,proto3" json:"earliest_offset,omitempty"`
 	// Bytes accepted by writes and not yet sent.
 	WriteBuffered int64 `protobuf:"varint,13,opt,name=write_buffered,json=writeBuffered,proto3" json:"write_buffered,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Calls on this stream in progress right now (a waiting read, a drain).
+	CallsInProgress int64 `protobuf:"varint,14,opt,name=calls_in_progress,json=callsInProgress,proto3" json:"calls_in_progress,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StreamInfo) Reset() {
@@ -3316,6 +3318,13 @@ func (x *StreamInfo) GetEarliestOffset() int64 {
 func (x *StreamInfo) GetWriteBuffered() int64 {
 	if x != nil {
 		return x.WriteBuffered
+	}
+	return 0
+}
+
+func (x *StreamInfo) GetCallsInProgress() int64 {
+	if x != nil {
+		return x.CallsInProgress
 	}
 	return 0
 }
@@ -3593,7 +3602,7 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x13ListStreamsResponse\x122\n" +
 	"\astreams\x18\x01 \x03(\v2\x18.streammgr.v1.StreamInfoR\astreams\x12%\n" +
 	"\x0ebuffered_bytes\x18\x02 \x01(\x03R\rbufferedBytes\x12,\n" +
-	"\x12max_buffered_bytes\x18\x03 \x01(\x03R\x10maxBufferedBytes\"\x95\x03\n" +
+	"\x12max_buffered_bytes\x18\x03 \x01(\x03R\x10maxBufferedBytes\"\xc1\x03\n" +
 	"\n" +
 	"StreamInfo\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x12\n" +
@@ -3609,7 +3618,8 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	" \x01(\tR\bserverId\x12\x1a\n" +
 	"\bretained\x18\v \x01(\x03R\bretained\x12'\n" +
 	"\x0fearliest_offset\x18\f \x01(\x03R\x0eearliestOffset\x12%\n" +
-	"\x0ewrite_buffered\x18\r \x01(\x03R\rwriteBuffered\"f\n" +
+	"\x0ewrite_buffered\x18\r \x01(\x03R\rwriteBuffered\x12*\n" +
+	"\x11calls_in_progress\x18\x0e \x01(\x03R\x0fcallsInProgress\"f\n" +
 	"\x11LimitOverrunError\x12\x1a\n" +
 	"\bconsumed\x18\x01 \x01(\x03R\bconsumed\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x12\x1f\n" +

@@ -1,0 +1,239 @@
+package main_test
+
+// Attacks on the daemon's gRPC front door, against a real daemon process:
+// each must cost the attacker its connection and the daemon nothing, while
+// an honest client keeps being answered.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
+)
+
+// rawConn opens a raw HTTP/2 connection to the daemon's socket, sends the
+// client preface and SETTINGS, and returns its framer.
+func rawConn(t *testing.T, sock string) (net.Conn, *http2.Framer) {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return c, fr
+}
+
+// closedWithin reads (answering nothing) until the daemon closes c, and
+// fails if that takes longer than d.
+func closedWithin(t *testing.T, c net.Conn, d time.Duration, what string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("%s: the connection was still open after %v", what, d)
+	}
+}
+
+// headerBlock encodes a gRPC call's request headers, then repeat times
+// the extra field (with one encoder: its dynamic table indexes the rest).
+func headerBlock(method string, extra hpack.HeaderField, repeat int) []byte {
+	var buf bytes.Buffer
+	enc := hpack.NewEncoder(&buf)
+	for _, f := range []hpack.HeaderField{
+		{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+		{Name: ":path", Value: method}, {Name: ":authority", Value: "localhost"},
+		{Name: "content-type", Value: "application/grpc"}, {Name: "te", Value: "trailers"},
+	} {
+		_ = enc.WriteField(f)
+	}
+	for range repeat {
+		_ = enc.WriteField(extra)
+	}
+	return buf.Bytes()
+}
+
+func healthy(t *testing.T, sock string) {
+	t.Helper()
+	cc, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("health check while under attack: %v", err)
+	}
+}
+
+// Connections that send only the preface, or a header block and no
+// message, are closed after --first-request-timeout.
+func TestSilentConnectionsClosed(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, false, "--first-request-timeout", "300ms")
+	preface, _ := rawConn(t, d.sock)
+	headers, fr := rawConn(t, d.sock)
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: headerBlock("/streammgr.v1.StreamService/ListStreams", hpack.HeaderField{Name: "x-a", Value: "b"}, 1), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	healthy(t, d.sock)
+	closedWithin(t, preface, 10*time.Second, "a connection that sent only the preface")
+	closedWithin(t, headers, 10*time.Second, "a connection that sent one header block")
+	healthy(t, d.sock)
+}
+
+// Headers that decode to more than --max-header-list-size are refused
+// while they decode: indexed references to one large dynamic-table entry
+// (a few bytes on the wire each) cannot make the daemon hold megabytes.
+func TestHeaderBombRefused(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, false)
+	c, fr := rawConn(t, d.sock)
+	// One 3 KB field into the dynamic table, then 2,000 one-byte references
+	// to it: 6 KB on the wire, 6 MB decoded.
+	big := hpack.HeaderField{Name: "x-bomb", Value: strings.Repeat("b", 3000)}
+	block := headerBlock("/streammgr.v1.StreamService/ListStreams", big, 2000)
+	if len(block) > 16<<10 {
+		t.Fatalf("the bomb takes %d bytes on the wire", len(block))
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	// An empty ListStreamsRequest: the call would be served.
+	if err := fr.WriteData(1, true, []byte{0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	// The daemon resets the stream, answers it with an error or drops the
+	// connection; what it must not do is serve it.
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for refused := false; !refused; {
+		f, err := fr.ReadFrame()
+		switch f := f.(type) {
+		case nil:
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("no answer to headers that decode to 16 MB")
+			}
+			refused = true // the connection was dropped
+		case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+			refused = true
+		case *http2.MetaHeadersFrame:
+			if !f.StreamEnded() {
+				continue
+			}
+			for _, hf := range f.RegularFields() {
+				if hf.Name == "grpc-status" && hf.Value == "0" {
+					t.Fatalf("the daemon served a call whose headers decode to 16 MB")
+				}
+			}
+			refused = true
+		}
+	}
+	healthy(t, d.sock)
+}
+
+// At most --max-connections connections at once: one more is closed at
+// once; when one goes, a new one is served.
+func TestConnectionCap(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, false, "--max-connections", "3", "--first-request-timeout", "1m")
+	var held []net.Conn
+	for range 3 {
+		c, _ := rawConn(t, d.sock)
+		held = append(held, c)
+	}
+	extra, _ := rawConn(t, d.sock)
+	closedWithin(t, extra, 10*time.Second, "a connection past --max-connections")
+	held[0].Close()
+	eventually(t, 10*time.Second, "a connection served once one went away", func() bool {
+		cc, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return false
+		}
+		defer cc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err == nil
+	})
+}
+
+// At most --max-concurrent-streams calls at once on one connection: one
+// more waits (the client holds it back), while another connection is
+// served.
+func TestConcurrentStreamsCap(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, false, "--max-concurrent-streams", "2")
+	cc, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := smv1.NewStreamServiceClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pair, err := c.OpenPair(ctx, &smv1.OpenPairRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two calls that wait: WaitClosed on each end.
+	for _, id := range []string{pair.FirstStreamId, pair.SecondStreamId} {
+		go func() { _, _ = c.WaitClosed(ctx, &smv1.WaitClosedRequest{StreamId: id}) }()
+	}
+	eventually(t, 10*time.Second, "both calls in progress at the daemon", func() bool {
+		return callsInProgress(t, d, pair.FirstStreamId) == 1 && callsInProgress(t, d, pair.SecondStreamId) == 1
+	})
+	short, cancelShort := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancelShort()
+	_, err = c.AtEof(short, &smv1.AtEofRequest{StreamId: pair.FirstStreamId})
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a third call on a connection with 2 in progress = %v, want it held back until its deadline", err)
+	}
+	healthy(t, d.sock)
+}
+
+// callsInProgress is ListStreams' calls_in_progress of id, asked on a
+// connection of its own.
+func callsInProgress(t *testing.T, d *daemon, id string) int64 {
+	t.Helper()
+	cc, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := smv1.NewStreamServiceClient(cc).ListStreams(ctx, &smv1.ListStreamsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range resp.Streams {
+		if st.StreamId == id {
+			return st.CallsInProgress
+		}
+	}
+	return -1
+}

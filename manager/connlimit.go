@@ -1,0 +1,105 @@
+package manager
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/stats"
+)
+
+// connLimiter bounds the daemon's control connections: at most max at
+// once (more are closed as they arrive), and each must receive its first
+// request within firstRequest or it is closed: a connection that sends
+// only the HTTP/2 preface, or headers and no message, holds nothing for
+// long.
+type connLimiter struct {
+	net.Listener
+	max          int64
+	firstRequest time.Duration
+	log          *slog.Logger
+	active       *atomic.Int64 // shared by every listener of the daemon
+}
+
+func (l *connLimiter) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.active.Add(1) > l.max {
+			l.active.Add(-1)
+			l.log.Warn("control connection refused: too many connections", "max", l.max)
+			c.Close()
+			continue
+		}
+		tc := &trackedConn{Conn: c, active: l.active}
+		tc.timer = time.AfterFunc(l.firstRequest, func() {
+			if !tc.served.Load() {
+				l.log.Warn("control connection closed: no request in time", "after", l.firstRequest)
+				tc.Close()
+			}
+		})
+		return tc, nil
+	}
+}
+
+// trackedConn is a control connection: it knows whether a request has
+// arrived on it (firstRequestHandler marks it) and gives its place back when
+// closed.
+type trackedConn struct {
+	net.Conn
+	active *atomic.Int64
+	served atomic.Bool
+	timer  *time.Timer
+	once   sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.timer.Stop()
+		c.active.Add(-1)
+	})
+	return c.Conn.Close()
+}
+
+// RemoteAddr is the peer's address, carrying the connection along so that
+// the stats handler can find it (gRPC hands stats handlers the address,
+// not the connection).
+func (c *trackedConn) RemoteAddr() net.Addr { return connAddr{c.Conn.RemoteAddr(), c} }
+
+type connAddr struct {
+	net.Addr
+	c *trackedConn
+}
+
+type connKey struct{}
+
+// firstRequestHandler marks a control connection served once a request
+// message (or the end of a call) arrives on it.
+type firstRequestHandler struct{}
+
+func (firstRequestHandler) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
+	if a, ok := info.RemoteAddr.(connAddr); ok {
+		return context.WithValue(ctx, connKey{}, a.c)
+	}
+	return ctx
+}
+
+func (firstRequestHandler) HandleConn(context.Context, stats.ConnStats) {}
+
+func (firstRequestHandler) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	return ctx
+}
+
+func (firstRequestHandler) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	switch s.(type) {
+	case *stats.InPayload, *stats.End:
+		if c, ok := ctx.Value(connKey{}).(*trackedConn); ok {
+			c.served.Store(true)
+		}
+	}
+}
