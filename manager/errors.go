@@ -63,6 +63,7 @@ const (
 	ReasonReadSuperseded      = "READ_SUPERSEDED"
 	ReasonMemoryBudget        = "MEMORY_BUDGET"
 	ReasonStreamQueued        = "STREAM_QUEUED"
+	ReasonTooManyOpenFiles    = "TOO_MANY_OPEN_FILES"
 )
 
 // ErrorInfo metadata keys.
@@ -203,6 +204,8 @@ func classify(err error) (codes.Code, string, []protoadapt.MessageV1) {
 		return codes.OutOfRange, ReasonOffsetAhead, offsetViolation("the stream's offset is " + strconv.FormatInt(ahead.Next, 10))
 	case errors.Is(err, streamcore.ErrSuperseded):
 		return codes.Aborted, ReasonReadSuperseded, nil
+	case errors.As(err, new(*fdError)), errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return codes.ResourceExhausted, ReasonTooManyOpenFiles, nil
 	case errors.As(err, new(queuedError)):
 		return codes.FailedPrecondition, ReasonStreamQueued, nil
 	case errors.Is(err, streamcore.ErrConcurrentRead):

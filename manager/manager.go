@@ -23,6 +23,7 @@ import (
 type Manager struct {
 	cfg    Config
 	budget *streamcore.Budget
+	fds    *fdTally
 
 	mu      sync.Mutex
 	streams map[string]*Stream
@@ -72,13 +73,14 @@ type Server struct {
 	serveCalls              atomic.Int64
 	lastUsed                atomic.Int64 // unix nanoseconds of its last RPC
 	active                  atomic.Int32 // Accept calls in progress
+	closeOnce               sync.Once
 }
 
 // New returns a Manager with cfg's limits (zero values take defaults) and
 // starts its idle reaper. Close releases everything.
 func New(cfg Config) *Manager {
 	cfg = cfg.withDefaults()
-	m := &Manager{cfg: cfg, budget: streamcore.NewBudget(cfg.MaxBufferedBytes), streams: map[string]*Stream{}, order: list.New(), lost: list.New(), servers: map[string]*Server{}, stop: make(chan struct{})}
+	m := &Manager{cfg: cfg, budget: streamcore.NewBudget(cfg.MaxBufferedBytes), fds: newFDCount(cfg), streams: map[string]*Stream{}, order: list.New(), lost: list.New(), servers: map[string]*Server{}, stop: make(chan struct{})}
 	m.reaperWG.Add(1)
 	go m.reap()
 	return m
@@ -410,6 +412,9 @@ func (m *Manager) Open(ctx context.Context, network, addr string, port int, opts
 		return nil, err
 	}
 	opts.MaxWriteBuffer, opts.Budget = m.cfg.MaxWriteBuffer, m.budget
+	if err := m.fds.take(1); err != nil {
+		return nil, err
+	}
 	var (
 		r   *streamcore.Reader
 		w   *streamcore.Writer
@@ -420,6 +425,11 @@ func (m *Manager) Open(ctx context.Context, network, addr string, port int, opts
 		r, w, err = streamcore.OpenUnixConnection(ctx, addr, opts)
 	} else {
 		r, w, err = streamcore.OpenConnection(ctx, addr, port, opts)
+	}
+	if err == nil {
+		m.fds.hold(w)
+	} else {
+		m.fds.give(1)
 	}
 	if err != nil {
 		var ht *streamcore.HandshakeTimeoutError
@@ -438,10 +448,16 @@ func (m *Manager) OpenPair(limit int) (*Stream, *Stream, error) {
 		return nil, nil, err
 	}
 	opts := &streamcore.Options{Limit: limit, MaxWriteBuffer: m.cfg.MaxWriteBuffer, Replay: true, Budget: m.budget}
-	r1, w1, r2, w2, err := streamcore.SocketPair(opts)
-	if err != nil {
+	if err := m.fds.take(2); err != nil {
 		return nil, nil, err
 	}
+	r1, w1, r2, w2, err := streamcore.SocketPair(opts)
+	if err != nil {
+		m.fds.give(2)
+		return nil, nil, err
+	}
+	m.fds.hold(w1)
+	m.fds.hold(w2)
 	a, err := m.addStream("pair", r1, w1, nil)
 	if err != nil {
 		drop(r2, w2)
@@ -493,17 +509,22 @@ func (m *Manager) StartServer(ctx context.Context, network, host string, port in
 		return nil, &limitError{what: "servers", limit: m.cfg.MaxServers}
 	}
 	m.mu.Unlock()
+	// A server holds at most two listening sockets (one per address family).
+	if err := m.fds.take(2); err != nil {
+		return nil, err
+	}
 	opts.MaxWriteBuffer, opts.Budget = m.cfg.MaxWriteBuffer, m.budget
 	s := &Server{ID: newID("srv-"), Created: time.Now(), queue: newAcceptQueue(m.cfg.MaxAcceptQueue), m: m, streams: map[*Stream]struct{}{}}
 	s.lastUsed.Store(s.Created.UnixNano())
 	handler := func(r *streamcore.Reader, w *streamcore.Writer) {
 		// A queued connection is a stream like any other: it counts toward
 		// --max-streams and the memory budget, and is reaped when idle.
-		if m.budget.Tight() {
+		if m.budget.Tight() || m.fds.take(1) != nil {
 			s.rejected.Add(1)
 			drop(r, w)
 			return
 		}
+		m.fds.hold(w)
 		kind := "tcp"
 		if _, ok := w.ExtraInfo("sockname").(*net.UnixAddr); ok {
 			kind = "unix"
@@ -526,6 +547,7 @@ func (m *Manager) StartServer(ctx context.Context, network, host string, port in
 		s.srv, err = streamcore.StartServer(ctx, handler, host, port, opts)
 	}
 	if err != nil {
+		m.fds.give(2)
 		return nil, err
 	}
 	m.mu.Lock()
@@ -646,6 +668,7 @@ func (m *Manager) CloseServer(id string, closeClients, abortClients bool) error 
 
 // shutdown closes the listener and aborts connections nobody claimed.
 func (s *Server) shutdown(abortClients bool) {
+	s.closeOnce.Do(func() { s.m.fds.give(2) })
 	s.srv.Close()
 	s.queue.close()
 	for _, st := range s.queue.drain() {

@@ -8,9 +8,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -236,4 +239,66 @@ func callsInProgress(t *testing.T, d *daemon, id string) int64 {
 		}
 	}
 	return -1
+}
+
+// Streams never take the descriptors the daemon keeps for itself: past its
+// share of RLIMIT_NOFILE a new stream fails at once with
+// TOO_MANY_OPEN_FILES, health and new control connections still answer,
+// and closing streams makes room again.
+func TestDescriptorReserve(t *testing.T) {
+	t.Parallel()
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Fatalf("prlimit (util-linux) is needed: %v", err)
+	}
+	d := startDaemon(t, false, "--max-connections", "16")
+	// The reserve is 16 connections + 128 handshakes + 64: with 400
+	// descriptors, streams and servers get 200.
+	if out, err := exec.Command(prlimit, "--pid", strconv.Itoa(d.cmd.Process.Pid), "--nofile=400:400").CombinedOutput(); err != nil {
+		t.Fatalf("prlimit: %v\n%s", err, out)
+	}
+	cc, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := smv1.NewStreamServiceClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var pairs []*smv1.OpenPairResponse
+	for {
+		p, err := c.OpenPair(ctx, &smv1.OpenPairRequest{})
+		if err != nil {
+			if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(fmt.Sprint(st.Details()), "TOO_MANY_OPEN_FILES") {
+				t.Fatalf("OpenPair past the descriptors = %v, want RESOURCE_EXHAUSTED TOO_MANY_OPEN_FILES", err)
+			}
+			break
+		}
+		pairs = append(pairs, p)
+		if len(pairs) > 200 {
+			t.Fatal("200 pairs (400 descriptors) and still no TOO_MANY_OPEN_FILES")
+		}
+	}
+	if len(pairs) != 100 {
+		t.Errorf("%d pairs before TOO_MANY_OPEN_FILES, want 100 (200 descriptors)", len(pairs))
+	}
+	for range 10 { // new control connections and health still answer
+		healthy(t, d.sock)
+	}
+	p := newPeer(t)
+	_, err = c.Open(ctx, &smv1.OpenRequest{Address: &smv1.OpenRequest_Tcp{Tcp: &smv1.TcpAddress{Host: "127.0.0.1", Port: uint32(p.port())}}})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("Open past the descriptors = %v, want RESOURCE_EXHAUSTED", err)
+	}
+	for _, pr := range pairs[:5] {
+		for _, id := range []string{pr.FirstStreamId, pr.SecondStreamId} {
+			if _, err := c.Abort(ctx, &smv1.AbortRequest{StreamId: id}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	eventually(t, 10*time.Second, "room for a pair once streams closed", func() bool {
+		_, err := c.OpenPair(ctx, &smv1.OpenPairRequest{})
+		return err == nil
+	})
 }
