@@ -225,17 +225,29 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		}
 	}
 	d.health.Shutdown()
+	// However loaded the daemon is, Serve returns within ShutdownTimeout
+	// plus a second: in-flight calls get the timeout, closing everything
+	// gets the second.
+	hard := time.After(d.cfg.ShutdownTimeout + time.Second)
 	stopped := make(chan struct{})
 	go func() { d.srv.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
 	case <-time.After(d.cfg.ShutdownTimeout):
 		d.log.Warn("in-flight calls did not finish in time; closing them", "timeout", d.cfg.ShutdownTimeout)
-		d.m.Close()
-		d.srv.Stop()
-		<-stopped
+		go d.srv.Stop()
 	}
-	d.m.Close()
+	closed := make(chan struct{})
+	go func() {
+		d.m.Close() // ends the calls still waiting on streams
+		<-stopped
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-hard:
+		d.log.Error("shutdown did not finish in time; exiting with calls or streams still open", "timeout", d.cfg.ShutdownTimeout+time.Second)
+	}
 	d.closeListeners()
 	return err
 }

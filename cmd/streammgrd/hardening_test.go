@@ -302,3 +302,64 @@ func TestDescriptorReserve(t *testing.T) {
 		return err == nil
 	})
 }
+
+// Shutdown completes within --shutdown-timeout plus a second however much
+// is going on: thousands of streams, calls waiting on them, a server with a
+// Serve call and a full accept queue, writes nobody reads.
+func TestShutdownUnderLoad(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, false, "--shutdown-timeout", "1s")
+	cc, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := smv1.NewStreamServiceClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var ids []string
+	for range 1000 {
+		p, err := c.OpenPair(ctx, &smv1.OpenPairRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, p.FirstStreamId, p.SecondStreamId)
+	}
+	for _, id := range ids[:200] { // calls that wait on streams
+		go func() { _, _ = c.Read(ctx, &smv1.ReadRequest{StreamId: id, N: ptr(int64(10))}) }()
+	}
+	junk := make([]byte, 1<<20)
+	for _, id := range ids[200:220] { // unsent bytes
+		_, _ = c.Write(ctx, &smv1.WriteRequest{StreamId: id, Data: junk})
+	}
+	srv, err := c.StartServer(ctx, &smv1.StartServerRequest{Address: &smv1.StartServerRequest_Tcp{Tcp: &smv1.TcpAddress{Host: "127.0.0.1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve, err := c.Serve(ctx, &smv1.ServeRequest{ServerId: srv.ServerId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		if conn, err := net.Dial("tcp", srv.Sockets[0]); err == nil {
+			defer conn.Close()
+		}
+	}
+	if _, err := serve.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the waiting reads in progress", func() bool {
+		return callsInProgress(t, d, ids[199]) == 1
+	})
+	start := time.Now()
+	// The bound is 1s + 1s; the rest is the process's exit on a loaded
+	// machine.
+	if err := d.terminate(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	t.Logf("exited %v after SIGTERM with 2000 streams and 200 waiting reads", took.Round(time.Millisecond))
+	if took > 4*time.Second {
+		t.Errorf("shutdown took %v, want at most --shutdown-timeout + 1s (2s) and a little", took)
+	}
+}
