@@ -59,6 +59,19 @@ func checkUnixPath(field, path string) error {
 	return nil
 }
 
+// policyError refuses what the daemon's flags do not allow.
+type policyError struct{ field, desc string }
+
+func (e *policyError) Error() string { return e.field + ": " + e.desc }
+
+// checkAbstract refuses an abstract socket name unless allowed.
+func checkAbstract(field, path string, allowed bool) error {
+	if strings.HasPrefix(path, "@") && !allowed {
+		return &policyError{field: field, desc: "abstract socket names (@name) have no file permissions: the daemon refuses them without --allow-abstract"}
+	}
+	return nil
+}
+
 // checkSeparators bounds ReadUntil's separators.
 func checkSeparators(seps [][]byte) error {
 	if len(seps) > MaxSeparators {

@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -53,6 +54,10 @@ type Config struct {
 	// daemon pings it; KeepaliveTimeout closes it when the ping is not
 	// answered in time. Clients may ping at most every 5 s.
 	KeepaliveTime, KeepaliveTimeout time.Duration
+	// AllowAbstract permits Open and StartServer on Linux abstract Unix
+	// socket names ("@name"), which have no file permissions: any local
+	// user can reach them.
+	AllowAbstract bool
 	// KeepIdleServers keeps a server that has had no RPC and no attached
 	// Serve call for IdleTimeout; by default it is closed then (its queued
 	// connections with it), as streams are.
@@ -102,12 +107,41 @@ func DefaultMaxBufferedBytes() int64 {
 }
 
 // DefaultListen is the daemon's default address: a Unix socket (mode 0600)
-// in $XDG_RUNTIME_DIR, or /tmp/streammgrd-UID.sock without it.
+// in $XDG_RUNTIME_DIR, or without it in privateSocketDir(), a directory
+// only this user can enter, which the daemon creates and checks.
 func DefaultListen() string {
 	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
 		return "unix:" + filepath.Join(dir, "streammgrd.sock")
 	}
-	return fmt.Sprintf("unix:/tmp/streammgrd-%d.sock", os.Getuid())
+	return "unix:" + filepath.Join(privateSocketDir(), "streammgrd.sock")
+}
+
+// privateSocketDir is $TMPDIR/streammgrd-UID (/tmp without TMPDIR).
+func privateSocketDir() string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("streammgrd-%d", os.Getuid()))
+}
+
+// ensurePrivateDir creates dir with mode 0700, or checks that the one there
+// is a real directory (not a link) of this user that nobody else can enter:
+// a directory someone else prepared could hand them this user's socket.
+func ensurePrivateDir(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create socket directory: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("socket directory: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("socket directory %s is not a directory (a link?): refusing to use it", dir)
+	case !ok || int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("socket directory %s belongs to another user: refusing to use it", dir)
+	case fi.Mode().Perm()&0o077 != 0:
+		return fmt.Errorf("socket directory %s has mode %v, want 0700 (only this user): refusing to use it", dir, fi.Mode().Perm())
+	}
+	return nil
 }
 
 // MinMessageSize is the smallest MaxMessageSize: room for a useful read
@@ -195,6 +229,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.FirstRequestTimeout, "first-request-timeout", DefaultFirstRequestTimeout, "close a connection that sends no request this long after connecting")
 	fs.DurationVar(&c.KeepaliveTime, "keepalive-time", DefaultKeepaliveTime, "ping a connection silent for this long")
 	fs.DurationVar(&c.KeepaliveTimeout, "keepalive-timeout", DefaultKeepaliveTimeout, "close a connection whose ping is not answered in this long")
+	fs.BoolVar(&c.AllowAbstract, "allow-abstract", false, "allow abstract Unix socket names (@name) in Open and StartServer: they have no file permissions")
 	fs.BoolVar(&c.KeepIdleServers, "keep-idle-servers", false, "keep servers with no RPC and no Serve call for the idle timeout (default: close them)")
 	fs.Int64Var(&c.MaxBufferedBytes, "max-buffered-bytes", DefaultMaxBufferedBytes(), "memory budget for all streams' buffered bytes (read, replay, unsent, queued connections)")
 	fs.StringVar(&c.DebugListen, "debug-listen", "", "serve Go's pprof handlers (/debug/pprof/) on unix:/path or a loopback host:port (default off)")

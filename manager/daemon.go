@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -48,6 +49,11 @@ func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
 	cfg = cfg.withDefaults()
 	d := &Daemon{cfg: cfg, log: log}
 	for _, addr := range cfg.Listen {
+		if addr == "unix:"+filepath.Join(privateSocketDir(), "streammgrd.sock") {
+			if err := ensurePrivateDir(privateSocketDir()); err != nil {
+				return nil, fmt.Errorf("listen %s: %w", addr, err)
+			}
+		}
 		if err := d.listen(addr); err != nil {
 			d.closeListeners()
 			return nil, err

@@ -189,6 +189,8 @@ func classify(err error) (codes.Code, string, []protoadapt.MessageV1) {
 			return codes.NotFound, ReasonServerNotFound, nil
 		}
 		return codes.NotFound, ReasonStreamNotFound, nil
+	case errors.As(err, new(*policyError)):
+		return codes.PermissionDenied, ReasonPermissionDenied, nil
 	case errors.As(err, &fe):
 		return codes.InvalidArgument, ReasonInvalidArgument, []protoadapt.MessageV1{&errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: fe.field, Description: fe.desc}}}}

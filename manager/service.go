@@ -110,6 +110,9 @@ func (s *Service) Open(ctx context.Context, req *smv1.OpenRequest) (*smv1.OpenRe
 		if err := checkUnixPath("unix.path", a.Unix.GetPath()); err != nil {
 			return nil, toStatus(err)
 		}
+		if err := checkAbstract("unix.path", a.Unix.GetPath(), s.m.cfg.AllowAbstract); err != nil {
+			return nil, toStatus(err)
+		}
 		if req.GetLocalAddr() != nil {
 			return nil, toStatus(invalid("local_addr", "only for TCP"))
 		}
@@ -193,6 +196,9 @@ func (s *Service) StartServer(ctx context.Context, req *smv1.StartServerRequest)
 		srv, err = s.m.StartServer(ctx, "tcp", a.Tcp.GetHost(), int(a.Tcp.GetPort()), opts)
 	case *smv1.StartServerRequest_Unix:
 		if err := checkUnixPath("unix.path", a.Unix.GetPath()); err != nil {
+			return nil, toStatus(err)
+		}
+		if err := checkAbstract("unix.path", a.Unix.GetPath(), s.m.cfg.AllowAbstract); err != nil {
 			return nil, toStatus(err)
 		}
 		if req.ReusePort {

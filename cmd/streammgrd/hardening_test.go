@@ -13,8 +13,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -361,5 +363,51 @@ func TestShutdownUnderLoad(t *testing.T) {
 	t.Logf("exited %v after SIGTERM with 2000 streams and 200 waiting reads", took.Round(time.Millisecond))
 	if took > 4*time.Second {
 		t.Errorf("shutdown took %v, want at most --shutdown-timeout + 1s (2s) and a little", took)
+	}
+}
+
+// Without XDG_RUNTIME_DIR the default socket lives in a directory the
+// daemon creates for this user alone; one that someone else could have
+// prepared is refused.
+func TestDaemonDefaultSocketDir(t *testing.T) {
+	t.Parallel()
+	bin := daemonBinary(t)
+	tmp, err := os.MkdirTemp("", "sm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(tmp)
+	env := []string{"TMPDIR=" + tmp, "PATH=" + os.Getenv("PATH")}
+	dir := filepath.Join(tmp, "streammgrd-"+strconv.Itoa(os.Getuid()))
+	sock := filepath.Join(dir, "streammgrd.sock")
+
+	cmd := exec.Command(bin)
+	cmd.Env = env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	eventually(t, 20*time.Second, "the default socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("socket directory %v, %v; want mode 0700", fi.Mode(), err)
+	}
+	healthy(t, sock)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+
+	// A directory open to others is refused.
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	again := exec.CommandContext(ctx, bin)
+	again.Env = env
+	out, err := again.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || !strings.Contains(string(out), "refusing to use it") {
+		t.Fatalf("daemon with a socket directory of mode 0777: %v\n%s", err, out)
 	}
 }

@@ -88,7 +88,8 @@ func (x *TcpAddress) GetPort() uint32 {
 type UnixAddress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Filesystem path of the socket, at most 107 bytes and without NUL; a
-	// leading "@" names the Linux abstract namespace.
+	// leading "@" names the Linux abstract namespace (only when the daemon
+	// runs with --allow-abstract: abstract names have no file permissions).
 	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
