@@ -16,8 +16,9 @@ import (
 // reading their sockets, which pushes back on their peers through TCP; a
 // stream whose read is waiting for data may still read up to Max, so that
 // a caller that reads is never starved by streams whose callers do not.
-// A write that would take the total past Max fails with *BudgetError and
-// accepts nothing. Paused streams resume, oldest first, as the total falls
+// A write that would take the total past the soft mark fails with
+// *BudgetError and accepts nothing (a write of at most 64 KiB into an empty
+// write buffer may go up to Max: the socket most likely takes it at once). Paused streams resume, oldest first, as the total falls
 // below the soft mark.
 type Budget struct {
 	max, soft int64
@@ -75,12 +76,19 @@ func (b *Budget) reserve(n int64, waiting bool) int64 {
 	}
 }
 
-// take charges n bytes that are already held, unless that would go past
-// Max.
-func (b *Budget) take(n int64) bool {
+// smallWrite is the largest write that may use the budget's reserve.
+const smallWrite = 64 << 10
+
+// take charges n bytes for a write, unless that would go past the soft
+// mark (past Max for a small write).
+func (b *Budget) take(n int64, small bool) bool {
+	limit := b.soft
+	if small {
+		limit = b.max
+	}
 	for {
 		u := b.used.Load()
-		if u+n > b.max {
+		if u+n > limit {
 			return false
 		}
 		if b.used.CompareAndSwap(u, u+n) {

@@ -76,8 +76,12 @@ func (w *Writer) writeLinesLocked(lines [][]byte) error {
 	}
 	if b := t.budget; b != nil {
 		// Charged in advance, so that writes on other streams cannot take
-		// the same room; what the socket takes at once is given back.
-		if !b.take(int64(size)) {
+		// the same room; what the socket takes at once is given back. Up to
+		// the soft mark, so the rest stays for reads that wait; a small
+		// write into an empty buffer (which the socket most likely takes
+		// at once) may use that rest too.
+		small := len(t.wbuf) == 0 && size <= smallWrite
+		if !b.take(int64(size), small) {
 			return &BudgetError{Size: size, Used: b.Used(), Max: b.max}
 		}
 		t.charged += int64(size)
