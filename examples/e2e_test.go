@@ -193,10 +193,24 @@ func testLanguage(t *testing.T, w *world, l *language) {
 			"ReadUntil over the limit: RESOURCE_EXHAUSTED LIMIT_OVERRUN consumed=16\n",
 			"data kept: " + l.bytesRepr("0123456789ABCDEF") + "\n",
 			"ReadExactly past EOF: incomplete partial=" + l.bytesRepr("abc") + " expected=10\n",
+			// Offsets: the timed-out read lost nothing, the daemon replays
+			// an answer read again, and a retried write is accepted once.
+			"Peer sent " + l.bytesRepr("late data") + " after the timeout\n" +
+				"Next read at offset 0: " + l.bytesRepr("late data") + ", next offset 9: nothing lost\n" +
+				"Read again at offset 0 (a lost answer): " + l.bytesRepr("late data") + " replayed\n" +
+				"Read " + l.bytesRepr("more") + " at offset 9: the bytes before 9 are acknowledged, next offset 13\n" +
+				"Read at offset 0: OUT_OF_RANGE OFFSET_BEHIND earliest_offset=9\n" +
+				"Read at offset 99: OUT_OF_RANGE OFFSET_AHEAD next_offset=13\n" +
+				"Write " + l.bytesRepr("once") + " at offset 13: next offset 17\n" +
+				"Write " + l.bytesRepr("once") + " at offset 13 again (a retry): next offset 17\n" +
+				"Received to EOF: " + l.bytesRepr("once") + "\n",
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("stdout lacks %q:\n%s", want, out)
 			}
+		}
+		if !regexp.MustCompile(`(?m)^Read timed out after \d+ ms: offset still 0$`).MatchString(out) {
+			t.Errorf("stdout lacks `Read timed out after N ms: offset still 0`:\n%s", out)
 		}
 	})
 	if l.name == "python" {
@@ -579,8 +593,140 @@ func languages(t *testing.T) []*language {
 						t.Errorf("bash -n %s: %v\n%s", filepath.Base(s), err, out)
 					}
 				}
+				t.Run("retries", func(t *testing.T) { testShellRetries(t, w, grpcurl) })
 			},
 		},
+	}
+}
+
+// fakeGrpcurl stands in for grpcurl in testShellRetries. When
+// $FAKE_DIR/lose.METHOD exists (it is removed: once), the call is made and
+// its answer lost: grpcurl's UNAVAILABLE for a broken connection (no
+// details); deadline.METHOD, the same with DEADLINE_EXCEEDED;
+// superseded.METHOD answers ABORTED READ_SUPERSEDED and reset.METHOD the
+// daemon's UNAVAILABLE CONNECTION_RESET, without calling. Every call's
+// method is appended to $FAKE_DIR/calls.
+const fakeGrpcurl = `#!/usr/bin/env bash
+m=${!#}
+m=${m##*/}
+echo "$m" >>"$FAKE_DIR/calls"
+if [[ -e $FAKE_DIR/lose.$m ]]; then
+  rm "$FAKE_DIR/lose.$m"
+  "$REAL_GRPCURL" "$@" >/dev/null 2>&1
+  printf 'ERROR:\n  Code: Unavailable\n  Message: error reading from server: EOF\n' >&2
+  exit 78
+fi
+if [[ -e $FAKE_DIR/deadline.$m ]]; then
+  rm "$FAKE_DIR/deadline.$m"
+  "$REAL_GRPCURL" "$@" >/dev/null 2>&1
+  printf 'ERROR:\n  Code: DeadlineExceeded\n  Message: context deadline exceeded\n' >&2
+  exit 68
+fi
+if [[ -e $FAKE_DIR/superseded.$m ]]; then
+  rm "$FAKE_DIR/superseded.$m"
+  printf '{\n  "code": 10,\n  "message": "the read was superseded by a read with an offset",\n  "details": [\n    {\n      "@type": "type.googleapis.com/google.rpc.ErrorInfo",\n      "domain": "streammgr",\n      "reason": "READ_SUPERSEDED"\n    }\n  ]\n}\n' >&2
+  exit 74
+fi
+if [[ -e $FAKE_DIR/reset.$m ]]; then
+  rm "$FAKE_DIR/reset.$m"
+  printf '{\n  "code": 14,\n  "message": "connection reset by peer",\n  "details": [\n    {\n      "@type": "type.googleapis.com/google.rpc.ErrorInfo",\n      "domain": "streammgr",\n      "reason": "CONNECTION_RESET"\n    }\n  ]\n}\n' >&2
+  exit 78
+fi
+exec "$REAL_GRPCURL" "$@"
+`
+
+// shellRetries drives lib.sh's offset helpers through fakeGrpcurl.
+const shellRetries = `source "$LIB"
+sm_init "$ADDR"
+sm_call OpenPair '{}'
+sid=$(sm_field firstStreamId <<<"$SM_OUT")
+peer=$(sm_field secondStreamId <<<"$SM_OUT")
+sm_track "$sid"
+sm_track "$peer"
+lose() { touch "$FAKE_DIR/$1"; }
+lose lose.Write
+sm_write "$peer" "$(sm_b64 'lost once')"
+lose deadline.Write
+sm_write "$peer" "$(sm_b64 '!')"
+echo "write: next offset ${SM_WRITE_OFFSET[$peer]}"
+lose lose.ReadExactly
+sm_read ReadExactly "$sid" '"n": 10'
+echo "read: $(sm_repr_b64 "$(sm_field data <<<"$SM_OUT")") next offset ${SM_READ_OFFSET[$sid]}"
+lose reset.Read
+rc=0
+sm_read Read "$sid" '"n": 10' 2>/dev/null || rc=$?
+echo "reset: exit $rc $(sm_field reason <<<"$SM_ERR") offset ${SM_READ_OFFSET[$sid]}"
+# Exit 1: grpcurl's -max-time covers its dial, which it could not finish.
+rc=0
+SM_TIMEOUT=0.2 sm_read Read "$sid" '"n": 10' 2>/dev/null || rc=$?
+if ((rc == 68 || rc == 1)); then rc=timeout; fi
+echo "own timeout: $rc, offset ${SM_READ_OFFSET[$sid]}"
+lose lose.Write
+rc=0
+sm Write "{\"stream_id\": \"$peer\", \"data\": \"$(sm_b64 x)\"}" >/dev/null 2>&1 || rc=$?
+echo "write without offset: exit $rc"
+lose lose.Drain
+sm Drain "{\"stream_id\": \"$peer\"}" >/dev/null
+lose superseded.Read
+sm_read Read "$sid" '"n": 10'
+echo "read: $(sm_repr_b64 "$(sm_field data <<<"$SM_OUT")") next offset ${SM_READ_OFFSET[$sid]}"
+for id in "$sid" "$peer"; do
+  sm Close "{\"stream_id\": \"$id\"}" >/dev/null
+  sm WaitClosed "{\"stream_id\": \"$id\"}" >/dev/null
+  sm_untrack "$id"
+done
+`
+
+// testShellRetries checks that lib.sh retries, at the same offset, a read
+// or write whose answer was lost (UNAVAILABLE with no reason, or
+// DEADLINE_EXCEEDED of its own -max-time) and a superseded read, so that
+// nothing is lost or duplicated, and retries nothing else: the daemon's own
+// UNAVAILABLE, the caller's deadline (SM_TIMEOUT), a write without offset.
+func testShellRetries(t *testing.T, w *world, grpcurl string) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "grpcurl")
+	script := filepath.Join(dir, "retries.sh")
+	if err := os.WriteFile(fake, []byte(fakeGrpcurl), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(script, []byte(shellRetries), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lib, err := filepath.Abs(filepath.Join("grpcurl", "lib.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", script)
+	cmd.Env = append(os.Environ(), "GRPCURL="+fake, "REAL_GRPCURL="+grpcurl, "FAKE_DIR="+dir, "LIB="+lib, "ADDR="+w.unixAddr)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("retries.sh: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	want := "write: next offset 10\n" +
+		"read: 'lost once!' next offset 10\n" +
+		"reset: exit 78 CONNECTION_RESET offset 10\n" +
+		"own timeout: timeout, offset 10\n" +
+		"write without offset: exit 78\n" +
+		"read: 'x' next offset 11\n"
+	if got := stdout.String(); got != want {
+		t.Errorf("retries.sh stdout:\n%s\nwant:\n%s\nstderr:\n%s", got, want, stderr.String())
+	}
+	calls, err := os.ReadFile(filepath.Join(dir, "calls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, m := range strings.Fields(string(calls)) {
+		count[m]++
+	}
+	// Write: lost + retry, deadline + retry, without offset (not retried).
+	// ReadExactly: lost + retry; Read: reset, own timeout, the last read
+	// superseded + retry. Drain: lost + retry.
+	if count["Write"] != 5 || count["ReadExactly"] != 2 || count["Read"] != 4 || count["Drain"] != 2 {
+		t.Errorf("calls made: %v, want Write 5, ReadExactly 2, Read 4, Drain 2", count)
 	}
 }
 

@@ -33,14 +33,19 @@ sid=$(sm_field streamId <<<"$resp")
 sm_track "$sid"
 
 # writer.write(): bytes are base64 in JSON. Write only buffers; Drain waits
-# until the daemon has sent them (down to the low-water mark).
+# until the daemon has sent them (down to the low-water mark). sm_write
+# sends the stream's outbound offset, so a retry is accepted once:
+#   {"stream_id": "s-...", "offset": 0, "data": "SGVsbG8gV29ybGQh"}
+#   {"nextOffset": "12"}
 echo "Send: $(sm_repr "$message")"
-sm Write "{\"stream_id\": \"$sid\", \"data\": \"$(sm_b64 "$message")\"}" >/dev/null
+sm_write "$sid" "$(sm_b64 "$message")"
 sm Drain "{\"stream_id\": \"$sid\"}" >/dev/null
 
-# reader.read(100): up to 100 bytes, as soon as any arrive.
-#   {"data": "SGVsbG8gV29ybGQh"}
-sm_call Read "{\"stream_id\": \"$sid\", \"n\": 100}"
+# reader.read(100): up to 100 bytes, as soon as any arrive. sm_read sends
+# the inbound offset reached so far and keeps the next one.
+#   {"stream_id": "s-...", "offset": 0, "n": 100}
+#   {"data": "SGVsbG8gV29ybGQh", "nextOffset": "12"}
+sm_read Read "$sid" '"n": 100'
 resp=$SM_OUT
 echo "Received: $(sm_repr_b64 "$(sm_field data <<<"$resp")")"
 

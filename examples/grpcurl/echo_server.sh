@@ -27,14 +27,14 @@ done
 
 # handle_echo STREAM_ID PEERNAME: one connection, as asyncio's handle_echo.
 handle_echo() {
-  local sid=$1 peer=$2 resp data64 message
-  resp=$(sm Read "{\"stream_id\": \"$sid\", \"n\": 100}")
-  data64=$(sm_field data <<<"$resp") # empty if the client sent nothing
+  local sid=$1 peer=$2 data64 message
+  sm_read Read "$sid" '"n": 100'
+  data64=$(sm_field data <<<"$SM_OUT") # empty if the client sent nothing
   message=$(sm_repr_b64 "$data64")
   echo "Received $message from $peer"
 
   echo "Send: $message"
-  sm Write "{\"stream_id\": \"$sid\", \"data\": \"$data64\"}" >/dev/null
+  sm_write "$sid" "$data64"
   sm Drain "{\"stream_id\": \"$sid\"}" >/dev/null
 
   echo "Close the connection"

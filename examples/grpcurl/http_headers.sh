@@ -66,12 +66,12 @@ sid=$(sm_field streamId <<<"$resp")
 sm_track "$sid"
 
 query=$(printf 'HEAD %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$header_host" | base64 | tr -d '\n')
-sm Write "{\"stream_id\": \"$sid\", \"data\": \"$query\"}" >/dev/null
+sm_write "$sid" "$query"
 
 # readline() until it answers no data (EOF). Each line is decoded as
 # latin-1 (iconv) and stripped of trailing whitespace, "\r\n" included.
 while :; do
-  sm_call ReadLine "{\"stream_id\": \"$sid\"}"
+  sm_read ReadLine "$sid"
   resp=$SM_OUT
   data=$(sm_field data <<<"$resp")
   [[ -n $data ]] || break

@@ -20,6 +20,27 @@
 #     streammgr.v1.LimitOverrunError are rendered through reflection).
 # jq would make the parsing shorter; the output is one field per line, so
 # sed does it without one more tool to install.
+#
+# Offsets and retries. sm_read and sm_write (sm_writelines) keep each
+# stream's offsets in SM_READ_OFFSET[ID] (inbound: the bytes its reads
+# received, plus those an over-long ReadLine dropped) and SM_WRITE_OFFSET[ID]
+# (outbound: the bytes the daemon accepted), 0 for a stream not seen yet;
+# they send them in every request and take the next ones from the answers'
+# nextOffset. A call that is safe to repeat (a read or write carrying an
+# offset, Drain, Close, WaitClosed, AtEof, ...; never Open, OpenPair,
+# StartServer, Accept or Serve) is made again, up to SM_RETRIES times (5)
+# after 0.05, 0.1, 0.2, ... s (at most 1 s), when grpcurl exits with
+# UNAVAILABLE (64 + 14) and the status names no streammgr reason (the
+# connection broke: the daemon's own UNAVAILABLE errors, CONNECTION_RESET,
+# SHUTTING_DOWN, ..., carry one and are never retried), or with
+# DEADLINE_EXCEEDED / CANCELLED (64 + 4, 64 + 1) of the -max-time this file
+# set on the attempt, or with ABORTED READ_SUPERSEDED (64 + 10: a late copy
+# of an earlier attempt took the read's place). A retried read gets the
+# bytes of an answer that was lost; a retried write is accepted once.
+# SM_TIMEOUT=SECONDS before a call gives it a deadline of the caller's (as
+# asyncio.wait_for): when it passes, the call fails with 64 + 4 and is not
+# retried, and the offsets stay where they were, so the next read gets
+# every byte.
 
 set -euo pipefail
 
@@ -74,21 +95,87 @@ sm_init() {
   esac
   SM_ARGS=("$@")
   sm_find_grpcurl
-  SM_TMP=$(mktemp)
+  # Scratch files: SM_TMP for the scripts, the helpers' own named after
+  # the shell's $BASHPID (a script may run calls in background subshells).
+  SM_TMPDIR=$(mktemp -d)
+  SM_TMP=$SM_TMPDIR/tmp
 }
 
 # Every call gives up when the daemon cannot be reached within
-# SM_CONNECT_TIMEOUT seconds. Calls that wait for the peer or the network
-# (reads, Drain, WaitClosed, Open, Serve, Accept) may legitimately wait for
-# long; the others must be answered within SM_MAX_TIME seconds.
+# SM_CONNECT_TIMEOUT seconds (grpcurl keeps dialing meanwhile, so a daemon
+# that comes back within it is found). Calls that wait for the peer or the
+# network (reads, Drain, WaitClosed, Open, Serve, Accept) may legitimately
+# wait for long; each attempt of the others must be answered within
+# SM_MAX_TIME seconds. SM_TIMEOUT, when set, is the call's deadline instead.
 SM_CONNECT_TIMEOUT=${SM_CONNECT_TIMEOUT:-10}
 SM_MAX_TIME=${SM_MAX_TIME:-60}
+SM_RETRIES=${SM_RETRIES:-5}
 sm_flags() {
   SM_FLAGS=(-connect-timeout "$SM_CONNECT_TIMEOUT")
+  SM_TIMED= # set when the attempt's deadline is this file's, not the caller's
+  if [[ -n ${SM_TIMEOUT:-} ]]; then
+    SM_FLAGS+=(-max-time "$SM_TIMEOUT")
+    return
+  fi
   case $1 in
     Read | ReadLine | ReadExactly | ReadUntil | Drain | WaitClosed | Open | Serve | Accept) ;;
-    *) SM_FLAGS+=(-max-time "$SM_MAX_TIME") ;;
+    *) SM_FLAGS+=(-max-time "$SM_MAX_TIME") SM_TIMED=1 ;;
   esac
+}
+
+# sm_safe METHOD JSON: whether the call can be made twice with the effect
+# of once: a read or write with an offset, or a call that is idempotent.
+sm_safe() {
+  case $1 in
+    Read | ReadLine | ReadExactly | ReadUntil | Write | WriteLines) [[ $2 == *'"offset":'* ]] ;;
+    Drain | WriteEof | Close | Abort | WaitClosed | AtEof | IsClosing | CanWriteEof | GetExtraInfo | ListStreams | ListServers) ;;
+    *) return 1 ;;
+  esac
+}
+
+# sm_reason FILE: the streammgr reason in a failed call's status (grpcurl
+# prints the google.rpc.ErrorInfo detail as JSON in either error format).
+sm_reason() {
+  sed -n 's/^.*"reason": *"\([A-Z_]*\)".*$/\1/p' "$1" | head -n 1
+}
+
+# sm_retryable RC REASON: whether a failed attempt is worth making again:
+# UNAVAILABLE with no streammgr reason (the connection broke or could not be
+# made), DEADLINE_EXCEEDED / CANCELLED of this file's -max-time (the daemon
+# may have seen the deadline too: its reason then names the code), or a
+# read superseded by a late copy of an earlier attempt (ABORTED
+# READ_SUPERSEDED; it consumed nothing).
+sm_retryable() {
+  case $1 in
+    78) [[ -z $2 ]] ;;
+    74) [[ $2 == READ_SUPERSEDED ]] ;;
+    65 | 68) [[ -n $SM_TIMED && (-z $2 || $2 == "${SM_CODES[$1 - 64]}") ]] ;;
+    *) return 1 ;;
+  esac
+}
+
+# sm_retry METHOD JSON COMMAND...: runs the grpcurl COMMAND (with sm_wait),
+# and again, after a backoff, while it fails in a way worth retrying and the
+# call is safe to repeat (see Offsets and retries above). The last
+# failure's status is printed on stderr and its exit code returned.
+sm_retry() {
+  local method=$1 json=$2 rc attempt=0 ms status=$SM_TMPDIR/attempt.$BASHPID
+  shift 2
+  while :; do
+    rc=0
+    sm_wait "$@" 2>"$status" || rc=$?
+    ((rc != 0)) || return 0
+    if ((attempt < SM_RETRIES)) && sm_safe "$method" "$json" &&
+      sm_retryable "$rc" "$(sm_reason "$status")"; then
+      ms=$((50 << attempt))
+      ((ms < 1000)) || ms=1000
+      attempt=$((attempt + 1))
+      sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
+      continue
+    fi
+    cat "$status" >&2
+    return "$rc"
+  done
 }
 
 # sm METHOD JSON: calls StreamService/METHOD with the request JSON and prints
@@ -99,14 +186,14 @@ sm_flags() {
 # call blocks, and kill it.
 sm() {
   sm_flags "$1"
-  sm_wait "$GRPCURL" "${SM_CONN[@]}" "${SM_FLAGS[@]}" -d "$2" "$SM_TARGET" "$SM_SERVICE/$1"
+  sm_retry "$1" "$2" "$GRPCURL" "${SM_CONN[@]}" "${SM_FLAGS[@]}" -d "$2" "$SM_TARGET" "$SM_SERVICE/$1"
 }
 
 # sm_json METHOD JSON: like sm, but a failure is printed on stderr as the
 # google.rpc.Status in JSON (grpcurl -format-error), for scripts to parse.
 sm_json() {
   sm_flags "$1"
-  sm_wait "$GRPCURL" "${SM_CONN[@]}" "${SM_FLAGS[@]}" -format-error -d "$2" "$SM_TARGET" "$SM_SERVICE/$1"
+  sm_retry "$1" "$2" "$GRPCURL" "${SM_CONN[@]}" "${SM_FLAGS[@]}" -format-error -d "$2" "$SM_TARGET" "$SM_SERVICE/$1"
 }
 
 # sm_wait COMMAND...: runs COMMAND in the background and waits for it,
@@ -125,8 +212,69 @@ sm_wait() {
 # runs no trap while it waits for a command substitution, so a blocked read
 # could not be interrupted.
 sm_call() {
-  sm "$@" >"$SM_TMP"
-  SM_OUT=$(<"$SM_TMP")
+  local out=$SM_TMPDIR/out.$BASHPID
+  sm "$@" >"$out" || return
+  SM_OUT=$(<"$out")
+}
+
+# sm_call_json METHOD JSON: sm_json with the response JSON in SM_OUT and,
+# on failure, the status JSON in SM_ERR (not printed).
+sm_call_json() {
+  local rc=0 out=$SM_TMPDIR/out.$BASHPID err=$SM_TMPDIR/err.$BASHPID
+  sm_json "$@" >"$out" 2>"$err" || rc=$?
+  SM_OUT=$(<"$out")
+  SM_ERR=$(<"$err")
+  return "$rc"
+}
+
+declare -A SM_READ_OFFSET=() SM_WRITE_OFFSET=()
+
+# sm_read METHOD ID [FIELDS]: a read (Read, ReadLine, ReadExactly or
+# ReadUntil) of stream ID at SM_READ_OFFSET[ID], FIELDS being more of the
+# request's JSON members ('"n": 100'). The response JSON is in SM_OUT and
+# the offset moves to its nextOffset. A failure leaves the offset (but
+# LIMIT_OVERRUN and LINE_TOO_LONG move it to their detail's nextOffset),
+# prints the status as JSON on stderr, keeps it in SM_ERR, and returns
+# grpcurl's exit code. Call it in the main shell, not in $(...).
+#   {"data": "bGF0ZSBkYXRh", "nextOffset": "9"}
+sm_read() {
+  local id=$2 rc=0 next
+  sm_call_json "$1" "{\"stream_id\": \"$id\", \"offset\": ${SM_READ_OFFSET[$id]:-0}${3:+, $3}}" || rc=$?
+  if ((rc == 0)); then
+    next=$(sm_field nextOffset <<<"$SM_OUT")
+    SM_READ_OFFSET[$id]=${next:-0} # left out when 0
+    return 0
+  fi
+  next=$(sm_field nextOffset <<<"$SM_ERR") # the streammgr.v1.LimitOverrunError detail
+  if [[ -n $next ]]; then SM_READ_OFFSET[$id]=$next; fi
+  printf '%s\n' "$SM_ERR" >&2
+  return "$rc"
+}
+
+# sm_write ID BASE64: Write of stream ID at SM_WRITE_OFFSET[ID], which moves
+# to the answer's nextOffset; the response JSON is in SM_OUT. A failure
+# (status on stderr, in SM_ERR) leaves the offset: the write accepted nothing.
+sm_write() {
+  sm_write_req Write "$1" "\"data\": \"$2\""
+}
+
+# sm_writelines ID BASE64...: WriteLines, as sm_write.
+sm_writelines() {
+  local id=$1 lines=''
+  shift
+  if (($# > 0)); then printf -v lines '"%s", ' "$@"; fi
+  sm_write_req WriteLines "$id" "\"lines\": [${lines%, }]"
+}
+
+sm_write_req() {
+  local id=$2 rc=0 next
+  sm_call_json "$1" "{\"stream_id\": \"$id\", \"offset\": ${SM_WRITE_OFFSET[$id]:-0}, $3}" || rc=$?
+  if ((rc != 0)); then
+    printf '%s\n' "$SM_ERR" >&2
+    return "$rc"
+  fi
+  next=$(sm_field nextOffset <<<"$SM_OUT")
+  SM_WRITE_OFFSET[$id]=${next:-0}
 }
 
 # sm_field NAME: the value of the first "NAME": ... line of the JSON on
@@ -227,7 +375,7 @@ sm_cleanup() {
       sm Abort "{\"stream_id\": \"$id\"}" >/dev/null 2>&1 || true
     done
   fi
-  if [[ -n ${SM_TMP:-} ]]; then rm -f "$SM_TMP"; fi
+  if [[ -n ${SM_TMPDIR:-} ]]; then rm -rf "$SM_TMPDIR"; fi
 }
 trap sm_cleanup EXIT
 # Interrupted: exit 128 + the signal's number, and the EXIT trap cleans up.

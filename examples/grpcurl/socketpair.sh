@@ -22,10 +22,10 @@ sm_track "$rsid"
 sm_track "$wsid"
 
 # Simulate the reception of data from the network: "abc" is YWJj in base64.
-sm Write "{\"stream_id\": \"$wsid\", \"data\": \"$(sm_b64 abc)\"}" >/dev/null
+sm_write "$wsid" "$(sm_b64 abc)"
 
 # Wait for data: Read returns as soon as bytes are there.
-sm_call Read "{\"stream_id\": \"$rsid\", \"n\": 100}"
+sm_read Read "$rsid" '"n": 100'
 resp=$SM_OUT
 echo "Received: $(sm_repr_b64 "$(sm_field data <<<"$resp")")"
 

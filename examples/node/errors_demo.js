@@ -7,6 +7,12 @@
 //    throws LimitOverrunError. The data stays buffered.
 // 2. readexactly past EOF: the daemon answers incomplete = true with the
 //    partial bytes; the client throws IncompleteReadError.
+// 3. Offsets: a read abandoned by its AbortSignal (AbortSignal.timeout)
+//    loses nothing (the reader's offset stays, the next read gets the bytes
+//    the peer sends later); a read at an offset already read is answered
+//    again (what the client's retry does after a lost answer); offsets
+//    outside what the daemon keeps are OUT_OF_RANGE (OFFSET_BEHIND,
+//    OFFSET_AHEAD); a write retried at the same offset is accepted once.
 //
 //   node errors_demo.js unix:/tmp/streammgrd.sock
 const sm = require('./streammgr');
@@ -17,6 +23,8 @@ async function demo(client) {
   const [{ reader, writer }, { writer: peer }] = await client.openPair({ limit: 8 });
   // On a failure or Ctrl-C, abort both ends.
   await sm.aborting([writer, peer], () => readErrors(reader, writer, peer));
+  const [second, { writer: secondPeer }] = await client.openPair();
+  await sm.aborting([second.writer, secondPeer], () => offsets(second.reader, second.writer, secondPeer));
 }
 
 async function readErrors(reader, writer, peer) {
@@ -47,6 +55,58 @@ async function readErrors(reader, writer, peer) {
     console.log(`ReadExactly past EOF: incomplete partial=${sm.pyRepr(err.partial.toString())} expected=${err.expected}`);
     console.log(`  threw ${err.name}: ${err.message}`);
   }
+
+  await writer.close();
+  await writer.waitClosed();
+}
+
+async function offsets(reader, writer, peer) {
+  const repr = (buf) => sm.pyRepr(buf.toString());
+  // A read abandoned by its signal: the call is cancelled, the offset stays.
+  try {
+    await reader.read(100, { signal: AbortSignal.timeout(50) });
+    throw new Error('read: expected a timeout, nothing was sent');
+  } catch (err) {
+    if (err.name !== 'TimeoutError') throw err;
+    console.log(`Read timed out after 50 ms: offset still ${reader.offset}`);
+  }
+  await peer.write('late data');
+  console.log(`Peer sent ${sm.pyRepr('late data')} after the timeout`);
+  const before = reader.offset;
+  const data = await reader.readexactly(9);
+  console.log(`Next read at offset ${before}: ${repr(data)}, next offset ${reader.offset}: nothing lost`);
+
+  // An answer lost on the way: the client retries at the offset it had,
+  // and the daemon answers with the same bytes.
+  reader.offset = 0;
+  console.log(`Read again at offset 0 (a lost answer): ${repr(await reader.readexactly(9))} replayed`);
+  await peer.write('more');
+  let at = reader.offset;
+  const more = await reader.readexactly(4);
+  console.log(`Read ${repr(more)} at offset ${at}: the bytes before ${at} are acknowledged, next offset ${reader.offset}`);
+  at = reader.offset;
+  for (const [offset, key] of [[0, 'earliest_offset'], [99, 'next_offset']]) {
+    reader.offset = offset;
+    try {
+      await reader.read(100);
+      throw new Error(`read at offset ${offset}: expected OUT_OF_RANGE`);
+    } catch (err) {
+      if (!(err instanceof sm.StreammgrError)) throw err;
+      console.log(`Read at offset ${offset}: ${err.grpcStatus} ${err.reason} ${key}=${err.metadata[key]}`);
+    }
+  }
+  reader.offset = at;
+
+  // A write retried at the same offset (its answer lost) is accepted once.
+  const offset = peer.offset;
+  for (const attempt of ['', ' again (a retry)']) {
+    peer.offset = offset;
+    await peer.write('once');
+    console.log(`Write ${sm.pyRepr('once')} at offset ${offset}${attempt}: next offset ${peer.offset}`);
+  }
+  await peer.close();
+  await peer.waitClosed();
+  console.log(`Received to EOF: ${repr(await reader.read())}`);
 
   await writer.close();
   await writer.waitClosed();

@@ -15,7 +15,34 @@
 //   hold a google.rpc.ErrorInfo and a streammgr.v1.LimitOverrunError) and
 //   thrown as LimitOverrunError {consumed};
 // - anything else is a StreammgrError. Every error carries grpcCode,
-//   grpcStatus (the code's name), reason and details.
+//   grpcStatus (the code's name), reason, metadata (the ErrorInfo's) and
+//   details.
+//
+// Offsets and retries. A StreamReader keeps its inbound offset
+// (reader.offset: the bytes its reads received, plus those an over-long
+// readline dropped) and a StreamWriter its outbound offset (writer.offset:
+// the bytes the daemon accepted); both start at 0 for the fresh streams of
+// openConnection, openPair, accept and serve. Every read and write sends its
+// offset and takes the next one from the answer, so:
+//
+// - a read given an AbortSignal ({signal: AbortSignal.timeout(50)}) that
+//   aborts rejects with the signal's reason and leaves the offset as it
+//   was; if the daemon had already consumed bytes for it, the next read,
+//   from the same offset, gets them again: nothing is lost;
+// - a stream call (read, write, drain, close, ...) whose attempt fails for
+//   want of the daemon is made again with the same offsets, after a short
+//   backoff, at most client.retries times: UNAVAILABLE without a streammgr
+//   reason (the connection broke or could not be made; the channel re-dials
+//   by itself), or DEADLINE_EXCEEDED / CANCELLED when the attempt ran out of
+//   the per-attempt timeout new Client(address, {timeoutMs}) set (and a
+//   read superseded by a late copy of an earlier attempt, READ_SUPERSEDED).
+//   The daemon's own errors (CONNECTION_RESET, SHUTTING_DOWN, IO_TIMEOUT,
+//   ...) are never retried, nor is an abort or a cancel: it rejects at
+//   once. A retried read gets the bytes of an answer that was lost; a
+//   retried write is accepted once.
+//
+// Writes take no signal: once called, a write is carried out (as asyncio's
+// write()), one at a time in call order, so the offsets stay exact.
 //
 //   const sm = require('./streammgr');
 //   const client = new sm.Client('unix:/run/user/1000/streammgrd.sock');
@@ -178,15 +205,54 @@ function translateError(err) {
   const overrun = details.find((d) => d['@type'] === 'type.googleapis.com/streammgr.v1.LimitOverrunError');
   const reason = info ? info.reason : '';
   const message = err.details || err.message;
+  const metadata = (info && info.metadata) || {};
   let out;
   if (reason === 'LIMIT_OVERRUN' && overrun) {
     out = new LimitOverrunError(message, err.code, reason, details, overrun.consumed);
   } else {
     out = new StreammgrError(message, err.code, reason, details);
   }
-  if (info && info.metadata && info.metadata.errno) out.errno = Number(info.metadata.errno);
+  out.metadata = metadata;
+  if (metadata.errno) out.errno = Number(metadata.errno);
+  if (overrun) out.nextOffset = overrun.next_offset; // LIMIT_OVERRUN, LINE_TOO_LONG
   out.cause = err;
   return out;
+}
+
+/**
+ * Whether a failed attempt of a call that is safe to repeat is worth
+ * repeating: the transport failed (UNAVAILABLE with no streammgr reason;
+ * the daemon's own UNAVAILABLE errors, such as CONNECTION_RESET or
+ * SHUTTING_DOWN, carry one), or the attempt ran out of the timeout the
+ * client set on it (timed; the daemon may have seen the deadline too), or
+ * a read was superseded (READ_SUPERSEDED: a late copy of an earlier
+ * attempt, sent on a connection that broke, took its place; it consumed
+ * nothing).
+ */
+function isRetryable(err, timed) {
+  if (!(err instanceof StreammgrError)) return false;
+  if (err.grpcCode === grpc.status.UNAVAILABLE) return err.reason === '';
+  if (err.grpcCode === grpc.status.ABORTED) return err.reason === 'READ_SUPERSEDED';
+  if (err.grpcCode === grpc.status.DEADLINE_EXCEEDED || err.grpcCode === grpc.status.CANCELLED) {
+    return timed && (err.reason === '' || err.reason === err.grpcStatus);
+  }
+  return false;
+}
+
+/** Resolves after ms; rejects with the signal's reason if it aborts first. */
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal && signal.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      if (signal) signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    if (signal) signal.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 /**
@@ -211,29 +277,76 @@ const openClients = new Set();
 
 /** A connection to streammgrd. */
 class Client {
-  /** @param {string} address 'unix:/path' or 'host:port' */
-  constructor(address) {
+  /**
+   * @param {string} address 'unix:/path' or 'host:port'
+   * @param {object} [opts]
+   * @param {number} [opts.timeoutMs] the deadline of each attempt of a stream
+   *   call (default none: a read waits as long as asyncio's would)
+   * @param {number} [opts.retries] how many times a stream call is made
+   *   again after a transport failure or an attempt timeout (default 5)
+   * @param {number} [opts.backoffMs] the wait before the first retry,
+   *   doubled before each next one, at most 1 s (default 50)
+   */
+  constructor(address, { timeoutMs, retries = 5, backoffMs = 50 } = {}) {
     this.address = address;
-    this.stub = new StreamService(daemonTarget(address), grpc.credentials.createInsecure());
+    this.timeoutMs = timeoutMs;
+    this.retries = retries;
+    this.backoffMs = backoffMs;
+    // The channel re-dials a lost connection by itself; a short reconnect
+    // backoff lets a retry find the daemon soon after it is back.
+    this.stub = new StreamService(daemonTarget(address), grpc.credentials.createInsecure(), {
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 1000,
+    });
     this.calls = new Set();
+    this.stopped = false; // closed, or its calls cancelled: no more retries
     openClients.add(this);
   }
 
-  /** Runs one unary RPC; rejects with translateError's error. */
-  call(method, request, { timeoutMs } = {}) {
+  /**
+   * Runs one unary RPC; rejects with translateError's error, or with the
+   * signal's reason when it aborts (the call is then cancelled).
+   *
+   * retry says the call is safe to repeat (a stream call, its read or write
+   * carrying an offset): an attempt that fails with UNAVAILABLE and no
+   * streammgr reason, or runs out of its timeout (timeoutMs, else the
+   * client's), is then made again, at most this.retries times.
+   */
+  async call(method, request, { timeoutMs, retry = false, signal } = {}) {
+    if (retry && timeoutMs == null) timeoutMs = this.timeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      if (attempt) await sleep(Math.min(this.backoffMs * 2 ** (attempt - 1), 1000), signal);
+      try {
+        return await this.attempt(method, request, timeoutMs, signal);
+      } catch (err) {
+        if (!retry || this.stopped || attempt >= this.retries || !isRetryable(err, timeoutMs != null)) throw err;
+      }
+    }
+  }
+
+  /** One attempt of call(). */
+  attempt(method, request, timeoutMs, signal) {
+    if (signal && signal.aborted) return Promise.reject(signal.reason);
     const options = timeoutMs == null ? {} : { deadline: new Date(Date.now() + timeoutMs) };
     return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        call.cancel();
+        reject(signal.reason);
+      };
       const call = this.stub[method](request, options, (err, resp) => {
         this.calls.delete(call);
+        if (signal) signal.removeEventListener('abort', onAbort);
         if (err) reject(translateError(err));
         else resolve(resp);
       });
       this.calls.add(call);
+      if (signal) signal.addEventListener('abort', onAbort, { once: true });
     });
   }
 
-  /** Cancels the calls in progress: they reject with CANCELLED. */
+  /** Cancels the calls in progress: they reject with CANCELLED, unretried. */
   cancelCalls() {
+    this.stopped = true;
     for (const call of this.calls) call.cancel();
   }
 
@@ -281,6 +394,7 @@ class Client {
 
   /** Closes the channel. */
   close() {
+    this.stopped = true;
     openClients.delete(this);
     // Not this.stub.close(): the generated client has a method per RPC under
     // its lowerCamelCase name too, so stub.close is the Close RPC.
@@ -288,26 +402,61 @@ class Client {
   }
 }
 
-/** asyncio.StreamReader over a daemon stream handle. */
+/**
+ * asyncio.StreamReader over a daemon stream handle. offset is the inbound
+ * offset: 0 for a fresh stream; null takes over a stream read from before
+ * (the first read then sends none, and is not retried, and learns it).
+ * Every read takes {signal}: an AbortSignal that abandons it, leaving the
+ * offset as it was.
+ */
 class StreamReader {
-  constructor(client, streamId) {
+  constructor(client, streamId, offset = 0) {
     this.client = client;
     this.streamId = streamId;
+    this.offset = offset;
+    this.reading = ''; // the read waiting, as asyncio allows only one
+  }
+
+  /**
+   * Runs one read RPC at this.offset and moves the offset to the answer's
+   * next_offset (or the LimitOverrunError detail's); a read that fails
+   * otherwise, or is aborted, leaves it where it was.
+   */
+  async _read(method, req, name, signal) {
+    if (this.reading) throw new Error(`${name}() called while another coroutine is already waiting for incoming data`);
+    this.reading = name;
+    try {
+      if (this.offset != null) req.offset = this.offset;
+      let resp;
+      try {
+        resp = await this.client.call(method, req, { retry: this.offset != null, signal });
+      } catch (err) {
+        if (err && err.nextOffset != null) this.offset = err.nextOffset; // LIMIT_OVERRUN, LINE_TOO_LONG
+        throw err;
+      }
+      this.offset = resp.next_offset;
+      return resp;
+    } finally {
+      this.reading = '';
+    }
   }
 
   /** Up to n bytes (n = -1: until EOF); an empty Buffer at EOF. */
-  async read(n = -1) {
-    return (await this.client.call('Read', { stream_id: this.streamId, n })).data;
+  async read(n = -1, { signal } = {}) {
+    return (await this._read('Read', { stream_id: this.streamId, n }, 'read', signal)).data;
   }
 
-  /** One line with its '\n', the partial line at EOF, empty after EOF. */
-  async readline() {
-    return (await this.client.call('ReadLine', { stream_id: this.streamId })).data;
+  /**
+   * One line with its '\n', the partial line at EOF, empty after EOF. A line
+   * over the limit is LINE_TOO_LONG: it is dropped and the offset moves past it.
+   */
+  async readline({ signal } = {}) {
+    return (await this._read('ReadLine', { stream_id: this.streamId }, 'readline', signal)).data;
   }
 
   /** Exactly n bytes; IncompleteReadError(partial, n) at EOF. */
-  async readexactly(n) {
-    const resp = await this.client.call('ReadExactly', { stream_id: this.streamId, n });
+  async readexactly(n, { signal } = {}) {
+    const resp = await this._read('ReadExactly', { stream_id: this.streamId, n }, 'readexactly', signal);
     if (resp.incomplete) throw new IncompleteReadError(resp.data, resp.expected);
     return resp.data;
   }
@@ -317,17 +466,17 @@ class StreamReader {
    * them: the match that ends first wins). IncompleteReadError(partial, null)
    * at EOF, LimitOverrunError past the limit (the data stays buffered).
    */
-  async readuntil(separator = '\n') {
+  async readuntil(separator = '\n', { signal } = {}) {
     const req = { stream_id: this.streamId };
     if (Array.isArray(separator)) req.separators = separator.map((s) => Buffer.from(s));
     else req.separator = Buffer.from(separator);
-    const resp = await this.client.call('ReadUntil', req);
+    const resp = await this._read('ReadUntil', req, 'readuntil', signal);
     if (resp.incomplete) throw new IncompleteReadError(resp.data, null);
     return resp.data;
   }
 
   async atEof() {
-    return (await this.client.call('AtEof', { stream_id: this.streamId })).at_eof;
+    return (await this.client.call('AtEof', { stream_id: this.streamId }, { retry: true })).at_eof;
   }
 
   /** Lines until EOF: for await (const line of reader). */
@@ -357,54 +506,78 @@ function fromValue(v) {
   return x;
 }
 
-/** asyncio.StreamWriter over a daemon stream handle. */
+/**
+ * asyncio.StreamWriter over a daemon stream handle. offset is the outbound
+ * offset: 0 for a fresh stream; null takes over a stream written before
+ * (the first write sends none, and is not retried).
+ */
 class StreamWriter {
-  constructor(client, streamId) {
+  constructor(client, streamId, offset = 0) {
     this.client = client;
     this.streamId = streamId;
+    this.offset = offset;
+    this.writes = Promise.resolve(); // the last write called: one at a time, in order
+  }
+
+  /** Runs one write RPC at this.offset, after the writes called before it. */
+  _write(method, req) {
+    const done = this.writes.then(async () => {
+      if (this.offset != null) req.offset = this.offset;
+      const resp = await this.client.call(method, req, { retry: this.offset != null });
+      this.offset = resp.next_offset;
+      return resp.buffered;
+    });
+    this.writes = done.catch(() => {}); // a failed write accepted nothing
+    return done;
+  }
+
+  /** A call that must come after the writes called before it. */
+  async _afterWrites(method, req) {
+    await this.writes;
+    return this.client.call(method, req, { retry: true });
   }
 
   /** Buffers data (never waits for the peer); resolves to the bytes buffered. */
-  async write(data) {
-    return (await this.client.call('Write', { stream_id: this.streamId, data: Buffer.from(data) })).buffered;
+  write(data) {
+    return this._write('Write', { stream_id: this.streamId, data: Buffer.from(data) });
   }
 
-  async writelines(lines) {
-    const req = { stream_id: this.streamId, lines: lines.map((l) => Buffer.from(l)) };
-    return (await this.client.call('WriteLines', req)).buffered;
+  writelines(lines) {
+    return this._write('WriteLines', { stream_id: this.streamId, lines: lines.map((l) => Buffer.from(l)) });
   }
 
   async drain() {
-    await this.client.call('Drain', { stream_id: this.streamId });
+    await this._afterWrites('Drain', { stream_id: this.streamId });
   }
 
   async writeEof() {
-    await this.client.call('WriteEof', { stream_id: this.streamId });
+    await this._afterWrites('WriteEof', { stream_id: this.streamId });
   }
 
   async canWriteEof() {
-    return (await this.client.call('CanWriteEof', { stream_id: this.streamId })).can_write_eof;
+    return (await this.client.call('CanWriteEof', { stream_id: this.streamId }, { retry: true })).can_write_eof;
   }
 
   async close() {
-    await this.client.call('Close', { stream_id: this.streamId });
+    await this._afterWrites('Close', { stream_id: this.streamId });
   }
 
   async abort() {
-    await this.client.call('Abort', { stream_id: this.streamId });
+    await this.client.call('Abort', { stream_id: this.streamId }, { retry: true });
   }
 
   async waitClosed() {
-    await this.client.call('WaitClosed', { stream_id: this.streamId });
+    await this.client.call('WaitClosed', { stream_id: this.streamId }, { retry: true });
   }
 
   async isClosing() {
-    return (await this.client.call('IsClosing', { stream_id: this.streamId })).is_closing;
+    return (await this.client.call('IsClosing', { stream_id: this.streamId }, { retry: true })).is_closing;
   }
 
   /** peername, sockname, cipher, ...: peername is [host, port] for TCP. */
   async getExtraInfo(name, dflt = null) {
-    const v = fromValue((await this.client.call('GetExtraInfo', { stream_id: this.streamId, name })).value);
+    const resp = await this.client.call('GetExtraInfo', { stream_id: this.streamId, name }, { retry: true });
+    const v = fromValue(resp.value);
     return v == null ? dflt : v;
   }
 }
@@ -595,6 +768,7 @@ module.exports = {
   StreammgrError,
   decodeStatusDetails,
   translateError,
+  isRetryable,
   daemonTarget,
   parseArgs,
   run,

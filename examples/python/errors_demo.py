@@ -6,6 +6,12 @@
    and the client raises asyncio.LimitOverrunError; the data stays buffered.
 2. readexactly() past EOF: the daemon answers incomplete = true with the
    partial bytes and the client raises asyncio.IncompleteReadError.
+3. Offsets: asyncio.wait_for(reader.read(n), t) that times out loses
+   nothing (the reader's offset stays, the next read gets the bytes the
+   peer sends later); a read at an offset already read is answered again
+   (what the client's retry does after a lost answer); offsets outside
+   what the daemon keeps are OUT_OF_RANGE (OFFSET_BEHIND, OFFSET_AHEAD);
+   a write retried at the same offset is accepted once.
 
     .venv/bin/python errors_demo.py unix:/tmp/streammgrd.sock
 """
@@ -20,6 +26,9 @@ async def demo(client: sm.Client) -> None:
     (reader, writer), (peer_reader, peer_writer) = await client.open_pair(limit=8)
     async with sm.aborting(writer, peer_writer):  # on a failure or Ctrl-C, abort both
         await read_errors(reader, writer, peer_writer)
+    (reader, writer), (peer_reader, peer_writer) = await client.open_pair()
+    async with sm.aborting(writer, peer_writer):
+        await offsets(reader, writer, peer_writer)
 
 
 async def read_errors(reader: sm.StreamReader, writer: sm.StreamWriter, peer_writer: sm.StreamWriter) -> None:
@@ -46,6 +55,51 @@ async def read_errors(reader: sm.StreamReader, writer: sm.StreamWriter, peer_wri
     except asyncio.IncompleteReadError as e:
         print(f"ReadExactly past EOF: incomplete partial={e.partial!r} expected={e.expected}")
         print(f"  raised {type(e).__module__}.{type(e).__name__}: {e}")
+
+    await writer.close()
+    await writer.wait_closed()
+
+
+async def offsets(reader: sm.StreamReader, writer: sm.StreamWriter, peer_writer: sm.StreamWriter) -> None:
+    # A read that times out: asyncio cancels it, the reader's offset stays.
+    try:
+        await asyncio.wait_for(reader.read(100), 0.05)
+        raise SystemExit("read: expected a timeout, nothing was sent")
+    except TimeoutError:
+        print(f"Read timed out after 50 ms: offset still {reader.offset}")
+    await peer_writer.write(b"late data")
+    print(f"Peer sent {b'late data'!r} after the timeout")
+    before = reader.offset
+    data = await reader.readexactly(9)
+    print(f"Next read at offset {before}: {data!r}, next offset {reader.offset}: nothing lost")
+
+    # An answer lost on the way: the client retries at the offset it had,
+    # and the daemon answers with the same bytes.
+    reader.offset = 0
+    print(f"Read again at offset 0 (a lost answer): {await reader.readexactly(9)!r} replayed")
+    await peer_writer.write(b"more")
+    at = reader.offset
+    data = await reader.readexactly(4)
+    print(f"Read {data!r} at offset {at}: the bytes before {at} are acknowledged, next offset {reader.offset}")
+    at = reader.offset
+    for offset, key in ((0, "earliest_offset"), (99, "next_offset")):
+        reader.offset = offset
+        try:
+            await reader.read(100)
+            raise SystemExit(f"read at offset {offset}: expected OUT_OF_RANGE")
+        except sm.StreammgrError as e:
+            print(f"Read at offset {offset}: {e.grpc_code.name} {e.reason} {key}={e.metadata[key]}")
+    reader.offset = at
+
+    # A write retried at the same offset (its answer lost) is accepted once.
+    offset = peer_writer.offset
+    for attempt in ("", " again (a retry)"):
+        peer_writer.offset = offset
+        await peer_writer.write(b"once")
+        print(f"Write {b'once'!r} at offset {offset}{attempt}: next offset {peer_writer.offset}")
+    await peer_writer.close()
+    await peer_writer.wait_closed()
+    print(f"Received to EOF: {await reader.read()!r}")
 
     await writer.close()
     await writer.wait_closed()

@@ -13,10 +13,37 @@ exceptions asyncio raises:
   with grpc_status.rpc_status.from_call) and raised as
   asyncio.LimitOverrunError(message, consumed);
 * connection errors become ConnectionResetError, ConnectionRefusedError, ...;
-  anything else a StreammgrError carrying the gRPC code and the reason.
+  timeouts TimeoutError; anything else a StreammgrError carrying the gRPC
+  code and the reason.
 
-Every translated exception has the attributes grpc_code, reason and
-rpc_error (the original grpc.aio.AioRpcError).
+Every translated exception has the attributes grpc_code, reason, metadata
+(the ErrorInfo metadata) and rpc_error (the original grpc.aio.AioRpcError).
+
+Offsets and retries. A StreamReader keeps its inbound offset (reader.offset:
+the bytes its reads received, plus those an over-long readline dropped) and
+a StreamWriter its outbound offset (writer.offset: the bytes the daemon
+accepted); both start at 0 for the fresh streams of open_connection,
+open_pair, accept and serve. Every read and write sends its offset and
+takes the next one from the answer, so:
+
+* a read cancelled by asyncio (asyncio.wait_for's timeout, task.cancel())
+  leaves the offset as it was; if the daemon had already consumed bytes for
+  it, the next read, from the same offset, gets them again: nothing is lost;
+* a stream call (read, write, drain, close, ...) whose attempt fails for
+  want of the daemon is made again with the same offsets, after a short
+  backoff, at most Client.retries times: UNAVAILABLE without a streammgr
+  reason (the connection broke or could not be made; the channel re-dials
+  by itself), or DEADLINE_EXCEEDED / CANCELLED when the attempt ran out of
+  the per-attempt timeout Client(timeout=...) set (and a read superseded
+  by a late copy of an earlier attempt, READ_SUPERSEDED). The daemon's own
+  errors (CONNECTION_RESET, SHUTTING_DOWN, IO_TIMEOUT, ...) are never
+  retried, nor is an asyncio cancellation: it propagates. A retried read
+  gets the bytes of an answer that was lost; a retried write is accepted
+  once.
+
+A write, once called, is carried out as asyncio's write() is: cancelling
+the coroutine does not take the bytes back (the call finishes in the
+background and later writes wait for it), so offsets stay exact.
 
 The one visible difference from asyncio: every method is a coroutine, since
 each one is an RPC (await writer.write(data), await writer.close(), ...).
@@ -112,22 +139,15 @@ _OTHER_ERRORS: dict[str, type[BaseException]] = {
     "HANDSHAKE_TIMEOUT": TimeoutError,
     "IO_TIMEOUT": TimeoutError,
     "ACCEPT_TIMEOUT": TimeoutError,
+    "DEADLINE_EXCEEDED": TimeoutError,  # the call's own deadline, as the daemon saw it
 }
 
 
-def translate_error(err: grpc.RpcError) -> BaseException:
-    """Returns the asyncio-style exception for a failed call.
-
-    err is a grpc.aio.AioRpcError (or anything with code(), details() and
-    trailing_metadata()). The google.rpc.Status in its trailers carries a
-    google.rpc.ErrorInfo (reason, metadata such as errno) and, for
-    LIMIT_OVERRUN, a streammgr.v1.LimitOverrunError with consumed.
-    """
-    code = err.code()
-    message = err.details() or ""
-    reason = ""
-    errno = None
-    overrun = None
+def _decode_status(err: grpc.RpcError) -> tuple[str, dict[str, str], "pb.LimitOverrunError | None"]:
+    """The reason and metadata of the google.rpc.ErrorInfo in a failed
+    call's status details ("" and {} when there is none), and its
+    streammgr.v1.LimitOverrunError detail if any."""
+    reason, metadata, overrun = "", {}, None
     try:
         status = rpc_status.from_call(err)
     except ValueError:  # code or message inconsistent with the trailer
@@ -137,12 +157,26 @@ def translate_error(err: grpc.RpcError) -> BaseException:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
-                reason = info.reason
-                if "errno" in info.metadata:
-                    errno = int(info.metadata["errno"])
+                reason, metadata = info.reason, dict(info.metadata)
             elif detail.Is(pb.LimitOverrunError.DESCRIPTOR):
                 overrun = pb.LimitOverrunError()
                 detail.Unpack(overrun)
+    return reason, metadata, overrun
+
+
+def translate_error(err: grpc.RpcError) -> BaseException:
+    """Returns the asyncio-style exception for a failed call.
+
+    err is a grpc.aio.AioRpcError (or anything with code(), details() and
+    trailing_metadata()). The google.rpc.Status in its trailers carries a
+    google.rpc.ErrorInfo (reason, metadata such as errno) and, for
+    LIMIT_OVERRUN and LINE_TOO_LONG, a streammgr.v1.LimitOverrunError with
+    consumed and next_offset (set as the exception's next_offset).
+    """
+    code = err.code()
+    message = err.details() or ""
+    reason, metadata, overrun = _decode_status(err)
+    errno = int(metadata["errno"]) if "errno" in metadata else None
     exc: BaseException
     if reason == "LIMIT_OVERRUN" and overrun is not None:
         exc = asyncio.LimitOverrunError(message, overrun.consumed)
@@ -153,12 +187,36 @@ def translate_error(err: grpc.RpcError) -> BaseException:
         exc = cls(errno, message) if errno is not None else cls(message)
     elif reason in _OTHER_ERRORS:
         exc = _OTHER_ERRORS[reason](message)
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED and not reason:  # the call's own deadline
+        exc = TimeoutError(message)
     else:
         exc = StreammgrError(message, code, reason)
     exc.grpc_code = code  # type: ignore[attr-defined]
     exc.reason = reason  # type: ignore[attr-defined]
+    exc.metadata = metadata  # type: ignore[attr-defined]
     exc.rpc_error = err  # type: ignore[attr-defined]
+    if overrun is not None:
+        exc.next_offset = overrun.next_offset  # type: ignore[attr-defined]
     return exc
+
+
+def _retryable(err: grpc.RpcError, timed: bool) -> bool:
+    """Whether a failed attempt of a call that is safe to repeat is worth
+    repeating: the transport failed (UNAVAILABLE with no streammgr reason;
+    the daemon's own UNAVAILABLE errors, such as CONNECTION_RESET or
+    SHUTTING_DOWN, carry one), or the attempt ran out of the timeout the
+    client set on it (timed), or a read was superseded (READ_SUPERSEDED: a
+    late copy of an earlier attempt, sent on a connection that broke, took
+    its place; it consumed nothing)."""
+    code = err.code()
+    reason = _decode_status(err)[0]
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return reason == ""
+    if code == grpc.StatusCode.ABORTED:
+        return reason == "READ_SUPERSEDED"
+    if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+        return timed and reason in ("", code.name)  # the daemon saw the deadline too
+    return False
 
 
 def daemon_target(address: str) -> str:
@@ -176,11 +234,25 @@ def daemon_target(address: str) -> str:
 
 class Client:
     """A connection to streammgrd. Use it as an async context manager, or
-    call close() when done. Create it inside a running event loop."""
+    call close() when done. Create it inside a running event loop.
 
-    def __init__(self, address: str):
+    timeout is the deadline, in seconds, of each attempt of a stream call
+    (None: none, a read waits as long as asyncio's would). A stream call
+    whose attempt runs out of it, or fails because the daemon could not be
+    reached, is made again with the same offsets up to retries times, after
+    backoff, 2 * backoff, ... seconds (at most 1 s each); then its error is
+    raised (TimeoutError for the timeout)."""
+
+    def __init__(self, address: str, *, timeout: float | None = None, retries: int = 5, backoff: float = 0.05):
         self.address = address
-        self._channel = grpc.aio.insecure_channel(daemon_target(address))
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._closed = False
+        # The channel re-dials a lost connection by itself; a short reconnect
+        # backoff lets a retry find the daemon soon after it is back.
+        options = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
+        self._channel = grpc.aio.insecure_channel(daemon_target(address), options=options)
         self.stub = pb_grpc.StreamServiceStub(self._channel)
 
     async def __aenter__(self) -> "Client":
@@ -190,14 +262,27 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        self._closed = True
         await self._channel.close()
 
-    async def call(self, method: str, request, timeout: float | None = None):
-        """Runs one unary RPC, raising its error translated (translate_error)."""
-        try:
-            return await getattr(self.stub, method)(request, timeout=timeout)
-        except grpc.aio.AioRpcError as e:
-            raise translate_error(e) from e
+    async def call(self, method: str, request, timeout: float | None = None, *, retry: bool = False):
+        """Runs one unary RPC, raising its error translated (translate_error).
+
+        retry says the call is safe to repeat (a stream call, its read or
+        write carrying an offset): an attempt that fails with UNAVAILABLE
+        and no streammgr reason, or runs out of its timeout (timeout, else
+        the client's), is then made again, at most self.retries times. An
+        asyncio cancellation is never retried: it propagates."""
+        if retry and timeout is None:
+            timeout = self.timeout
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(min(self.backoff * 2 ** (attempt - 1), 1.0))
+            try:
+                return await getattr(self.stub, method)(request, timeout=timeout)
+            except grpc.aio.AioRpcError as e:
+                if not retry or self._closed or attempt == self.retries or not _retryable(e, timeout is not None):
+                    raise translate_error(e) from e
 
     def _pair(self, stream_id: str) -> tuple["StreamReader", "StreamWriter"]:
         return StreamReader(self, stream_id), StreamWriter(self, stream_id)
@@ -259,29 +344,58 @@ class Client:
 
 
 class StreamReader:
-    """asyncio.StreamReader over a daemon stream handle."""
+    """asyncio.StreamReader over a daemon stream handle.
 
-    def __init__(self, client: Client, stream_id: str):
+    offset is the inbound offset: the bytes this reader's reads received
+    (plus those an over-long readline dropped). It starts at 0 for a fresh
+    stream; pass offset=None to take over a stream read from before: the
+    first read then sends none (and is not retried) and learns it."""
+
+    def __init__(self, client: Client, stream_id: str, offset: int | None = 0):
         self._c = client
         self.stream_id = stream_id
+        self.offset = offset
+        self._reading = ""  # the read waiting, as asyncio allows only one
 
     def __repr__(self) -> str:
-        return f"<StreamReader {self.stream_id}>"
+        return f"<StreamReader {self.stream_id} offset={self.offset}>"
+
+    async def _read(self, method: str, req, name: str):
+        """Runs one read RPC at self.offset and moves the offset to the
+        answer's next_offset (or the LimitOverrunError detail's); a read
+        that fails otherwise, or is cancelled, leaves it where it was."""
+        if self._reading:
+            raise RuntimeError(f"{name}() called while another coroutine is already waiting for incoming data")
+        self._reading = name
+        try:
+            if self.offset is not None:
+                req.offset = self.offset
+            try:
+                resp = await self._c.call(method, req, retry=self.offset is not None)
+            except Exception as e:
+                if getattr(e, "next_offset", None) is not None:  # LIMIT_OVERRUN, LINE_TOO_LONG
+                    self.offset = e.next_offset  # type: ignore[attr-defined]
+                raise
+            self.offset = resp.next_offset
+            return resp
+        finally:
+            self._reading = ""
 
     async def read(self, n: int = -1) -> bytes:
         """Up to n bytes (n = -1: until EOF); b"" at EOF."""
-        resp = await self._c.call("Read", pb.ReadRequest(stream_id=self.stream_id, n=n))
+        resp = await self._read("Read", pb.ReadRequest(stream_id=self.stream_id, n=n), "read")
         return resp.data
 
     async def readline(self) -> bytes:
         """One line including b"\\n", the partial line at EOF, b"" after EOF.
-        ValueError when the line is longer than the limit, as in asyncio."""
-        resp = await self._c.call("ReadLine", pb.ReadLineRequest(stream_id=self.stream_id))
+        ValueError when the line is longer than the limit, as in asyncio
+        (the line is dropped, and the offset moves past it)."""
+        resp = await self._read("ReadLine", pb.ReadLineRequest(stream_id=self.stream_id), "readline")
         return resp.data
 
     async def readexactly(self, n: int) -> bytes:
         """Exactly n bytes, or asyncio.IncompleteReadError(partial, n) at EOF."""
-        resp = await self._c.call("ReadExactly", pb.ReadExactlyRequest(stream_id=self.stream_id, n=n))
+        resp = await self._read("ReadExactly", pb.ReadExactlyRequest(stream_id=self.stream_id, n=n), "readexactly")
         if resp.incomplete:
             raise asyncio.IncompleteReadError(resp.data, resp.expected)
         return resp.data
@@ -296,13 +410,13 @@ class StreamReader:
             req.separators.extend(separator)
         else:
             req.separator = separator
-        resp = await self._c.call("ReadUntil", req)
+        resp = await self._read("ReadUntil", req, "readuntil")
         if resp.incomplete:
             raise asyncio.IncompleteReadError(resp.data, None)
         return resp.data
 
     async def at_eof(self) -> bool:
-        resp = await self._c.call("AtEof", pb.AtEofRequest(stream_id=self.stream_id))
+        resp = await self._c.call("AtEof", pb.AtEofRequest(stream_id=self.stream_id), retry=True)
         return resp.at_eof
 
     def __aiter__(self) -> "StreamReader":
@@ -332,50 +446,77 @@ def _from_value(v):
 
 class StreamWriter:
     """asyncio.StreamWriter over a daemon stream handle; every method is a
-    coroutine (close() too)."""
+    coroutine (close() too).
 
-    def __init__(self, client: Client, stream_id: str):
+    offset is the outbound offset: the bytes the daemon accepted from this
+    writer. It starts at 0 for a fresh stream; offset=None takes over a
+    stream written before (the first write sends none, and is not retried)."""
+
+    def __init__(self, client: Client, stream_id: str, offset: int | None = 0):
         self._c = client
         self.stream_id = stream_id
+        self.offset = offset
+        self._lock = asyncio.Lock()  # one write RPC at a time, in call order
 
     def __repr__(self) -> str:
-        return f"<StreamWriter {self.stream_id}>"
+        return f"<StreamWriter {self.stream_id} offset={self.offset}>"
+
+    async def _write(self, method: str, req) -> int:
+        """Runs one write RPC at self.offset, moving the offset to the
+        answer's next_offset. Shielded from cancellation: the bytes of a
+        write that was called go out (or fail) as in asyncio, and the offset
+        stays exact for the writes after it."""
+
+        async def send() -> int:
+            async with self._lock:
+                if self.offset is not None:
+                    req.offset = self.offset
+                resp = await self._c.call(method, req, retry=self.offset is not None)
+                self.offset = resp.next_offset
+                return resp.buffered
+
+        return await asyncio.shield(send())
+
+    async def _after_writes(self, method: str, req):
+        """A call that must come after the writes called before it."""
+        async with self._lock:
+            pass
+        return await self._c.call(method, req, retry=True)
 
     async def write(self, data: bytes) -> int:
         """Buffers data (never waits for the peer); returns the bytes buffered."""
-        resp = await self._c.call("Write", pb.WriteRequest(stream_id=self.stream_id, data=data))
-        return resp.buffered
+        return await self._write("Write", pb.WriteRequest(stream_id=self.stream_id, data=data))
 
     async def writelines(self, lines: Iterable[bytes]) -> int:
-        resp = await self._c.call("WriteLines", pb.WriteLinesRequest(stream_id=self.stream_id, lines=list(lines)))
-        return resp.buffered
+        return await self._write("WriteLines", pb.WriteLinesRequest(stream_id=self.stream_id, lines=list(lines)))
 
     async def drain(self) -> None:
-        await self._c.call("Drain", pb.DrainRequest(stream_id=self.stream_id))
+        await self._after_writes("Drain", pb.DrainRequest(stream_id=self.stream_id))
 
     async def write_eof(self) -> None:
-        await self._c.call("WriteEof", pb.WriteEofRequest(stream_id=self.stream_id))
+        await self._after_writes("WriteEof", pb.WriteEofRequest(stream_id=self.stream_id))
 
     async def can_write_eof(self) -> bool:
-        resp = await self._c.call("CanWriteEof", pb.CanWriteEofRequest(stream_id=self.stream_id))
+        resp = await self._c.call("CanWriteEof", pb.CanWriteEofRequest(stream_id=self.stream_id), retry=True)
         return resp.can_write_eof
 
     async def close(self) -> None:
-        await self._c.call("Close", pb.CloseRequest(stream_id=self.stream_id))
+        await self._after_writes("Close", pb.CloseRequest(stream_id=self.stream_id))
 
     async def abort(self) -> None:
-        await self._c.call("Abort", pb.AbortRequest(stream_id=self.stream_id))
+        await self._c.call("Abort", pb.AbortRequest(stream_id=self.stream_id), retry=True)
 
     async def wait_closed(self) -> None:
-        await self._c.call("WaitClosed", pb.WaitClosedRequest(stream_id=self.stream_id))
+        await self._c.call("WaitClosed", pb.WaitClosedRequest(stream_id=self.stream_id), retry=True)
 
     async def is_closing(self) -> bool:
-        resp = await self._c.call("IsClosing", pb.IsClosingRequest(stream_id=self.stream_id))
+        resp = await self._c.call("IsClosing", pb.IsClosingRequest(stream_id=self.stream_id), retry=True)
         return resp.is_closing
 
     async def get_extra_info(self, name: str, default=None):
         """peername, sockname, peercert, cipher, ... shaped as in Python."""
-        resp = await self._c.call("GetExtraInfo", pb.GetExtraInfoRequest(stream_id=self.stream_id, name=name))
+        req = pb.GetExtraInfoRequest(stream_id=self.stream_id, name=name)
+        resp = await self._c.call("GetExtraInfo", req, retry=True)
         value = _from_value(resp.value)
         return default if value is None else value
 

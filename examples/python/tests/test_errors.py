@@ -114,3 +114,49 @@ def test_unknown_reason_and_no_details_are_streammgr_errors():
 )
 def test_daemon_target(given, want):
     assert sm.daemon_target(given) == want
+
+
+def test_line_too_long_carries_next_offset_and_metadata():
+    err = FakeRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "too long",
+        info("LINE_TOO_LONG"),
+        sm.pb.LimitOverrunError(consumed=5, next_offset=14),
+    )
+    exc = sm.translate_error(err)
+    assert exc.next_offset == 14
+    behind = sm.translate_error(
+        FakeRpcError(grpc.StatusCode.OUT_OF_RANGE, "offset 0 is behind", info("OFFSET_BEHIND", earliest_offset="3"))
+    )
+    assert isinstance(behind, sm.StreammgrError)
+    assert behind.metadata == {"earliest_offset": "3"}
+    assert not hasattr(behind, "next_offset")
+
+
+def test_the_calls_own_deadline_is_timeout_error():
+    assert isinstance(sm.translate_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")), TimeoutError)
+    exc = sm.translate_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "ctx", info("DEADLINE_EXCEEDED")))
+    assert isinstance(exc, TimeoutError)
+
+
+@pytest.mark.parametrize(
+    "code,reason,timed,want",
+    [
+        (grpc.StatusCode.UNAVAILABLE, None, False, True),  # the transport
+        (grpc.StatusCode.UNAVAILABLE, "CONNECTION_RESET", True, False),  # the daemon's own
+        (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN", True, False),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, None, True, True),  # the attempt timeout
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", True, True),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, None, False, False),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "IO_TIMEOUT", True, False),
+        (grpc.StatusCode.CANCELLED, None, True, True),
+        (grpc.StatusCode.CANCELLED, None, False, False),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "WRITE_BUFFER_FULL", True, False),
+        (grpc.StatusCode.OUT_OF_RANGE, "OFFSET_AHEAD", True, False),
+        (grpc.StatusCode.ABORTED, "READ_SUPERSEDED", False, True),  # by a late copy of an attempt
+        (grpc.StatusCode.FAILED_PRECONDITION, "CONCURRENT_READ", True, False),
+    ],
+)
+def test_what_is_retried(code, reason, timed, want):
+    err = FakeRpcError(code, "x", info(reason)) if reason else FakeRpcError(code, "x")
+    assert sm._retryable(err, timed) is want

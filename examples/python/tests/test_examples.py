@@ -35,6 +35,16 @@ def test_errors_demo(example_env):
     assert "ReadUntil over the limit: RESOURCE_EXHAUSTED LIMIT_OVERRUN consumed=16" in out
     assert "data kept: b'0123456789ABCDEF'" in out
     assert "ReadExactly past EOF: incomplete partial=b'abc' expected=10" in out
+    for line in [
+        "Read timed out after 50 ms: offset still 0",
+        "Next read at offset 0: b'late data', next offset 9: nothing lost",
+        "Read again at offset 0 (a lost answer): b'late data' replayed",
+        "Read at offset 0: OUT_OF_RANGE OFFSET_BEHIND earliest_offset=9",
+        "Read at offset 99: OUT_OF_RANGE OFFSET_AHEAD next_offset=13",
+        "Write b'once' at offset 13 again (a retry): next offset 17",
+        "Received to EOF: b'once'",
+    ]:
+        assert line + "\n" in out, out
 
 
 def test_echo_client_against_asyncio_server(example_env):
@@ -126,6 +136,7 @@ def test_http_headers(example_env):
         out = run_example(example_env, script("http_headers.py"), f"http://127.0.0.1:{port}/some/path?q=1").stdout
     finally:
         httpd.shutdown()
+        httpd.server_close()
     lines = out.splitlines()
     assert re.fullmatch(r"HTTP header> HTTP/1\.[01] 200 OK", lines[0]), lines
     assert "HTTP header> X-Request-Path: /some/path?q=1" in lines
