@@ -69,7 +69,7 @@ test-go:
 ## TCP, bare gRPC), each group in one run
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./streamcore/
-	$(GO) test -run '^$$' -bench Echo -benchmem ./manager/
+	$(GO) test -run '^$$' -bench 'Echo|OpenClose' -benchmem ./manager/
 
 clean:
 	rm -rf examples/python/.venv examples/node/node_modules
