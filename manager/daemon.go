@@ -221,6 +221,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	d.debug.serve()
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	d.health.SetServingStatus(smv1.StreamService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	watching := make(chan struct{})
+	stopWatch := make(chan struct{})
+	go func() { defer close(watching); d.watchBudget(stopWatch) }()
+	defer func() { close(stopWatch); <-watching }()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -256,6 +260,39 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	d.closeListeners()
 	return err
+}
+
+// BudgetHealthService is the health service name that reports the memory
+// budget: NOT_SERVING while it is tight (new streams refused, sockets
+// paused), SERVING otherwise.
+const BudgetHealthService = "streammgr.budget"
+
+// watchBudget keeps BudgetHealthService up to date and logs the budget's
+// turns, until stop closes.
+func (d *Daemon) watchBudget(stop <-chan struct{}) {
+	b := d.m.Budget()
+	tight := false
+	d.health.SetServingStatus(BudgetHealthService, healthpb.HealthCheckResponse_SERVING)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		if now := b.Tight(); now != tight {
+			tight = now
+			st := healthpb.HealthCheckResponse_SERVING
+			if tight {
+				st = healthpb.HealthCheckResponse_NOT_SERVING
+				d.log.Warn("memory budget nearly used up: sockets paused, new streams refused", "used", b.Used(), "max", b.Max())
+			} else {
+				d.log.Info("memory budget has room again", "used", b.Used(), "max", b.Max())
+			}
+			d.health.SetServingStatus(BudgetHealthService, st)
+		}
+	}
 }
 
 // closeListeners closes every listener, the debug listener too, and

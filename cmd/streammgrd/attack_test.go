@@ -174,7 +174,7 @@ func TestAttackMemoryBudget(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	dbg := filepath.Join(dir, "dbg.sock")
-	d := startDaemon(t, false, "--max-buffered-bytes", strconv.Itoa(attackBudget), "--debug-listen", "unix:"+dbg, "--max-write-buffer", strconv.Itoa(4<<20))
+	d := startDaemon(t, false, "--max-buffered-bytes", strconv.Itoa(attackBudget), "--debug-listen", "unix:"+dbg, "--max-write-buffer", strconv.Itoa(4<<20), "--closed-linger", "1s")
 	pid := d.cmd.Process.Pid
 	rss0, fds0 := procStats(t, pid)
 	g0 := goroutines(t, dbg)
@@ -225,6 +225,11 @@ func TestAttackMemoryBudget(t *testing.T) {
 		return used >= max*7/8
 	})
 
+	// The budget's health service says so.
+	eventually(t, 10*time.Second, "the budget's health NOT_SERVING", func() bool {
+		r, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "streammgr.budget"})
+		return err == nil && r.Status == healthpb.HealthCheckResponse_NOT_SERVING
+	})
 	// New streams are refused.
 	_, err = c.OpenPair(ctx, &smv1.OpenPairRequest{})
 	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(fmt.Sprint(st.Details()), "MEMORY_BUDGET") {
@@ -277,6 +282,12 @@ func TestAttackMemoryBudget(t *testing.T) {
 	for _, id := range ids {
 		_, _ = c.Abort(ctx, &smv1.AbortRequest{StreamId: id})
 	}
+	// (An aborted stream's unread bytes stay readable, and charged, until
+	// its handle goes: --closed-linger.)
+	eventually(t, 10*time.Second, "the budget's health SERVING again", func() bool {
+		r, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "streammgr.budget"})
+		return err == nil && r.Status == healthpb.HealthCheckResponse_SERVING
+	})
 	for _, p := range peers {
 		p.Close()
 	}
