@@ -1030,3 +1030,6 @@ func sortedKeys(mp map[string]bool) []string {
 	sort.Strings(out)
 	return out
 }
+
+// ptr returns a pointer to v, for optional proto fields.
+func ptr[T any](v T) *T { return &v }
