@@ -45,10 +45,13 @@ type Config struct {
 	// MaxConcurrentStreams caps the calls in progress on one gRPC
 	// connection (HTTP/2 MAX_CONCURRENT_STREAMS).
 	MaxConcurrentStreams int
+	// MaxCalls caps the calls in progress on all connections together.
+	MaxCalls int
 	// MaxHeaderListSize caps the decoded size of a call's headers.
 	MaxHeaderListSize int
 	// FirstRequestTimeout closes a connection that has not sent a request
-	// message this long after it was accepted.
+	// message this long after it was accepted, and cancels a call whose
+	// request message has not come this long after its headers.
 	FirstRequestTimeout time.Duration
 	// KeepaliveTime is how long a connection may be silent before the
 	// daemon pings it; KeepaliveTimeout closes it when the ping is not
@@ -88,6 +91,7 @@ const (
 	DefaultMaxConnections       = 1024
 	DefaultMaxConcurrentStreams = 256
 	DefaultMaxHeaderListSize    = 16 << 10
+	DefaultMaxCalls             = 8192
 	DefaultFirstRequestTimeout  = 10 * time.Second
 	DefaultKeepaliveTime        = 30 * time.Second
 	DefaultKeepaliveTimeout     = 10 * time.Second
@@ -185,6 +189,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxConnections, DefaultMaxConnections)
 	def(&c.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
 	def(&c.MaxHeaderListSize, DefaultMaxHeaderListSize)
+	def(&c.MaxCalls, DefaultMaxCalls)
 	for _, d := range []struct {
 		v *time.Duration
 		d time.Duration
@@ -225,6 +230,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "how long shutdown waits for in-flight calls")
 	fs.IntVar(&c.MaxConnections, "max-connections", DefaultMaxConnections, "gRPC connections to the daemon at once")
 	fs.IntVar(&c.MaxConcurrentStreams, "max-concurrent-streams", DefaultMaxConcurrentStreams, "calls in progress on one gRPC connection")
+	fs.IntVar(&c.MaxCalls, "max-calls", DefaultMaxCalls, "calls in progress on all connections together")
 	fs.IntVar(&c.MaxHeaderListSize, "max-header-list-size", DefaultMaxHeaderListSize, "largest decoded size of a call's headers, in bytes")
 	fs.DurationVar(&c.FirstRequestTimeout, "first-request-timeout", DefaultFirstRequestTimeout, "close a connection that sends no request this long after connecting")
 	fs.DurationVar(&c.KeepaliveTime, "keepalive-time", DefaultKeepaliveTime, "ping a connection silent for this long")

@@ -8,7 +8,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // connLimiter bounds the daemon's control connections: at most max at
@@ -101,5 +104,39 @@ func (firstRequestHandler) HandleRPC(ctx context.Context, s stats.RPCStats) {
 		if c, ok := ctx.Value(connKey{}).(*trackedConn); ok {
 			c.served.Store(true)
 		}
+		if st, ok := ctx.Value(callKey{}).(*callState); ok {
+			st.timer.Stop()
+		}
 	}
+}
+
+// callLimiter is the daemon's tap on every new call, before its handler
+// (and before its request is decoded): at most max calls in progress in
+// all, and a call whose request message has not arrived within
+// firstRequest is cancelled, so that headers without a body hold nothing
+// for long (firstRequestHandler stops its timer).
+type callLimiter struct {
+	max          int64
+	firstRequest time.Duration
+	inflight     atomic.Int64
+}
+
+type callKey struct{}
+
+// callState is one call's timer: it cancels the call unless a request
+// message arrives first.
+type callState struct{ timer *time.Timer }
+
+func (l *callLimiter) tap(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	if l.inflight.Add(1) > l.max {
+		l.inflight.Add(-1)
+		return nil, status.Errorf(codes.ResourceExhausted, "too many calls in progress (limit %d)", l.max)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	st := &callState{timer: time.AfterFunc(l.firstRequest, cancel)}
+	context.AfterFunc(ctx, func() {
+		st.timer.Stop()
+		l.inflight.Add(-1)
+	})
+	return context.WithValue(ctx, callKey{}, st), nil
 }

@@ -96,6 +96,7 @@ func serverOptions(cfg Config, log *slog.Logger) []grpc.ServerOption {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.ConnectionTimeout(cfg.FirstRequestTimeout),
 		grpc.StatsHandler(firstRequestHandler{}),
+		grpc.InTapHandle((&callLimiter{max: int64(cfg.MaxCalls), firstRequest: cfg.FirstRequestTimeout}).tap),
 		grpc.ChainUnaryInterceptor(
 			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), selector.MatchFunc(notInfra)),
 			recovery.UnaryServerInterceptor(recovered),

@@ -411,3 +411,84 @@ func TestDaemonDefaultSocketDir(t *testing.T) {
 		t.Fatalf("daemon with a socket directory of mode 0777: %v\n%s", err, out)
 	}
 }
+
+// At most --max-calls calls in progress in all: one more is refused at
+// once with RESOURCE_EXHAUSTED, from any connection; and a call whose
+// request message never comes is cancelled after --first-request-timeout,
+// giving its place back.
+func TestCallCap(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, false, "--max-calls", "2", "--first-request-timeout", "500ms")
+	dial := func() smv1.StreamServiceClient {
+		cc, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return smv1.NewStreamServiceClient(cc)
+	}
+	c := dial()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pair, err := c.OpenPair(ctx, &smv1.OpenPairRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two calls that wait.
+	for _, id := range []string{pair.FirstStreamId, pair.SecondStreamId} {
+		go func() { _, _ = c.WaitClosed(ctx, &smv1.WaitClosedRequest{StreamId: id}) }()
+	}
+	other := dial()
+	eventually(t, 10*time.Second, "a third call refused", func() bool {
+		_, err := other.AtEof(ctx, &smv1.AtEofRequest{StreamId: pair.FirstStreamId})
+		return status.Code(err) == codes.ResourceExhausted
+	})
+	cancel() // the waiting calls end: room again
+	ctx2, cancel2 := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel2()
+	eventually(t, 10*time.Second, "calls served again", func() bool {
+		_, err := other.AtEof(ctx2, &smv1.AtEofRequest{StreamId: pair.FirstStreamId})
+		return err == nil
+	})
+
+	// Headers without a message, on a connection that has been served:
+	// the call is cancelled, and its place comes back.
+	conn, fr := rawConn(t, d.sock)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: headerBlock("/grpc.health.v1.Health/Check", hpack.HeaderField{Name: "x-a", Value: "b"}, 1), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteData(1, true, []byte{0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ { // two calls with headers only
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(3 + 2*i), BlockFragment: headerBlock("/streammgr.v1.StreamService/ListStreams", hpack.HeaderField{Name: "x-a", Value: "b"}, 1), EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	ended := map[uint32]bool{}
+	for len(ended) < 3 {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading the daemon's answers: %v (ended %v)", err, ended)
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			if f.StreamEnded() {
+				ended[f.StreamID] = true
+			}
+		case *http2.RSTStreamFrame:
+			ended[f.StreamID] = true
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		case *http2.PingFrame:
+			_ = fr.WritePing(true, f.Data)
+		}
+	}
+	if _, err := other.AtEof(ctx2, &smv1.AtEofRequest{StreamId: pair.FirstStreamId}); err != nil {
+		t.Fatalf("a call after the headers-only calls were cancelled: %v", err)
+	}
+}
