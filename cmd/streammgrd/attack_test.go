@@ -25,7 +25,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -95,11 +94,7 @@ type prober struct {
 
 func startProber(t *testing.T, sock string) *prober {
 	t.Helper()
-	cc, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
+	cc := dialSock(t, sock)
 	c, h := smv1.NewStreamServiceClient(cc), healthpb.NewHealthClient(cc)
 	echo := newPeer(t)
 	ctx := context.Background()
@@ -179,10 +174,7 @@ func TestAttackMemoryBudget(t *testing.T) {
 	rss0, fds0 := procStats(t, pid)
 	g0 := goroutines(t, dbg)
 
-	cc, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := dialSock(t, d.sock)
 	defer cc.Close()
 	c := smv1.NewStreamServiceClient(cc)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

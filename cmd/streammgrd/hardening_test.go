@@ -50,6 +50,18 @@ func rawConn(t *testing.T, sock string) (net.Conn, *http2.Framer) {
 	return c, fr
 }
 
+// dialSock connects a gRPC client to a daemon's Unix socket. It is closed
+// when the test ends; closing it sooner is harmless.
+func dialSock(t testing.TB, sock string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
 // closedWithin reads (answering nothing) until the daemon closes c, and
 // fails if that takes longer than d.
 func closedWithin(t *testing.T, c net.Conn, d time.Duration, what string) {
@@ -82,10 +94,7 @@ func headerBlock(method string, extra hpack.HeaderField, repeat int) []byte {
 
 func healthy(t *testing.T, sock string) {
 	t.Helper()
-	cc, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := dialSock(t, sock)
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -170,18 +179,19 @@ func TestConnectionCap(t *testing.T) {
 		c, _ := rawConn(t, d.sock)
 		held = append(held, c)
 	}
-	extra, _ := rawConn(t, d.sock)
+	extra, err := net.Dial("unix", d.sock) // no preface: the daemon may close it before
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
 	closedWithin(t, extra, 10*time.Second, "a connection past --max-connections")
 	held[0].Close()
 	eventually(t, 10*time.Second, "a connection served once one went away", func() bool {
-		cc, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return false
-		}
+		cc := dialSock(t, d.sock)
 		defer cc.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+		_, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
 		return err == nil
 	})
 }
@@ -192,10 +202,7 @@ func TestConnectionCap(t *testing.T) {
 func TestConcurrentStreamsCap(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, false, "--max-concurrent-streams", "2")
-	cc, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := dialSock(t, d.sock)
 	defer cc.Close()
 	c := smv1.NewStreamServiceClient(cc)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -224,10 +231,7 @@ func TestConcurrentStreamsCap(t *testing.T) {
 // connection of its own.
 func callsInProgress(t *testing.T, d *daemon, id string) int64 {
 	t.Helper()
-	cc, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := dialSock(t, d.sock)
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -259,10 +263,7 @@ func TestDescriptorReserve(t *testing.T) {
 	if out, err := exec.Command(prlimit, "--pid", strconv.Itoa(d.cmd.Process.Pid), "--nofile=400:400").CombinedOutput(); err != nil {
 		t.Fatalf("prlimit: %v\n%s", err, out)
 	}
-	cc, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := dialSock(t, d.sock)
 	defer cc.Close()
 	c := smv1.NewStreamServiceClient(cc)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -311,10 +312,7 @@ func TestDescriptorReserve(t *testing.T) {
 func TestShutdownUnderLoad(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, false, "--shutdown-timeout", "1s")
-	cc, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := dialSock(t, d.sock)
 	defer cc.Close()
 	c := smv1.NewStreamServiceClient(cc)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -419,14 +417,7 @@ func TestDaemonDefaultSocketDir(t *testing.T) {
 func TestCallCap(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, false, "--max-calls", "2", "--first-request-timeout", "500ms")
-	dial := func() smv1.StreamServiceClient {
-		cc, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		return smv1.NewStreamServiceClient(cc)
-	}
+	dial := func() smv1.StreamServiceClient { return smv1.NewStreamServiceClient(dialSock(t, d.sock)) }
 	c := dial()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
