@@ -341,7 +341,8 @@ func (m *Manager) reap() {
 		now := time.Now().UnixNano()
 		var idle []*Stream
 		m.mu.Lock()
-		for e := m.order.Front(); e != nil; e = e.Next() {
+		for e, next := m.order.Front(), (*list.Element)(nil); e != nil; e = next {
+			next = e.Next() // forgetLocked takes e out of the list
 			s := e.Value.(*Stream)
 			if s.active.Load() > 0 {
 				continue

@@ -91,3 +91,26 @@ func TestServeKeepsServer(t *testing.T) {
 		t.Fatalf("Serve on a server past the idle timeout: %v", err)
 	}
 }
+
+// One pass of the reaper releases every stream that is due, not one.
+func TestReaperReleasesAllDue(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{ClosedLinger: 200 * time.Millisecond})
+	var ids []string
+	for range 50 {
+		a, b := e.openPair(t, nil)
+		ids = append(ids, a, b)
+	}
+	for _, id := range ids {
+		if _, err := e.c.Abort(bg(t), &smv1.AbortRequest{StreamId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The linger is 200 ms and the reaper looks every 50 ms: releasing one
+	// stream a pass would take 5 s for the 100.
+	start := time.Now()
+	waitFor(t, "every closed stream released", func() bool { return len(e.m.Streams()) == 0 })
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("releasing 100 closed streams took %v", took)
+	}
+}
