@@ -24,9 +24,10 @@ type Budget struct {
 	max, soft int64
 	used      atomic.Int64
 
-	mu     sync.Mutex
-	paused []*transport // readers paused by the budget, in the order paused
-	waking bool         // a goroutine is resuming paused readers
+	mu      sync.Mutex
+	paused  []*transport // readers paused by the budget, in the order paused
+	npaused atomic.Int64 // len(paused), read without mu
+	waking  bool         // a goroutine is resuming paused readers
 }
 
 // NewBudget returns a budget of max bytes (at least one read buffer).
@@ -98,17 +99,22 @@ func (b *Budget) take(n int64, small bool) bool {
 }
 
 // add changes the charge by d (negative: released), resuming paused
-// readers when there is room again.
+// readers when there may be room again.
 func (b *Budget) add(d int64) {
-	u := b.used.Add(d)
-	if d < 0 && u < b.soft {
-		b.mu.Lock()
-		start := len(b.paused) > 0 && !b.waking
-		b.waking = b.waking || start
-		b.mu.Unlock()
-		if start {
-			go b.resume()
-		}
+	b.used.Add(d)
+	if d < 0 && b.npaused.Load() > 0 {
+		b.kick()
+	}
+}
+
+// kick starts resuming paused readers, unless that is under way.
+func (b *Budget) kick() {
+	b.mu.Lock()
+	start := len(b.paused) > 0 && !b.waking
+	b.waking = b.waking || start
+	b.mu.Unlock()
+	if start {
+		go b.resume()
 	}
 }
 
@@ -119,31 +125,48 @@ func (b *Budget) unpause(t *transport) {
 	defer b.mu.Unlock()
 	if i := slices.Index(b.paused, t); i >= 0 {
 		b.paused = slices.Delete(b.paused, i, i+1)
+		b.npaused.Add(-1)
 	}
 }
 
-// pause queues a reader the budget stopped. t's lock is held.
+// pause queues a reader the budget stopped, and resumes it at once if room
+// came back meanwhile. t's lock is held.
 func (b *Budget) pause(t *transport) {
 	b.mu.Lock()
 	b.paused = append(b.paused, t)
+	b.npaused.Add(1)
 	b.mu.Unlock()
 }
 
-// resume lets paused readers read again, oldest first, while the total is
-// below the soft mark: roughly as many as the room left can feed.
+// resume lets paused readers read again, oldest first, while there is
+// room: below the soft mark, or below Max for a reader whose read waits;
+// about as many as the room can feed, one read buffer each.
 func (b *Budget) resume() {
 	for {
 		b.mu.Lock()
-		room := b.soft - b.used.Load()
-		if room <= 0 || len(b.paused) == 0 {
+		used := b.used.Load()
+		var batch []*transport
+		keep := b.paused[:0]
+		for _, t := range b.paused {
+			mark := b.soft
+			if t.readWaits.Load() {
+				mark = b.max
+			}
+			if used < mark {
+				batch = append(batch, t)
+				used += readSize // what it may take
+			} else {
+				keep = append(keep, t)
+			}
+		}
+		clear(b.paused[len(keep):])
+		b.paused = keep
+		b.npaused.Store(int64(len(keep)))
+		if len(batch) == 0 {
 			b.waking = false
 			b.mu.Unlock()
 			return
 		}
-		n := min(len(b.paused), int(room/readSize)+1)
-		batch := append([]*transport(nil), b.paused[:n]...)
-		clear(b.paused[:n])
-		b.paused = b.paused[n:]
 		b.mu.Unlock()
 		for _, t := range batch {
 			t.mu.Lock()

@@ -2,8 +2,11 @@ package streamcore
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"io"
 	"testing"
+	"time"
 )
 
 // Streams sharing a budget stop reading at its soft mark, never hold more
@@ -108,5 +111,39 @@ func TestBudgetAccounting(t *testing.T) {
 	e.w.Abort()
 	if b.Used() != 0 {
 		t.Fatalf("used %d after Abort", b.Used())
+	}
+}
+
+// A read that waits is never starved by streams nobody reads, whenever its
+// bytes arrive: before it waits (its socket was paused by the budget) or
+// while (its reader meets the budget as it begins to wait).
+func TestBudgetWaitingReadNotStarved(t *testing.T) {
+	t.Parallel()
+	b := NewBudget(8 << 20)
+	flood := &Options{Limit: 1 << 20, Budget: b}
+	var peers []*env
+	for range 20 {
+		peers = append(peers, openTCP(t, flood))
+	}
+	honest := openTCP(t, &Options{Budget: b, Replay: true})
+	go func() { _, _ = io.Copy(honest.peer, honest.peer) }()
+	payload := make([]byte, 4<<20)
+	for _, p := range peers {
+		go func() { _, _ = p.peer.Write(payload) }()
+	}
+	msg := []byte("honest client 16")
+	var in int64
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
+		if err := honest.w.Write(msg); err != nil {
+			t.Fatalf("honest write: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(testCtx(t), 5*time.Second)
+		data, next, err := honest.r.Run(ctx, in, ReadOp{Kind: OpReadExactly, N: len(msg)})
+		cancel()
+		if err != nil {
+			t.Fatalf("honest read at offset %d with the budget at %d of %d: %v", in, b.Used(), b.Max(), err)
+		}
+		wantBytes(t, "echo", data, nil, string(msg))
+		in = next
 	}
 }

@@ -252,13 +252,15 @@ func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
 		n, reserved, chunk, err := readChunk(conn, rc, t.reserve)
 		t.mu.Lock()
 		if err == errNoBudget {
-			// The budget has no room: wait until it has (or a read waits).
+			// The budget has no room: wait until it has. Room that came
+			// back meanwhile, or a read that began to wait meanwhile (it may
+			// use the reserve), is seen by the kick: no wake-up is lost.
 			if !t.stopRead && !t.pausing && !t.bpaused {
 				t.bpaused = true
 				t.budget.pause(t)
 			}
 			t.mu.Unlock()
-			t.budget.add(0)
+			t.budget.kick()
 			continue
 		}
 		kept := false
