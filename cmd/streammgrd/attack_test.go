@@ -296,3 +296,80 @@ func TestAttackMemoryBudget(t *testing.T) {
 		return false
 	})
 }
+
+// TestAttackQueuedConnections floods a server with connections that send
+// and are never claimed: they are streams, so the memory budget and
+// --max-streams bound them (past them new connections are closed at once),
+// the honest client keeps being answered, and closing the server gives
+// everything back.
+func TestAttackQueuedConnections(t *testing.T) {
+	dir, err := os.MkdirTemp("", "sm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	dbg := filepath.Join(dir, "dbg.sock")
+	d := startDaemon(t, false, "--max-buffered-bytes", strconv.Itoa(attackBudget), "--debug-listen", "unix:"+dbg,
+		"--max-accept-queue", "1000", "--max-streams", "400")
+	pid := d.cmd.Process.Pid
+	rss0, fds0 := procStats(t, pid)
+	g0 := goroutines(t, dbg)
+	cc := dialSock(t, d.sock)
+	c := smv1.NewStreamServiceClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv, err := c.StartServer(ctx, &smv1.StartServerRequest{Address: &smv1.StartServerRequest_Tcp{Tcp: &smv1.TcpAddress{Host: "127.0.0.1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	honest := startProber(t, d.sock)
+	var maxRSS int64
+	payload := make([]byte, 1<<20)
+	var conns []net.Conn
+	for range 500 {
+		conn, err := net.Dial("tcp", srv.Sockets[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+		go func() { _, _ = conn.Write(payload) }()
+		if rss, _ := procStats(t, pid); rss > maxRSS {
+			maxRSS = rss
+		}
+	}
+	var info *smv1.ServerInfo
+	eventually(t, 30*time.Second, "every connection queued or rejected", func() bool {
+		r, err := c.ListServers(ctx, &smv1.ListServersRequest{})
+		if err != nil || len(r.Servers) != 1 {
+			return false
+		}
+		if rss, _ := procStats(t, pid); rss > maxRSS {
+			maxRSS = rss
+		}
+		info = r.Servers[0]
+		return info.Queued+info.Rejected == 500 && r.BufferedBytes <= attackBudget
+	})
+	p50, p99, n := honest.finish(t)
+	t.Logf("queued flood: %d queued, %d rejected, RSS %d -> %d MiB at most, honest client p50 %v p99 %v over %d rounds",
+		info.Queued, info.Rejected, rss0>>20, maxRSS>>20, p50.Round(time.Microsecond), p99.Round(time.Microsecond), n)
+	if info.Queued > 400 || info.Rejected == 0 {
+		t.Errorf("queued %d, rejected %d: want at most --max-streams queued and the rest rejected", info.Queued, info.Rejected)
+	}
+	if grown := maxRSS - rss0; grown > attackBudget+attackOverhead {
+		t.Errorf("RSS grew by %d MiB, want at most %d MiB", grown>>20, (attackBudget+attackOverhead)>>20)
+	}
+	if p99 > 3*time.Second {
+		t.Errorf("honest client p99 %v during the flood", p99)
+	}
+	if _, err := c.CloseServer(ctx, &smv1.CloseServerRequest{ServerId: srv.ServerId}); err != nil {
+		t.Fatal(err)
+	}
+	for _, conn := range conns {
+		conn.Close()
+	}
+	cc.Close()
+	eventually(t, 30*time.Second, "descriptors and goroutines back to their baseline", func() bool {
+		_, fds := procStats(t, pid)
+		return fds <= fds0 && goroutines(t, dbg) <= g0
+	})
+}
