@@ -82,7 +82,7 @@ type connAddr struct {
 type connKey struct{}
 
 // firstRequestHandler marks a control connection served once a request
-// message (or the end of a call) arrives on it.
+// message arrives on it.
 type firstRequestHandler struct{}
 
 func (firstRequestHandler) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
@@ -99,8 +99,10 @@ func (firstRequestHandler) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) cont
 }
 
 func (firstRequestHandler) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	// A request message, not the end of a call: a call that ends without
+	// one (cancelled for want of it) does not make its connection served.
 	switch s.(type) {
-	case *stats.InPayload, *stats.End:
+	case *stats.InPayload:
 		if c, ok := ctx.Value(connKey{}).(*trackedConn); ok {
 			c.served.Store(true)
 		}

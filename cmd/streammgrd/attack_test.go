@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -189,11 +191,11 @@ func TestAttackMemoryBudget(t *testing.T) {
 		}
 	}
 
-	// Fast peers: 60 streams with a 1 MiB limit, each peer sending 8 MiB.
+	// Fast peers: 60 streams with a 1 MiB limit, each peer sending 2 MiB.
 	src := newPeer(t)
 	var peers []net.Conn
 	var ids []string
-	payload := make([]byte, 8<<20)
+	payload := make([]byte, 2<<20) // 4 x the budget in all
 	for range 60 {
 		o, err := c.Open(ctx, &smv1.OpenRequest{Address: &smv1.OpenRequest_Tcp{Tcp: &smv1.TcpAddress{Host: "127.0.0.1", Port: uint32(src.port())}}, Limit: ptr(int64(1 << 20))})
 		if err != nil {
@@ -372,4 +374,79 @@ func TestAttackQueuedConnections(t *testing.T) {
 		_, fds := procStats(t, pid)
 		return fds <= fds0 && goroutines(t, dbg) <= g0
 	})
+}
+
+// TestAttackFrontDoor attacks the gRPC door itself while an honest client
+// works: HPACK bombs, connections holding hundreds of calls that send
+// headers and never a message, and connections that send only the
+// preface. The daemon must refuse or time out all of it, stay small,
+// answer the honest client, and come back to its baseline.
+func TestAttackFrontDoor(t *testing.T) {
+	dir, err := os.MkdirTemp("", "sm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	dbg := filepath.Join(dir, "dbg.sock")
+	d := startDaemon(t, false, "--debug-listen", "unix:"+dbg, "--first-request-timeout", "2s")
+	pid := d.cmd.Process.Pid
+	rss0, fds0 := procStats(t, pid)
+	g0 := goroutines(t, dbg)
+	honest := startProber(t, d.sock)
+	var maxRSS int64
+	sample := func() {
+		if rss, _ := procStats(t, pid); rss > maxRSS {
+			maxRSS = rss
+		}
+	}
+	big := hpack.HeaderField{Name: "x-bomb", Value: strings.Repeat("b", 3000)}
+	bomb := headerBlock("/streammgr.v1.StreamService/ListStreams", big, 2000)
+	headersOnly := headerBlock("/streammgr.v1.StreamService/ListStreams", hpack.HeaderField{Name: "x-a", Value: "b"}, 1)
+	var conns []net.Conn
+	for i := range 60 {
+		c, fr := rawConn(t, d.sock)
+		conns = append(conns, c)
+		go func() { _, _ = io.Copy(io.Discard, c) }() // read what the daemon answers
+		switch i % 3 {
+		case 0: // bombs
+			for s := uint32(1); s < 40; s += 2 {
+				_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: s, BlockFragment: bomb, EndHeaders: true})
+			}
+		case 1: // 300 calls with headers and no message
+			for s := uint32(1); s < 600; s += 2 {
+				_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: s, BlockFragment: headersOnly, EndHeaders: true})
+			}
+		}
+		// case 2: the preface only
+		sample()
+	}
+	for range 50 {
+		sample()
+		time.Sleep(20 * time.Millisecond) // a window for the RSS sampling
+	}
+	p50, p99, n := honest.finish(t)
+	t.Logf("front door: RSS %d -> %d MiB at most, honest client p50 %v p99 %v over %d rounds",
+		rss0>>20, maxRSS>>20, p50.Round(time.Microsecond), p99.Round(time.Microsecond), n)
+	// 20 connections x 256 calls waiting for a message hold a goroutine
+	// each until --first-request-timeout cancels them.
+	if grown := maxRSS - rss0; grown > 128<<20 {
+		t.Errorf("RSS grew by %d MiB under the attack, want at most 128 MiB", grown>>20)
+	}
+	bound := 3 * time.Second
+	if os.Getenv("STREAMMGR_ATTACK_STRICT") == "1" {
+		bound = 100 * time.Millisecond
+	}
+	if p99 > bound {
+		t.Errorf("honest client p99 %v during the attack, want under %v", p99, bound)
+	}
+	// The daemon closes the silent and the bombed connections, and cancels
+	// the header-only calls, by itself: nothing of the attacker's is closed
+	// here.
+	eventually(t, 30*time.Second, "descriptors and goroutines back to their baseline", func() bool {
+		_, fds := procStats(t, pid)
+		return fds <= fds0 && goroutines(t, dbg) <= g0
+	})
+	for _, c := range conns {
+		c.Close()
+	}
 }
