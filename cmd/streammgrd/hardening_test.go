@@ -491,3 +491,40 @@ func TestCallCap(t *testing.T) {
 		t.Fatalf("a call after the headers-only calls were cancelled: %v", err)
 	}
 }
+
+// A client that pings more often than every 5 s is told to calm down
+// (GOAWAY ENHANCE_YOUR_CALM) and disconnected: pings cost the daemon work.
+func TestPingFloodClosed(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, false)
+	c, fr := rawConn(t, d.sock)
+	// A served call first, so the connection is not closed for want of one.
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: headerBlock("/grpc.health.v1.Health/Check", hpack.HeaderField{Name: "x-a", Value: "b"}, 1), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteData(1, true, []byte{0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	go func() {
+		for i := range 100 {
+			if fr.WritePing(false, [8]byte{byte(i)}) != nil {
+				return
+			}
+		}
+	}()
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("the connection ended without a GOAWAY for the pings: %v", err)
+		}
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			if g.ErrCode != http2.ErrCodeEnhanceYourCalm {
+				t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", g.ErrCode)
+			}
+			break
+		}
+	}
+	closedWithin(t, c, 10*time.Second, "a connection that flooded pings")
+	healthy(t, d.sock)
+}
