@@ -256,22 +256,30 @@ def test_retried_write_is_accepted_once(daemon_addr):
     arun(go())
 
 
+async def answer_held(c: sm.Client, direct: sm.Client, proxy, data: bytes):
+    """Starts a read through the proxy, which holds back what the daemon
+    sends; returns, with the read task, once the daemon has answered it with
+    data (written by the peer over the direct client)."""
+    (r, w), (_, peer) = await c.open_pair()
+    pw = sm.StreamWriter(direct, peer.stream_id)
+    proxy.hold = True
+    read = asyncio.create_task(r.read(100))
+    await pw.write(data)
+
+    async def consumed():
+        return (await stream_info(direct, r.stream_id)).bytes_in == len(data)
+
+    await until(consumed, "the daemon to answer the read")
+    return r, w, pw, read
+
+
 def test_read_retried_after_its_answer_is_lost(daemon_addr):
     # The daemon answers the read, the answer never arrives, the connection
     # breaks: the helper retries at the same offset and the daemon replays.
     async def go():
         proxy, c, direct = await through_proxy(daemon_addr)
         async with c, direct:
-            (r, w), (_, peer) = await c.open_pair()
-            pw = sm.StreamWriter(direct, peer.stream_id)
-            proxy.hold = True
-            read = asyncio.create_task(r.read(100))
-            await pw.write(b"lost once")
-
-            async def consumed():
-                return (await stream_info(direct, r.stream_id)).bytes_in == 9
-
-            await until(consumed, "the daemon to answer the read")
+            r, w, pw, read = await answer_held(c, direct, proxy, b"lost once")
             proxy.hold = False
             proxy.break_all()
             assert await read == b"lost once"
@@ -289,16 +297,7 @@ def test_cancelled_read_after_the_daemon_answered_loses_nothing(daemon_addr):
     async def go():
         proxy, c, direct = await through_proxy(daemon_addr)
         async with c, direct:
-            (r, w), (_, peer) = await c.open_pair()
-            pw = sm.StreamWriter(direct, peer.stream_id)
-            proxy.hold = True
-            read = asyncio.create_task(r.read(100))
-            await pw.write(b"consumed, never seen")
-
-            async def consumed():
-                return (await stream_info(direct, r.stream_id)).bytes_in == 20
-
-            await until(consumed, "the daemon to answer the read")
+            r, w, pw, read = await answer_held(c, direct, proxy, b"consumed, never seen")
             read.cancel()  # as asyncio.wait_for's timeout does
             with pytest.raises(asyncio.CancelledError):
                 await read
