@@ -14,6 +14,7 @@ package streammgrv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	structpb "google.golang.org/protobuf/types/known/structpb"
 	reflect "reflect"
@@ -3198,8 +3199,12 @@ type StreamInfo struct {
 	WriteBuffered int64 `protobuf:"varint,13,opt,name=write_buffered,json=writeBuffered,proto3" json:"write_buffered,omitempty"`
 	// Calls on this stream in progress right now (a waiting read, a drain).
 	CallsInProgress int64 `protobuf:"varint,14,opt,name=calls_in_progress,json=callsInProgress,proto3" json:"calls_in_progress,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// True while an Attach call owns the stream's inbound bytes.
+	Attached bool `protobuf:"varint,15,opt,name=attached,proto3" json:"attached,omitempty"`
+	// The other stream of a Relay that is running, if any.
+	RelayPeer     string `protobuf:"bytes,16,opt,name=relay_peer,json=relayPeer,proto3" json:"relay_peer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamInfo) Reset() {
@@ -3330,6 +3335,20 @@ func (x *StreamInfo) GetCallsInProgress() int64 {
 	return 0
 }
 
+func (x *StreamInfo) GetAttached() bool {
+	if x != nil {
+		return x.Attached
+	}
+	return false
+}
+
+func (x *StreamInfo) GetRelayPeer() string {
+	if x != nil {
+		return x.RelayPeer
+	}
+	return ""
+}
+
 // LimitOverrunError is the error detail of a ReadUntil that found more than
 // limit bytes before a separator (asyncio's LimitOverrunError; the data stays
 // buffered), and of a ReadLine over the limit (LINE_TOO_LONG; the line was
@@ -3400,11 +3419,1376 @@ func (x *LimitOverrunError) GetNextOffset() int64 {
 	return 0
 }
 
+// SessionRequest is one operation of a Session.
+type SessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the client and echoed in the response. Unique among the
+	// session's calls in flight (a duplicate fails with INVALID_ARGUMENT).
+	CallId int64 `protobuf:"varint,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// The operation: the unary RPC of the same name, with its request.
+	//
+	// Types that are valid to be assigned to Op:
+	//
+	//	*SessionRequest_Open
+	//	*SessionRequest_OpenPair
+	//	*SessionRequest_StartServer
+	//	*SessionRequest_Accept
+	//	*SessionRequest_Read
+	//	*SessionRequest_ReadLine
+	//	*SessionRequest_ReadExactly
+	//	*SessionRequest_ReadUntil
+	//	*SessionRequest_AtEof
+	//	*SessionRequest_Write
+	//	*SessionRequest_WriteLines
+	//	*SessionRequest_Drain
+	//	*SessionRequest_WriteEof
+	//	*SessionRequest_CanWriteEof
+	//	*SessionRequest_Close
+	//	*SessionRequest_Abort
+	//	*SessionRequest_WaitClosed
+	//	*SessionRequest_IsClosing
+	//	*SessionRequest_StartTls
+	//	*SessionRequest_GetExtraInfo
+	//	*SessionRequest_CloseServer
+	//	*SessionRequest_StartServing
+	//	*SessionRequest_Relay
+	//	*SessionRequest_Cancel
+	Op isSessionRequest_Op `protobuf_oneof:"op"`
+	// The operation's deadline, as a unary call's: past it the operation
+	// ends with DEADLINE_EXCEEDED. Absent: no deadline but the session's.
+	Timeout       *durationpb.Duration `protobuf:"bytes,50,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionRequest) Reset() {
+	*x = SessionRequest{}
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionRequest) ProtoMessage() {}
+
+func (x *SessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
+func (*SessionRequest) Descriptor() ([]byte, []int) {
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *SessionRequest) GetCallId() int64 {
+	if x != nil {
+		return x.CallId
+	}
+	return 0
+}
+
+func (x *SessionRequest) GetOp() isSessionRequest_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetOpen() *OpenRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_Open); ok {
+			return x.Open
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetOpenPair() *OpenPairRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_OpenPair); ok {
+			return x.OpenPair
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetStartServer() *StartServerRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_StartServer); ok {
+			return x.StartServer
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetAccept() *AcceptRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_Accept); ok {
+			return x.Accept
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetRead() *ReadRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_Read); ok {
+			return x.Read
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetReadLine() *ReadLineRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_ReadLine); ok {
+			return x.ReadLine
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetReadExactly() *ReadExactlyRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_ReadExactly); ok {
+			return x.ReadExactly
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetReadUntil() *ReadUntilRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_ReadUntil); ok {
+			return x.ReadUntil
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetAtEof() *AtEofRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_AtEof); ok {
+			return x.AtEof
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetWrite() *WriteRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_Write); ok {
+			return x.Write
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetWriteLines() *WriteLinesRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_WriteLines); ok {
+			return x.WriteLines
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetDrain() *DrainRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_Drain); ok {
+			return x.Drain
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetWriteEof() *WriteEofRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_WriteEof); ok {
+			return x.WriteEof
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetCanWriteEof() *CanWriteEofRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_CanWriteEof); ok {
+			return x.CanWriteEof
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetClose() *CloseRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_Close); ok {
+			return x.Close
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetAbort() *AbortRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_Abort); ok {
+			return x.Abort
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetWaitClosed() *WaitClosedRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_WaitClosed); ok {
+			return x.WaitClosed
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetIsClosing() *IsClosingRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_IsClosing); ok {
+			return x.IsClosing
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetStartTls() *StartTlsRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_StartTls); ok {
+			return x.StartTls
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetGetExtraInfo() *GetExtraInfoRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_GetExtraInfo); ok {
+			return x.GetExtraInfo
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetCloseServer() *CloseServerRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_CloseServer); ok {
+			return x.CloseServer
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetStartServing() *StartServingRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_StartServing); ok {
+			return x.StartServing
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetRelay() *RelayRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_Relay); ok {
+			return x.Relay
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetCancel() *CancelCallRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+type isSessionRequest_Op interface {
+	isSessionRequest_Op()
+}
+
+type SessionRequest_Open struct {
+	Open *OpenRequest `protobuf:"bytes,2,opt,name=open,proto3,oneof"`
+}
+
+type SessionRequest_OpenPair struct {
+	OpenPair *OpenPairRequest `protobuf:"bytes,3,opt,name=open_pair,json=openPair,proto3,oneof"`
+}
+
+type SessionRequest_StartServer struct {
+	StartServer *StartServerRequest `protobuf:"bytes,4,opt,name=start_server,json=startServer,proto3,oneof"`
+}
+
+type SessionRequest_Accept struct {
+	Accept *AcceptRequest `protobuf:"bytes,5,opt,name=accept,proto3,oneof"`
+}
+
+type SessionRequest_Read struct {
+	Read *ReadRequest `protobuf:"bytes,6,opt,name=read,proto3,oneof"`
+}
+
+type SessionRequest_ReadLine struct {
+	ReadLine *ReadLineRequest `protobuf:"bytes,7,opt,name=read_line,json=readLine,proto3,oneof"`
+}
+
+type SessionRequest_ReadExactly struct {
+	ReadExactly *ReadExactlyRequest `protobuf:"bytes,8,opt,name=read_exactly,json=readExactly,proto3,oneof"`
+}
+
+type SessionRequest_ReadUntil struct {
+	ReadUntil *ReadUntilRequest `protobuf:"bytes,9,opt,name=read_until,json=readUntil,proto3,oneof"`
+}
+
+type SessionRequest_AtEof struct {
+	AtEof *AtEofRequest `protobuf:"bytes,10,opt,name=at_eof,json=atEof,proto3,oneof"`
+}
+
+type SessionRequest_Write struct {
+	Write *WriteRequest `protobuf:"bytes,11,opt,name=write,proto3,oneof"`
+}
+
+type SessionRequest_WriteLines struct {
+	WriteLines *WriteLinesRequest `protobuf:"bytes,12,opt,name=write_lines,json=writeLines,proto3,oneof"`
+}
+
+type SessionRequest_Drain struct {
+	Drain *DrainRequest `protobuf:"bytes,13,opt,name=drain,proto3,oneof"`
+}
+
+type SessionRequest_WriteEof struct {
+	WriteEof *WriteEofRequest `protobuf:"bytes,14,opt,name=write_eof,json=writeEof,proto3,oneof"`
+}
+
+type SessionRequest_CanWriteEof struct {
+	CanWriteEof *CanWriteEofRequest `protobuf:"bytes,15,opt,name=can_write_eof,json=canWriteEof,proto3,oneof"`
+}
+
+type SessionRequest_Close struct {
+	Close *CloseRequest `protobuf:"bytes,16,opt,name=close,proto3,oneof"`
+}
+
+type SessionRequest_Abort struct {
+	Abort *AbortRequest `protobuf:"bytes,17,opt,name=abort,proto3,oneof"`
+}
+
+type SessionRequest_WaitClosed struct {
+	WaitClosed *WaitClosedRequest `protobuf:"bytes,18,opt,name=wait_closed,json=waitClosed,proto3,oneof"`
+}
+
+type SessionRequest_IsClosing struct {
+	IsClosing *IsClosingRequest `protobuf:"bytes,19,opt,name=is_closing,json=isClosing,proto3,oneof"`
+}
+
+type SessionRequest_StartTls struct {
+	StartTls *StartTlsRequest `protobuf:"bytes,20,opt,name=start_tls,json=startTls,proto3,oneof"`
+}
+
+type SessionRequest_GetExtraInfo struct {
+	GetExtraInfo *GetExtraInfoRequest `protobuf:"bytes,21,opt,name=get_extra_info,json=getExtraInfo,proto3,oneof"`
+}
+
+type SessionRequest_CloseServer struct {
+	CloseServer *CloseServerRequest `protobuf:"bytes,22,opt,name=close_server,json=closeServer,proto3,oneof"`
+}
+
+type SessionRequest_StartServing struct {
+	StartServing *StartServingRequest `protobuf:"bytes,23,opt,name=start_serving,json=startServing,proto3,oneof"`
+}
+
+type SessionRequest_Relay struct {
+	Relay *RelayRequest `protobuf:"bytes,24,opt,name=relay,proto3,oneof"`
+}
+
+type SessionRequest_Cancel struct {
+	// Cancels the call in flight with call_id cancel.call_id: it ends with
+	// CANCELLED and consumes nothing, as a cancelled unary call.
+	Cancel *CancelCallRequest `protobuf:"bytes,40,opt,name=cancel,proto3,oneof"`
+}
+
+func (*SessionRequest_Open) isSessionRequest_Op() {}
+
+func (*SessionRequest_OpenPair) isSessionRequest_Op() {}
+
+func (*SessionRequest_StartServer) isSessionRequest_Op() {}
+
+func (*SessionRequest_Accept) isSessionRequest_Op() {}
+
+func (*SessionRequest_Read) isSessionRequest_Op() {}
+
+func (*SessionRequest_ReadLine) isSessionRequest_Op() {}
+
+func (*SessionRequest_ReadExactly) isSessionRequest_Op() {}
+
+func (*SessionRequest_ReadUntil) isSessionRequest_Op() {}
+
+func (*SessionRequest_AtEof) isSessionRequest_Op() {}
+
+func (*SessionRequest_Write) isSessionRequest_Op() {}
+
+func (*SessionRequest_WriteLines) isSessionRequest_Op() {}
+
+func (*SessionRequest_Drain) isSessionRequest_Op() {}
+
+func (*SessionRequest_WriteEof) isSessionRequest_Op() {}
+
+func (*SessionRequest_CanWriteEof) isSessionRequest_Op() {}
+
+func (*SessionRequest_Close) isSessionRequest_Op() {}
+
+func (*SessionRequest_Abort) isSessionRequest_Op() {}
+
+func (*SessionRequest_WaitClosed) isSessionRequest_Op() {}
+
+func (*SessionRequest_IsClosing) isSessionRequest_Op() {}
+
+func (*SessionRequest_StartTls) isSessionRequest_Op() {}
+
+func (*SessionRequest_GetExtraInfo) isSessionRequest_Op() {}
+
+func (*SessionRequest_CloseServer) isSessionRequest_Op() {}
+
+func (*SessionRequest_StartServing) isSessionRequest_Op() {}
+
+func (*SessionRequest_Relay) isSessionRequest_Op() {}
+
+func (*SessionRequest_Cancel) isSessionRequest_Op() {}
+
+// SessionResponse is the answer to one SessionRequest.
+type SessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request's call_id.
+	CallId int64 `protobuf:"varint,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// The unary response of the same name, or the error.
+	//
+	// Types that are valid to be assigned to Result:
+	//
+	//	*SessionResponse_Open
+	//	*SessionResponse_OpenPair
+	//	*SessionResponse_StartServer
+	//	*SessionResponse_Accept
+	//	*SessionResponse_Read
+	//	*SessionResponse_ReadLine
+	//	*SessionResponse_ReadExactly
+	//	*SessionResponse_ReadUntil
+	//	*SessionResponse_AtEof
+	//	*SessionResponse_Write
+	//	*SessionResponse_WriteLines
+	//	*SessionResponse_Drain
+	//	*SessionResponse_WriteEof
+	//	*SessionResponse_CanWriteEof
+	//	*SessionResponse_Close
+	//	*SessionResponse_Abort
+	//	*SessionResponse_WaitClosed
+	//	*SessionResponse_IsClosing
+	//	*SessionResponse_StartTls
+	//	*SessionResponse_GetExtraInfo
+	//	*SessionResponse_CloseServer
+	//	*SessionResponse_StartServing
+	//	*SessionResponse_Relay
+	//	*SessionResponse_Cancel
+	//	*SessionResponse_Error
+	Result        isSessionResponse_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionResponse) Reset() {
+	*x = SessionResponse{}
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionResponse) ProtoMessage() {}
+
+func (x *SessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
+func (*SessionResponse) Descriptor() ([]byte, []int) {
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *SessionResponse) GetCallId() int64 {
+	if x != nil {
+		return x.CallId
+	}
+	return 0
+}
+
+func (x *SessionResponse) GetResult() isSessionResponse_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetOpen() *OpenResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_Open); ok {
+			return x.Open
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetOpenPair() *OpenPairResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_OpenPair); ok {
+			return x.OpenPair
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetStartServer() *StartServerResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_StartServer); ok {
+			return x.StartServer
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetAccept() *AcceptResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_Accept); ok {
+			return x.Accept
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetRead() *ReadResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_Read); ok {
+			return x.Read
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetReadLine() *ReadLineResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_ReadLine); ok {
+			return x.ReadLine
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetReadExactly() *ReadExactlyResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_ReadExactly); ok {
+			return x.ReadExactly
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetReadUntil() *ReadUntilResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_ReadUntil); ok {
+			return x.ReadUntil
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetAtEof() *AtEofResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_AtEof); ok {
+			return x.AtEof
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetWrite() *WriteResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_Write); ok {
+			return x.Write
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetWriteLines() *WriteLinesResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_WriteLines); ok {
+			return x.WriteLines
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetDrain() *DrainResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_Drain); ok {
+			return x.Drain
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetWriteEof() *WriteEofResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_WriteEof); ok {
+			return x.WriteEof
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetCanWriteEof() *CanWriteEofResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_CanWriteEof); ok {
+			return x.CanWriteEof
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetClose() *CloseResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_Close); ok {
+			return x.Close
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetAbort() *AbortResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_Abort); ok {
+			return x.Abort
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetWaitClosed() *WaitClosedResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_WaitClosed); ok {
+			return x.WaitClosed
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetIsClosing() *IsClosingResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_IsClosing); ok {
+			return x.IsClosing
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetStartTls() *StartTlsResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_StartTls); ok {
+			return x.StartTls
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetGetExtraInfo() *GetExtraInfoResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_GetExtraInfo); ok {
+			return x.GetExtraInfo
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetCloseServer() *CloseServerResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_CloseServer); ok {
+			return x.CloseServer
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetStartServing() *StartServingResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_StartServing); ok {
+			return x.StartServing
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetRelay() *RelayResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_Relay); ok {
+			return x.Relay
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetCancel() *CancelCallResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetError() *Status {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isSessionResponse_Result interface {
+	isSessionResponse_Result()
+}
+
+type SessionResponse_Open struct {
+	Open *OpenResponse `protobuf:"bytes,2,opt,name=open,proto3,oneof"`
+}
+
+type SessionResponse_OpenPair struct {
+	OpenPair *OpenPairResponse `protobuf:"bytes,3,opt,name=open_pair,json=openPair,proto3,oneof"`
+}
+
+type SessionResponse_StartServer struct {
+	StartServer *StartServerResponse `protobuf:"bytes,4,opt,name=start_server,json=startServer,proto3,oneof"`
+}
+
+type SessionResponse_Accept struct {
+	Accept *AcceptResponse `protobuf:"bytes,5,opt,name=accept,proto3,oneof"`
+}
+
+type SessionResponse_Read struct {
+	Read *ReadResponse `protobuf:"bytes,6,opt,name=read,proto3,oneof"`
+}
+
+type SessionResponse_ReadLine struct {
+	ReadLine *ReadLineResponse `protobuf:"bytes,7,opt,name=read_line,json=readLine,proto3,oneof"`
+}
+
+type SessionResponse_ReadExactly struct {
+	ReadExactly *ReadExactlyResponse `protobuf:"bytes,8,opt,name=read_exactly,json=readExactly,proto3,oneof"`
+}
+
+type SessionResponse_ReadUntil struct {
+	ReadUntil *ReadUntilResponse `protobuf:"bytes,9,opt,name=read_until,json=readUntil,proto3,oneof"`
+}
+
+type SessionResponse_AtEof struct {
+	AtEof *AtEofResponse `protobuf:"bytes,10,opt,name=at_eof,json=atEof,proto3,oneof"`
+}
+
+type SessionResponse_Write struct {
+	Write *WriteResponse `protobuf:"bytes,11,opt,name=write,proto3,oneof"`
+}
+
+type SessionResponse_WriteLines struct {
+	WriteLines *WriteLinesResponse `protobuf:"bytes,12,opt,name=write_lines,json=writeLines,proto3,oneof"`
+}
+
+type SessionResponse_Drain struct {
+	Drain *DrainResponse `protobuf:"bytes,13,opt,name=drain,proto3,oneof"`
+}
+
+type SessionResponse_WriteEof struct {
+	WriteEof *WriteEofResponse `protobuf:"bytes,14,opt,name=write_eof,json=writeEof,proto3,oneof"`
+}
+
+type SessionResponse_CanWriteEof struct {
+	CanWriteEof *CanWriteEofResponse `protobuf:"bytes,15,opt,name=can_write_eof,json=canWriteEof,proto3,oneof"`
+}
+
+type SessionResponse_Close struct {
+	Close *CloseResponse `protobuf:"bytes,16,opt,name=close,proto3,oneof"`
+}
+
+type SessionResponse_Abort struct {
+	Abort *AbortResponse `protobuf:"bytes,17,opt,name=abort,proto3,oneof"`
+}
+
+type SessionResponse_WaitClosed struct {
+	WaitClosed *WaitClosedResponse `protobuf:"bytes,18,opt,name=wait_closed,json=waitClosed,proto3,oneof"`
+}
+
+type SessionResponse_IsClosing struct {
+	IsClosing *IsClosingResponse `protobuf:"bytes,19,opt,name=is_closing,json=isClosing,proto3,oneof"`
+}
+
+type SessionResponse_StartTls struct {
+	StartTls *StartTlsResponse `protobuf:"bytes,20,opt,name=start_tls,json=startTls,proto3,oneof"`
+}
+
+type SessionResponse_GetExtraInfo struct {
+	GetExtraInfo *GetExtraInfoResponse `protobuf:"bytes,21,opt,name=get_extra_info,json=getExtraInfo,proto3,oneof"`
+}
+
+type SessionResponse_CloseServer struct {
+	CloseServer *CloseServerResponse `protobuf:"bytes,22,opt,name=close_server,json=closeServer,proto3,oneof"`
+}
+
+type SessionResponse_StartServing struct {
+	StartServing *StartServingResponse `protobuf:"bytes,23,opt,name=start_serving,json=startServing,proto3,oneof"`
+}
+
+type SessionResponse_Relay struct {
+	Relay *RelayResponse `protobuf:"bytes,24,opt,name=relay,proto3,oneof"`
+}
+
+type SessionResponse_Cancel struct {
+	// The answer to cancel.
+	Cancel *CancelCallResponse `protobuf:"bytes,40,opt,name=cancel,proto3,oneof"`
+}
+
+type SessionResponse_Error struct {
+	// The operation failed: exactly the status the unary call would end
+	// with.
+	Error *Status `protobuf:"bytes,50,opt,name=error,proto3,oneof"`
+}
+
+func (*SessionResponse_Open) isSessionResponse_Result() {}
+
+func (*SessionResponse_OpenPair) isSessionResponse_Result() {}
+
+func (*SessionResponse_StartServer) isSessionResponse_Result() {}
+
+func (*SessionResponse_Accept) isSessionResponse_Result() {}
+
+func (*SessionResponse_Read) isSessionResponse_Result() {}
+
+func (*SessionResponse_ReadLine) isSessionResponse_Result() {}
+
+func (*SessionResponse_ReadExactly) isSessionResponse_Result() {}
+
+func (*SessionResponse_ReadUntil) isSessionResponse_Result() {}
+
+func (*SessionResponse_AtEof) isSessionResponse_Result() {}
+
+func (*SessionResponse_Write) isSessionResponse_Result() {}
+
+func (*SessionResponse_WriteLines) isSessionResponse_Result() {}
+
+func (*SessionResponse_Drain) isSessionResponse_Result() {}
+
+func (*SessionResponse_WriteEof) isSessionResponse_Result() {}
+
+func (*SessionResponse_CanWriteEof) isSessionResponse_Result() {}
+
+func (*SessionResponse_Close) isSessionResponse_Result() {}
+
+func (*SessionResponse_Abort) isSessionResponse_Result() {}
+
+func (*SessionResponse_WaitClosed) isSessionResponse_Result() {}
+
+func (*SessionResponse_IsClosing) isSessionResponse_Result() {}
+
+func (*SessionResponse_StartTls) isSessionResponse_Result() {}
+
+func (*SessionResponse_GetExtraInfo) isSessionResponse_Result() {}
+
+func (*SessionResponse_CloseServer) isSessionResponse_Result() {}
+
+func (*SessionResponse_StartServing) isSessionResponse_Result() {}
+
+func (*SessionResponse_Relay) isSessionResponse_Result() {}
+
+func (*SessionResponse_Cancel) isSessionResponse_Result() {}
+
+func (*SessionResponse_Error) isSessionResponse_Result() {}
+
+// CancelCallRequest names a Session call to cancel.
+type CancelCallRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call_id of the call to cancel.
+	CallId        int64 `protobuf:"varint,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelCallRequest) Reset() {
+	*x = CancelCallRequest{}
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelCallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelCallRequest) ProtoMessage() {}
+
+func (x *CancelCallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelCallRequest.ProtoReflect.Descriptor instead.
+func (*CancelCallRequest) Descriptor() ([]byte, []int) {
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *CancelCallRequest) GetCallId() int64 {
+	if x != nil {
+		return x.CallId
+	}
+	return 0
+}
+
+// CancelCallResponse reports whether the call was still in flight.
+type CancelCallResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when no call with that call_id was in flight (it had finished).
+	Cancelled     bool `protobuf:"varint,1,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelCallResponse) Reset() {
+	*x = CancelCallResponse{}
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelCallResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelCallResponse) ProtoMessage() {}
+
+func (x *CancelCallResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelCallResponse.ProtoReflect.Descriptor instead.
+func (*CancelCallResponse) Descriptor() ([]byte, []int) {
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *CancelCallResponse) GetCancelled() bool {
+	if x != nil {
+		return x.Cancelled
+	}
+	return false
+}
+
+// Status is a failed operation's gRPC status, as google.rpc.Status: the
+// code, the message and the details (google.rpc.ErrorInfo with the reason,
+// google.rpc.BadRequest, LimitOverrunError, ...).
+type Status struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gRPC status code (google.rpc.Code): 3 INVALID_ARGUMENT, 5
+	// NOT_FOUND, 9 FAILED_PRECONDITION, 11 OUT_OF_RANGE, 14 UNAVAILABLE, ...
+	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// The error message.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The error details.
+	Details       []*anypb.Any `protobuf:"bytes,3,rep,name=details,proto3" json:"details,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Status) Reset() {
+	*x = Status{}
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Status) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Status) ProtoMessage() {}
+
+func (x *Status) ProtoReflect() protoreflect.Message {
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Status.ProtoReflect.Descriptor instead.
+func (*Status) Descriptor() ([]byte, []int) {
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *Status) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *Status) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Status) GetDetails() []*anypb.Any {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
+// AttachRequest is one message of an Attach call.
+type AttachRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stream handle; in the first message only.
+	StreamId string `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	// In the first message: the inbound offset to deliver from (the last
+	// ack; bytes after it that were sent before are sent again). Absent: from
+	// the bytes the last reader acknowledged. With data: the outbound offset
+	// of its first byte; a part already accepted is skipped (a retry).
+	Offset *int64 `protobuf:"varint,2,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
+	// Bytes to write to the stream; not in the first message.
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// Half-close the stream's write side (StreamWriter.write_eof()) after
+	// data.
+	WriteEof bool `protobuf:"varint,4,opt,name=write_eof,json=writeEof,proto3" json:"write_eof,omitempty"`
+	// The inbound offset the client has received up to: the bytes before it
+	// are acknowledged and forgotten.
+	Ack *int64 `protobuf:"varint,5,opt,name=ack,proto3,oneof" json:"ack,omitempty"`
+	// In the first message: the most inbound bytes sent and not yet
+	// acknowledged. 0: 4 MiB. At most 64 MiB.
+	Window        int64 `protobuf:"varint,6,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachRequest) Reset() {
+	*x = AttachRequest{}
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachRequest) ProtoMessage() {}
+
+func (x *AttachRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
+func (*AttachRequest) Descriptor() ([]byte, []int) {
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *AttachRequest) GetStreamId() string {
+	if x != nil {
+		return x.StreamId
+	}
+	return ""
+}
+
+func (x *AttachRequest) GetOffset() int64 {
+	if x != nil && x.Offset != nil {
+		return *x.Offset
+	}
+	return 0
+}
+
+func (x *AttachRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetWriteEof() bool {
+	if x != nil {
+		return x.WriteEof
+	}
+	return false
+}
+
+func (x *AttachRequest) GetAck() int64 {
+	if x != nil && x.Ack != nil {
+		return *x.Ack
+	}
+	return 0
+}
+
+func (x *AttachRequest) GetWindow() int64 {
+	if x != nil {
+		return x.Window
+	}
+	return 0
+}
+
+// AttachResponse is one message of an Attach call.
+type AttachResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes the stream received, in order.
+	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// The inbound offset of data's first byte (in the first response: where
+	// delivery starts).
+	Offset int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The peer sent EOF and every byte before it was sent.
+	Eof bool `protobuf:"varint,3,opt,name=eof,proto3" json:"eof,omitempty"`
+	// Outbound bytes accepted on the stream so far (the offset the next data
+	// starts at).
+	Written       int64 `protobuf:"varint,4,opt,name=written,proto3" json:"written,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachResponse) Reset() {
+	*x = AttachResponse{}
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachResponse) ProtoMessage() {}
+
+func (x *AttachResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachResponse.ProtoReflect.Descriptor instead.
+func (*AttachResponse) Descriptor() ([]byte, []int) {
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *AttachResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *AttachResponse) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *AttachResponse) GetEof() bool {
+	if x != nil {
+		return x.Eof
+	}
+	return false
+}
+
+func (x *AttachResponse) GetWritten() int64 {
+	if x != nil {
+		return x.Written
+	}
+	return 0
+}
+
+// RelayRequest names the two streams to relay between.
+type RelayRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One stream handle.
+	FirstStreamId string `protobuf:"bytes,1,opt,name=first_stream_id,json=firstStreamId,proto3" json:"first_stream_id,omitempty"`
+	// The other stream handle.
+	SecondStreamId string `protobuf:"bytes,2,opt,name=second_stream_id,json=secondStreamId,proto3" json:"second_stream_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RelayRequest) Reset() {
+	*x = RelayRequest{}
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayRequest) ProtoMessage() {}
+
+func (x *RelayRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayRequest.ProtoReflect.Descriptor instead.
+func (*RelayRequest) Descriptor() ([]byte, []int) {
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *RelayRequest) GetFirstStreamId() string {
+	if x != nil {
+		return x.FirstStreamId
+	}
+	return ""
+}
+
+func (x *RelayRequest) GetSecondStreamId() string {
+	if x != nil {
+		return x.SecondStreamId
+	}
+	return ""
+}
+
+// RelayResponse counts the bytes relayed once the relay ended.
+type RelayResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes read from the first stream and written to the second.
+	FirstToSecond int64 `protobuf:"varint,1,opt,name=first_to_second,json=firstToSecond,proto3" json:"first_to_second,omitempty"`
+	// Bytes read from the second stream and written to the first.
+	SecondToFirst int64 `protobuf:"varint,2,opt,name=second_to_first,json=secondToFirst,proto3" json:"second_to_first,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayResponse) Reset() {
+	*x = RelayResponse{}
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayResponse) ProtoMessage() {}
+
+func (x *RelayResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayResponse.ProtoReflect.Descriptor instead.
+func (*RelayResponse) Descriptor() ([]byte, []int) {
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *RelayResponse) GetFirstToSecond() int64 {
+	if x != nil {
+		return x.FirstToSecond
+	}
+	return 0
+}
+
+func (x *RelayResponse) GetSecondToFirst() int64 {
+	if x != nil {
+		return x.SecondToFirst
+	}
+	return 0
+}
+
 var File_streammgr_v1_streammgr_proto protoreflect.FileDescriptor
 
 const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\n" +
-	"\x1cstreammgr/v1/streammgr.proto\x12\fstreammgr.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"4\n" +
+	"\x1cstreammgr/v1/streammgr.proto\x12\fstreammgr.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"4\n" +
 	"\n" +
 	"TcpAddress\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x12\n" +
@@ -3603,7 +4987,7 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x13ListStreamsResponse\x122\n" +
 	"\astreams\x18\x01 \x03(\v2\x18.streammgr.v1.StreamInfoR\astreams\x12%\n" +
 	"\x0ebuffered_bytes\x18\x02 \x01(\x03R\rbufferedBytes\x12,\n" +
-	"\x12max_buffered_bytes\x18\x03 \x01(\x03R\x10maxBufferedBytes\"\xc1\x03\n" +
+	"\x12max_buffered_bytes\x18\x03 \x01(\x03R\x10maxBufferedBytes\"\xfc\x03\n" +
 	"\n" +
 	"StreamInfo\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x12\n" +
@@ -3620,12 +5004,109 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\bretained\x18\v \x01(\x03R\bretained\x12'\n" +
 	"\x0fearliest_offset\x18\f \x01(\x03R\x0eearliestOffset\x12%\n" +
 	"\x0ewrite_buffered\x18\r \x01(\x03R\rwriteBuffered\x12*\n" +
-	"\x11calls_in_progress\x18\x0e \x01(\x03R\x0fcallsInProgress\"f\n" +
+	"\x11calls_in_progress\x18\x0e \x01(\x03R\x0fcallsInProgress\x12\x1a\n" +
+	"\battached\x18\x0f \x01(\bR\battached\x12\x1d\n" +
+	"\n" +
+	"relay_peer\x18\x10 \x01(\tR\trelayPeer\"f\n" +
 	"\x11LimitOverrunError\x12\x1a\n" +
 	"\bconsumed\x18\x01 \x01(\x03R\bconsumed\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x12\x1f\n" +
 	"\vnext_offset\x18\x03 \x01(\x03R\n" +
-	"nextOffset2\xf0\x0e\n" +
+	"nextOffset\"\xa5\f\n" +
+	"\x0eSessionRequest\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\x03R\x06callId\x12/\n" +
+	"\x04open\x18\x02 \x01(\v2\x19.streammgr.v1.OpenRequestH\x00R\x04open\x12<\n" +
+	"\topen_pair\x18\x03 \x01(\v2\x1d.streammgr.v1.OpenPairRequestH\x00R\bopenPair\x12E\n" +
+	"\fstart_server\x18\x04 \x01(\v2 .streammgr.v1.StartServerRequestH\x00R\vstartServer\x125\n" +
+	"\x06accept\x18\x05 \x01(\v2\x1b.streammgr.v1.AcceptRequestH\x00R\x06accept\x12/\n" +
+	"\x04read\x18\x06 \x01(\v2\x19.streammgr.v1.ReadRequestH\x00R\x04read\x12<\n" +
+	"\tread_line\x18\a \x01(\v2\x1d.streammgr.v1.ReadLineRequestH\x00R\breadLine\x12E\n" +
+	"\fread_exactly\x18\b \x01(\v2 .streammgr.v1.ReadExactlyRequestH\x00R\vreadExactly\x12?\n" +
+	"\n" +
+	"read_until\x18\t \x01(\v2\x1e.streammgr.v1.ReadUntilRequestH\x00R\treadUntil\x123\n" +
+	"\x06at_eof\x18\n" +
+	" \x01(\v2\x1a.streammgr.v1.AtEofRequestH\x00R\x05atEof\x122\n" +
+	"\x05write\x18\v \x01(\v2\x1a.streammgr.v1.WriteRequestH\x00R\x05write\x12B\n" +
+	"\vwrite_lines\x18\f \x01(\v2\x1f.streammgr.v1.WriteLinesRequestH\x00R\n" +
+	"writeLines\x122\n" +
+	"\x05drain\x18\r \x01(\v2\x1a.streammgr.v1.DrainRequestH\x00R\x05drain\x12<\n" +
+	"\twrite_eof\x18\x0e \x01(\v2\x1d.streammgr.v1.WriteEofRequestH\x00R\bwriteEof\x12F\n" +
+	"\rcan_write_eof\x18\x0f \x01(\v2 .streammgr.v1.CanWriteEofRequestH\x00R\vcanWriteEof\x122\n" +
+	"\x05close\x18\x10 \x01(\v2\x1a.streammgr.v1.CloseRequestH\x00R\x05close\x122\n" +
+	"\x05abort\x18\x11 \x01(\v2\x1a.streammgr.v1.AbortRequestH\x00R\x05abort\x12B\n" +
+	"\vwait_closed\x18\x12 \x01(\v2\x1f.streammgr.v1.WaitClosedRequestH\x00R\n" +
+	"waitClosed\x12?\n" +
+	"\n" +
+	"is_closing\x18\x13 \x01(\v2\x1e.streammgr.v1.IsClosingRequestH\x00R\tisClosing\x12<\n" +
+	"\tstart_tls\x18\x14 \x01(\v2\x1d.streammgr.v1.StartTlsRequestH\x00R\bstartTls\x12I\n" +
+	"\x0eget_extra_info\x18\x15 \x01(\v2!.streammgr.v1.GetExtraInfoRequestH\x00R\fgetExtraInfo\x12E\n" +
+	"\fclose_server\x18\x16 \x01(\v2 .streammgr.v1.CloseServerRequestH\x00R\vcloseServer\x12H\n" +
+	"\rstart_serving\x18\x17 \x01(\v2!.streammgr.v1.StartServingRequestH\x00R\fstartServing\x122\n" +
+	"\x05relay\x18\x18 \x01(\v2\x1a.streammgr.v1.RelayRequestH\x00R\x05relay\x129\n" +
+	"\x06cancel\x18( \x01(\v2\x1f.streammgr.v1.CancelCallRequestH\x00R\x06cancel\x123\n" +
+	"\atimeout\x182 \x01(\v2\x19.google.protobuf.DurationR\atimeoutB\x04\n" +
+	"\x02op\"\xbb\f\n" +
+	"\x0fSessionResponse\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\x03R\x06callId\x120\n" +
+	"\x04open\x18\x02 \x01(\v2\x1a.streammgr.v1.OpenResponseH\x00R\x04open\x12=\n" +
+	"\topen_pair\x18\x03 \x01(\v2\x1e.streammgr.v1.OpenPairResponseH\x00R\bopenPair\x12F\n" +
+	"\fstart_server\x18\x04 \x01(\v2!.streammgr.v1.StartServerResponseH\x00R\vstartServer\x126\n" +
+	"\x06accept\x18\x05 \x01(\v2\x1c.streammgr.v1.AcceptResponseH\x00R\x06accept\x120\n" +
+	"\x04read\x18\x06 \x01(\v2\x1a.streammgr.v1.ReadResponseH\x00R\x04read\x12=\n" +
+	"\tread_line\x18\a \x01(\v2\x1e.streammgr.v1.ReadLineResponseH\x00R\breadLine\x12F\n" +
+	"\fread_exactly\x18\b \x01(\v2!.streammgr.v1.ReadExactlyResponseH\x00R\vreadExactly\x12@\n" +
+	"\n" +
+	"read_until\x18\t \x01(\v2\x1f.streammgr.v1.ReadUntilResponseH\x00R\treadUntil\x124\n" +
+	"\x06at_eof\x18\n" +
+	" \x01(\v2\x1b.streammgr.v1.AtEofResponseH\x00R\x05atEof\x123\n" +
+	"\x05write\x18\v \x01(\v2\x1b.streammgr.v1.WriteResponseH\x00R\x05write\x12C\n" +
+	"\vwrite_lines\x18\f \x01(\v2 .streammgr.v1.WriteLinesResponseH\x00R\n" +
+	"writeLines\x123\n" +
+	"\x05drain\x18\r \x01(\v2\x1b.streammgr.v1.DrainResponseH\x00R\x05drain\x12=\n" +
+	"\twrite_eof\x18\x0e \x01(\v2\x1e.streammgr.v1.WriteEofResponseH\x00R\bwriteEof\x12G\n" +
+	"\rcan_write_eof\x18\x0f \x01(\v2!.streammgr.v1.CanWriteEofResponseH\x00R\vcanWriteEof\x123\n" +
+	"\x05close\x18\x10 \x01(\v2\x1b.streammgr.v1.CloseResponseH\x00R\x05close\x123\n" +
+	"\x05abort\x18\x11 \x01(\v2\x1b.streammgr.v1.AbortResponseH\x00R\x05abort\x12C\n" +
+	"\vwait_closed\x18\x12 \x01(\v2 .streammgr.v1.WaitClosedResponseH\x00R\n" +
+	"waitClosed\x12@\n" +
+	"\n" +
+	"is_closing\x18\x13 \x01(\v2\x1f.streammgr.v1.IsClosingResponseH\x00R\tisClosing\x12=\n" +
+	"\tstart_tls\x18\x14 \x01(\v2\x1e.streammgr.v1.StartTlsResponseH\x00R\bstartTls\x12J\n" +
+	"\x0eget_extra_info\x18\x15 \x01(\v2\".streammgr.v1.GetExtraInfoResponseH\x00R\fgetExtraInfo\x12F\n" +
+	"\fclose_server\x18\x16 \x01(\v2!.streammgr.v1.CloseServerResponseH\x00R\vcloseServer\x12I\n" +
+	"\rstart_serving\x18\x17 \x01(\v2\".streammgr.v1.StartServingResponseH\x00R\fstartServing\x123\n" +
+	"\x05relay\x18\x18 \x01(\v2\x1b.streammgr.v1.RelayResponseH\x00R\x05relay\x12:\n" +
+	"\x06cancel\x18( \x01(\v2 .streammgr.v1.CancelCallResponseH\x00R\x06cancel\x12,\n" +
+	"\x05error\x182 \x01(\v2\x14.streammgr.v1.StatusH\x00R\x05errorB\b\n" +
+	"\x06result\",\n" +
+	"\x11CancelCallRequest\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\x03R\x06callId\"2\n" +
+	"\x12CancelCallResponse\x12\x1c\n" +
+	"\tcancelled\x18\x01 \x01(\bR\tcancelled\"f\n" +
+	"\x06Status\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
+	"\adetails\x18\x03 \x03(\v2\x14.google.protobuf.AnyR\adetails\"\xbc\x01\n" +
+	"\rAttachRequest\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x1b\n" +
+	"\x06offset\x18\x02 \x01(\x03H\x00R\x06offset\x88\x01\x01\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x1b\n" +
+	"\twrite_eof\x18\x04 \x01(\bR\bwriteEof\x12\x15\n" +
+	"\x03ack\x18\x05 \x01(\x03H\x01R\x03ack\x88\x01\x01\x12\x16\n" +
+	"\x06window\x18\x06 \x01(\x03R\x06windowB\t\n" +
+	"\a_offsetB\x06\n" +
+	"\x04_ack\"h\n" +
+	"\x0eAttachResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x10\n" +
+	"\x03eof\x18\x03 \x01(\bR\x03eof\x12\x18\n" +
+	"\awritten\x18\x04 \x01(\x03R\awritten\"`\n" +
+	"\fRelayRequest\x12&\n" +
+	"\x0ffirst_stream_id\x18\x01 \x01(\tR\rfirstStreamId\x12(\n" +
+	"\x10second_stream_id\x18\x02 \x01(\tR\x0esecondStreamId\"_\n" +
+	"\rRelayResponse\x12&\n" +
+	"\x0ffirst_to_second\x18\x01 \x01(\x03R\rfirstToSecond\x12&\n" +
+	"\x0fsecond_to_first\x18\x02 \x01(\x03R\rsecondToFirst2\xc7\x10\n" +
 	"\rStreamService\x12=\n" +
 	"\x04Open\x12\x19.streammgr.v1.OpenRequest\x1a\x1a.streammgr.v1.OpenResponse\x12I\n" +
 	"\bOpenPair\x12\x1d.streammgr.v1.OpenPairRequest\x1a\x1e.streammgr.v1.OpenPairResponse\x12R\n" +
@@ -3653,7 +5134,10 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\tIsClosing\x12\x1e.streammgr.v1.IsClosingRequest\x1a\x1f.streammgr.v1.IsClosingResponse\x12I\n" +
 	"\bStartTls\x12\x1d.streammgr.v1.StartTlsRequest\x1a\x1e.streammgr.v1.StartTlsResponse\x12U\n" +
 	"\fGetExtraInfo\x12!.streammgr.v1.GetExtraInfoRequest\x1a\".streammgr.v1.GetExtraInfoResponse\x12R\n" +
-	"\vListStreams\x12 .streammgr.v1.ListStreamsRequest\x1a!.streammgr.v1.ListStreamsResponseB=Z;github.com/streammgr/streammgr/api/streammgr/v1;streammgrv1b\x06proto3"
+	"\vListStreams\x12 .streammgr.v1.ListStreamsRequest\x1a!.streammgr.v1.ListStreamsResponse\x12J\n" +
+	"\aSession\x12\x1c.streammgr.v1.SessionRequest\x1a\x1d.streammgr.v1.SessionResponse(\x010\x01\x12G\n" +
+	"\x06Attach\x12\x1b.streammgr.v1.AttachRequest\x1a\x1c.streammgr.v1.AttachResponse(\x010\x01\x12@\n" +
+	"\x05Relay\x12\x1a.streammgr.v1.RelayRequest\x1a\x1b.streammgr.v1.RelayResponseB=Z;github.com/streammgr/streammgr/api/streammgr/v1;streammgrv1b\x06proto3"
 
 var (
 	file_streammgr_v1_streammgr_proto_rawDescOnce sync.Once
@@ -3667,7 +5151,7 @@ func file_streammgr_v1_streammgr_proto_rawDescGZIP() []byte {
 	return file_streammgr_v1_streammgr_proto_rawDescData
 }
 
-var file_streammgr_v1_streammgr_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_streammgr_v1_streammgr_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_streammgr_v1_streammgr_proto_goTypes = []any{
 	(*TcpAddress)(nil),           // 0: streammgr.v1.TcpAddress
 	(*UnixAddress)(nil),          // 1: streammgr.v1.UnixAddress
@@ -3725,81 +5209,148 @@ var file_streammgr_v1_streammgr_proto_goTypes = []any{
 	(*ListStreamsResponse)(nil),  // 53: streammgr.v1.ListStreamsResponse
 	(*StreamInfo)(nil),           // 54: streammgr.v1.StreamInfo
 	(*LimitOverrunError)(nil),    // 55: streammgr.v1.LimitOverrunError
-	(*durationpb.Duration)(nil),  // 56: google.protobuf.Duration
-	(*structpb.Value)(nil),       // 57: google.protobuf.Value
+	(*SessionRequest)(nil),       // 56: streammgr.v1.SessionRequest
+	(*SessionResponse)(nil),      // 57: streammgr.v1.SessionResponse
+	(*CancelCallRequest)(nil),    // 58: streammgr.v1.CancelCallRequest
+	(*CancelCallResponse)(nil),   // 59: streammgr.v1.CancelCallResponse
+	(*Status)(nil),               // 60: streammgr.v1.Status
+	(*AttachRequest)(nil),        // 61: streammgr.v1.AttachRequest
+	(*AttachResponse)(nil),       // 62: streammgr.v1.AttachResponse
+	(*RelayRequest)(nil),         // 63: streammgr.v1.RelayRequest
+	(*RelayResponse)(nil),        // 64: streammgr.v1.RelayResponse
+	(*durationpb.Duration)(nil),  // 65: google.protobuf.Duration
+	(*structpb.Value)(nil),       // 66: google.protobuf.Value
+	(*anypb.Any)(nil),            // 67: google.protobuf.Any
 }
 var file_streammgr_v1_streammgr_proto_depIdxs = []int32{
-	56, // 0: streammgr.v1.TlsOptions.handshake_timeout:type_name -> google.protobuf.Duration
+	65, // 0: streammgr.v1.TlsOptions.handshake_timeout:type_name -> google.protobuf.Duration
 	0,  // 1: streammgr.v1.OpenRequest.tcp:type_name -> streammgr.v1.TcpAddress
 	1,  // 2: streammgr.v1.OpenRequest.unix:type_name -> streammgr.v1.UnixAddress
 	2,  // 3: streammgr.v1.OpenRequest.tls:type_name -> streammgr.v1.TlsOptions
 	0,  // 4: streammgr.v1.OpenRequest.local_addr:type_name -> streammgr.v1.TcpAddress
-	56, // 5: streammgr.v1.OpenRequest.connect_timeout:type_name -> google.protobuf.Duration
+	65, // 5: streammgr.v1.OpenRequest.connect_timeout:type_name -> google.protobuf.Duration
 	0,  // 6: streammgr.v1.StartServerRequest.tcp:type_name -> streammgr.v1.TcpAddress
 	1,  // 7: streammgr.v1.StartServerRequest.unix:type_name -> streammgr.v1.UnixAddress
 	2,  // 8: streammgr.v1.StartServerRequest.tls:type_name -> streammgr.v1.TlsOptions
-	56, // 9: streammgr.v1.AcceptRequest.timeout:type_name -> google.protobuf.Duration
+	65, // 9: streammgr.v1.AcceptRequest.timeout:type_name -> google.protobuf.Duration
 	19, // 10: streammgr.v1.ListServersResponse.servers:type_name -> streammgr.v1.ServerInfo
-	56, // 11: streammgr.v1.ServerInfo.age:type_name -> google.protobuf.Duration
+	65, // 11: streammgr.v1.ServerInfo.age:type_name -> google.protobuf.Duration
 	2,  // 12: streammgr.v1.StartTlsRequest.tls:type_name -> streammgr.v1.TlsOptions
-	57, // 13: streammgr.v1.GetExtraInfoResponse.value:type_name -> google.protobuf.Value
+	66, // 13: streammgr.v1.GetExtraInfoResponse.value:type_name -> google.protobuf.Value
 	54, // 14: streammgr.v1.ListStreamsResponse.streams:type_name -> streammgr.v1.StreamInfo
-	56, // 15: streammgr.v1.StreamInfo.age:type_name -> google.protobuf.Duration
-	3,  // 16: streammgr.v1.StreamService.Open:input_type -> streammgr.v1.OpenRequest
-	5,  // 17: streammgr.v1.StreamService.OpenPair:input_type -> streammgr.v1.OpenPairRequest
-	7,  // 18: streammgr.v1.StreamService.StartServer:input_type -> streammgr.v1.StartServerRequest
-	9,  // 19: streammgr.v1.StreamService.StartServing:input_type -> streammgr.v1.StartServingRequest
-	11, // 20: streammgr.v1.StreamService.Accept:input_type -> streammgr.v1.AcceptRequest
-	13, // 21: streammgr.v1.StreamService.Serve:input_type -> streammgr.v1.ServeRequest
-	15, // 22: streammgr.v1.StreamService.CloseServer:input_type -> streammgr.v1.CloseServerRequest
-	17, // 23: streammgr.v1.StreamService.ListServers:input_type -> streammgr.v1.ListServersRequest
-	20, // 24: streammgr.v1.StreamService.Read:input_type -> streammgr.v1.ReadRequest
-	22, // 25: streammgr.v1.StreamService.ReadLine:input_type -> streammgr.v1.ReadLineRequest
-	24, // 26: streammgr.v1.StreamService.ReadExactly:input_type -> streammgr.v1.ReadExactlyRequest
-	26, // 27: streammgr.v1.StreamService.ReadUntil:input_type -> streammgr.v1.ReadUntilRequest
-	28, // 28: streammgr.v1.StreamService.AtEof:input_type -> streammgr.v1.AtEofRequest
-	30, // 29: streammgr.v1.StreamService.Write:input_type -> streammgr.v1.WriteRequest
-	32, // 30: streammgr.v1.StreamService.WriteLines:input_type -> streammgr.v1.WriteLinesRequest
-	34, // 31: streammgr.v1.StreamService.Drain:input_type -> streammgr.v1.DrainRequest
-	36, // 32: streammgr.v1.StreamService.WriteEof:input_type -> streammgr.v1.WriteEofRequest
-	38, // 33: streammgr.v1.StreamService.CanWriteEof:input_type -> streammgr.v1.CanWriteEofRequest
-	40, // 34: streammgr.v1.StreamService.Close:input_type -> streammgr.v1.CloseRequest
-	42, // 35: streammgr.v1.StreamService.Abort:input_type -> streammgr.v1.AbortRequest
-	44, // 36: streammgr.v1.StreamService.WaitClosed:input_type -> streammgr.v1.WaitClosedRequest
-	46, // 37: streammgr.v1.StreamService.IsClosing:input_type -> streammgr.v1.IsClosingRequest
-	48, // 38: streammgr.v1.StreamService.StartTls:input_type -> streammgr.v1.StartTlsRequest
-	50, // 39: streammgr.v1.StreamService.GetExtraInfo:input_type -> streammgr.v1.GetExtraInfoRequest
-	52, // 40: streammgr.v1.StreamService.ListStreams:input_type -> streammgr.v1.ListStreamsRequest
-	4,  // 41: streammgr.v1.StreamService.Open:output_type -> streammgr.v1.OpenResponse
-	6,  // 42: streammgr.v1.StreamService.OpenPair:output_type -> streammgr.v1.OpenPairResponse
-	8,  // 43: streammgr.v1.StreamService.StartServer:output_type -> streammgr.v1.StartServerResponse
-	10, // 44: streammgr.v1.StreamService.StartServing:output_type -> streammgr.v1.StartServingResponse
-	12, // 45: streammgr.v1.StreamService.Accept:output_type -> streammgr.v1.AcceptResponse
-	14, // 46: streammgr.v1.StreamService.Serve:output_type -> streammgr.v1.ServeResponse
-	16, // 47: streammgr.v1.StreamService.CloseServer:output_type -> streammgr.v1.CloseServerResponse
-	18, // 48: streammgr.v1.StreamService.ListServers:output_type -> streammgr.v1.ListServersResponse
-	21, // 49: streammgr.v1.StreamService.Read:output_type -> streammgr.v1.ReadResponse
-	23, // 50: streammgr.v1.StreamService.ReadLine:output_type -> streammgr.v1.ReadLineResponse
-	25, // 51: streammgr.v1.StreamService.ReadExactly:output_type -> streammgr.v1.ReadExactlyResponse
-	27, // 52: streammgr.v1.StreamService.ReadUntil:output_type -> streammgr.v1.ReadUntilResponse
-	29, // 53: streammgr.v1.StreamService.AtEof:output_type -> streammgr.v1.AtEofResponse
-	31, // 54: streammgr.v1.StreamService.Write:output_type -> streammgr.v1.WriteResponse
-	33, // 55: streammgr.v1.StreamService.WriteLines:output_type -> streammgr.v1.WriteLinesResponse
-	35, // 56: streammgr.v1.StreamService.Drain:output_type -> streammgr.v1.DrainResponse
-	37, // 57: streammgr.v1.StreamService.WriteEof:output_type -> streammgr.v1.WriteEofResponse
-	39, // 58: streammgr.v1.StreamService.CanWriteEof:output_type -> streammgr.v1.CanWriteEofResponse
-	41, // 59: streammgr.v1.StreamService.Close:output_type -> streammgr.v1.CloseResponse
-	43, // 60: streammgr.v1.StreamService.Abort:output_type -> streammgr.v1.AbortResponse
-	45, // 61: streammgr.v1.StreamService.WaitClosed:output_type -> streammgr.v1.WaitClosedResponse
-	47, // 62: streammgr.v1.StreamService.IsClosing:output_type -> streammgr.v1.IsClosingResponse
-	49, // 63: streammgr.v1.StreamService.StartTls:output_type -> streammgr.v1.StartTlsResponse
-	51, // 64: streammgr.v1.StreamService.GetExtraInfo:output_type -> streammgr.v1.GetExtraInfoResponse
-	53, // 65: streammgr.v1.StreamService.ListStreams:output_type -> streammgr.v1.ListStreamsResponse
-	41, // [41:66] is the sub-list for method output_type
-	16, // [16:41] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	65, // 15: streammgr.v1.StreamInfo.age:type_name -> google.protobuf.Duration
+	3,  // 16: streammgr.v1.SessionRequest.open:type_name -> streammgr.v1.OpenRequest
+	5,  // 17: streammgr.v1.SessionRequest.open_pair:type_name -> streammgr.v1.OpenPairRequest
+	7,  // 18: streammgr.v1.SessionRequest.start_server:type_name -> streammgr.v1.StartServerRequest
+	11, // 19: streammgr.v1.SessionRequest.accept:type_name -> streammgr.v1.AcceptRequest
+	20, // 20: streammgr.v1.SessionRequest.read:type_name -> streammgr.v1.ReadRequest
+	22, // 21: streammgr.v1.SessionRequest.read_line:type_name -> streammgr.v1.ReadLineRequest
+	24, // 22: streammgr.v1.SessionRequest.read_exactly:type_name -> streammgr.v1.ReadExactlyRequest
+	26, // 23: streammgr.v1.SessionRequest.read_until:type_name -> streammgr.v1.ReadUntilRequest
+	28, // 24: streammgr.v1.SessionRequest.at_eof:type_name -> streammgr.v1.AtEofRequest
+	30, // 25: streammgr.v1.SessionRequest.write:type_name -> streammgr.v1.WriteRequest
+	32, // 26: streammgr.v1.SessionRequest.write_lines:type_name -> streammgr.v1.WriteLinesRequest
+	34, // 27: streammgr.v1.SessionRequest.drain:type_name -> streammgr.v1.DrainRequest
+	36, // 28: streammgr.v1.SessionRequest.write_eof:type_name -> streammgr.v1.WriteEofRequest
+	38, // 29: streammgr.v1.SessionRequest.can_write_eof:type_name -> streammgr.v1.CanWriteEofRequest
+	40, // 30: streammgr.v1.SessionRequest.close:type_name -> streammgr.v1.CloseRequest
+	42, // 31: streammgr.v1.SessionRequest.abort:type_name -> streammgr.v1.AbortRequest
+	44, // 32: streammgr.v1.SessionRequest.wait_closed:type_name -> streammgr.v1.WaitClosedRequest
+	46, // 33: streammgr.v1.SessionRequest.is_closing:type_name -> streammgr.v1.IsClosingRequest
+	48, // 34: streammgr.v1.SessionRequest.start_tls:type_name -> streammgr.v1.StartTlsRequest
+	50, // 35: streammgr.v1.SessionRequest.get_extra_info:type_name -> streammgr.v1.GetExtraInfoRequest
+	15, // 36: streammgr.v1.SessionRequest.close_server:type_name -> streammgr.v1.CloseServerRequest
+	9,  // 37: streammgr.v1.SessionRequest.start_serving:type_name -> streammgr.v1.StartServingRequest
+	63, // 38: streammgr.v1.SessionRequest.relay:type_name -> streammgr.v1.RelayRequest
+	58, // 39: streammgr.v1.SessionRequest.cancel:type_name -> streammgr.v1.CancelCallRequest
+	65, // 40: streammgr.v1.SessionRequest.timeout:type_name -> google.protobuf.Duration
+	4,  // 41: streammgr.v1.SessionResponse.open:type_name -> streammgr.v1.OpenResponse
+	6,  // 42: streammgr.v1.SessionResponse.open_pair:type_name -> streammgr.v1.OpenPairResponse
+	8,  // 43: streammgr.v1.SessionResponse.start_server:type_name -> streammgr.v1.StartServerResponse
+	12, // 44: streammgr.v1.SessionResponse.accept:type_name -> streammgr.v1.AcceptResponse
+	21, // 45: streammgr.v1.SessionResponse.read:type_name -> streammgr.v1.ReadResponse
+	23, // 46: streammgr.v1.SessionResponse.read_line:type_name -> streammgr.v1.ReadLineResponse
+	25, // 47: streammgr.v1.SessionResponse.read_exactly:type_name -> streammgr.v1.ReadExactlyResponse
+	27, // 48: streammgr.v1.SessionResponse.read_until:type_name -> streammgr.v1.ReadUntilResponse
+	29, // 49: streammgr.v1.SessionResponse.at_eof:type_name -> streammgr.v1.AtEofResponse
+	31, // 50: streammgr.v1.SessionResponse.write:type_name -> streammgr.v1.WriteResponse
+	33, // 51: streammgr.v1.SessionResponse.write_lines:type_name -> streammgr.v1.WriteLinesResponse
+	35, // 52: streammgr.v1.SessionResponse.drain:type_name -> streammgr.v1.DrainResponse
+	37, // 53: streammgr.v1.SessionResponse.write_eof:type_name -> streammgr.v1.WriteEofResponse
+	39, // 54: streammgr.v1.SessionResponse.can_write_eof:type_name -> streammgr.v1.CanWriteEofResponse
+	41, // 55: streammgr.v1.SessionResponse.close:type_name -> streammgr.v1.CloseResponse
+	43, // 56: streammgr.v1.SessionResponse.abort:type_name -> streammgr.v1.AbortResponse
+	45, // 57: streammgr.v1.SessionResponse.wait_closed:type_name -> streammgr.v1.WaitClosedResponse
+	47, // 58: streammgr.v1.SessionResponse.is_closing:type_name -> streammgr.v1.IsClosingResponse
+	49, // 59: streammgr.v1.SessionResponse.start_tls:type_name -> streammgr.v1.StartTlsResponse
+	51, // 60: streammgr.v1.SessionResponse.get_extra_info:type_name -> streammgr.v1.GetExtraInfoResponse
+	16, // 61: streammgr.v1.SessionResponse.close_server:type_name -> streammgr.v1.CloseServerResponse
+	10, // 62: streammgr.v1.SessionResponse.start_serving:type_name -> streammgr.v1.StartServingResponse
+	64, // 63: streammgr.v1.SessionResponse.relay:type_name -> streammgr.v1.RelayResponse
+	59, // 64: streammgr.v1.SessionResponse.cancel:type_name -> streammgr.v1.CancelCallResponse
+	60, // 65: streammgr.v1.SessionResponse.error:type_name -> streammgr.v1.Status
+	67, // 66: streammgr.v1.Status.details:type_name -> google.protobuf.Any
+	3,  // 67: streammgr.v1.StreamService.Open:input_type -> streammgr.v1.OpenRequest
+	5,  // 68: streammgr.v1.StreamService.OpenPair:input_type -> streammgr.v1.OpenPairRequest
+	7,  // 69: streammgr.v1.StreamService.StartServer:input_type -> streammgr.v1.StartServerRequest
+	9,  // 70: streammgr.v1.StreamService.StartServing:input_type -> streammgr.v1.StartServingRequest
+	11, // 71: streammgr.v1.StreamService.Accept:input_type -> streammgr.v1.AcceptRequest
+	13, // 72: streammgr.v1.StreamService.Serve:input_type -> streammgr.v1.ServeRequest
+	15, // 73: streammgr.v1.StreamService.CloseServer:input_type -> streammgr.v1.CloseServerRequest
+	17, // 74: streammgr.v1.StreamService.ListServers:input_type -> streammgr.v1.ListServersRequest
+	20, // 75: streammgr.v1.StreamService.Read:input_type -> streammgr.v1.ReadRequest
+	22, // 76: streammgr.v1.StreamService.ReadLine:input_type -> streammgr.v1.ReadLineRequest
+	24, // 77: streammgr.v1.StreamService.ReadExactly:input_type -> streammgr.v1.ReadExactlyRequest
+	26, // 78: streammgr.v1.StreamService.ReadUntil:input_type -> streammgr.v1.ReadUntilRequest
+	28, // 79: streammgr.v1.StreamService.AtEof:input_type -> streammgr.v1.AtEofRequest
+	30, // 80: streammgr.v1.StreamService.Write:input_type -> streammgr.v1.WriteRequest
+	32, // 81: streammgr.v1.StreamService.WriteLines:input_type -> streammgr.v1.WriteLinesRequest
+	34, // 82: streammgr.v1.StreamService.Drain:input_type -> streammgr.v1.DrainRequest
+	36, // 83: streammgr.v1.StreamService.WriteEof:input_type -> streammgr.v1.WriteEofRequest
+	38, // 84: streammgr.v1.StreamService.CanWriteEof:input_type -> streammgr.v1.CanWriteEofRequest
+	40, // 85: streammgr.v1.StreamService.Close:input_type -> streammgr.v1.CloseRequest
+	42, // 86: streammgr.v1.StreamService.Abort:input_type -> streammgr.v1.AbortRequest
+	44, // 87: streammgr.v1.StreamService.WaitClosed:input_type -> streammgr.v1.WaitClosedRequest
+	46, // 88: streammgr.v1.StreamService.IsClosing:input_type -> streammgr.v1.IsClosingRequest
+	48, // 89: streammgr.v1.StreamService.StartTls:input_type -> streammgr.v1.StartTlsRequest
+	50, // 90: streammgr.v1.StreamService.GetExtraInfo:input_type -> streammgr.v1.GetExtraInfoRequest
+	52, // 91: streammgr.v1.StreamService.ListStreams:input_type -> streammgr.v1.ListStreamsRequest
+	56, // 92: streammgr.v1.StreamService.Session:input_type -> streammgr.v1.SessionRequest
+	61, // 93: streammgr.v1.StreamService.Attach:input_type -> streammgr.v1.AttachRequest
+	63, // 94: streammgr.v1.StreamService.Relay:input_type -> streammgr.v1.RelayRequest
+	4,  // 95: streammgr.v1.StreamService.Open:output_type -> streammgr.v1.OpenResponse
+	6,  // 96: streammgr.v1.StreamService.OpenPair:output_type -> streammgr.v1.OpenPairResponse
+	8,  // 97: streammgr.v1.StreamService.StartServer:output_type -> streammgr.v1.StartServerResponse
+	10, // 98: streammgr.v1.StreamService.StartServing:output_type -> streammgr.v1.StartServingResponse
+	12, // 99: streammgr.v1.StreamService.Accept:output_type -> streammgr.v1.AcceptResponse
+	14, // 100: streammgr.v1.StreamService.Serve:output_type -> streammgr.v1.ServeResponse
+	16, // 101: streammgr.v1.StreamService.CloseServer:output_type -> streammgr.v1.CloseServerResponse
+	18, // 102: streammgr.v1.StreamService.ListServers:output_type -> streammgr.v1.ListServersResponse
+	21, // 103: streammgr.v1.StreamService.Read:output_type -> streammgr.v1.ReadResponse
+	23, // 104: streammgr.v1.StreamService.ReadLine:output_type -> streammgr.v1.ReadLineResponse
+	25, // 105: streammgr.v1.StreamService.ReadExactly:output_type -> streammgr.v1.ReadExactlyResponse
+	27, // 106: streammgr.v1.StreamService.ReadUntil:output_type -> streammgr.v1.ReadUntilResponse
+	29, // 107: streammgr.v1.StreamService.AtEof:output_type -> streammgr.v1.AtEofResponse
+	31, // 108: streammgr.v1.StreamService.Write:output_type -> streammgr.v1.WriteResponse
+	33, // 109: streammgr.v1.StreamService.WriteLines:output_type -> streammgr.v1.WriteLinesResponse
+	35, // 110: streammgr.v1.StreamService.Drain:output_type -> streammgr.v1.DrainResponse
+	37, // 111: streammgr.v1.StreamService.WriteEof:output_type -> streammgr.v1.WriteEofResponse
+	39, // 112: streammgr.v1.StreamService.CanWriteEof:output_type -> streammgr.v1.CanWriteEofResponse
+	41, // 113: streammgr.v1.StreamService.Close:output_type -> streammgr.v1.CloseResponse
+	43, // 114: streammgr.v1.StreamService.Abort:output_type -> streammgr.v1.AbortResponse
+	45, // 115: streammgr.v1.StreamService.WaitClosed:output_type -> streammgr.v1.WaitClosedResponse
+	47, // 116: streammgr.v1.StreamService.IsClosing:output_type -> streammgr.v1.IsClosingResponse
+	49, // 117: streammgr.v1.StreamService.StartTls:output_type -> streammgr.v1.StartTlsResponse
+	51, // 118: streammgr.v1.StreamService.GetExtraInfo:output_type -> streammgr.v1.GetExtraInfoResponse
+	53, // 119: streammgr.v1.StreamService.ListStreams:output_type -> streammgr.v1.ListStreamsResponse
+	57, // 120: streammgr.v1.StreamService.Session:output_type -> streammgr.v1.SessionResponse
+	62, // 121: streammgr.v1.StreamService.Attach:output_type -> streammgr.v1.AttachResponse
+	64, // 122: streammgr.v1.StreamService.Relay:output_type -> streammgr.v1.RelayResponse
+	95, // [95:123] is the sub-list for method output_type
+	67, // [67:95] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_streammgr_v1_streammgr_proto_init() }
@@ -3822,13 +5373,67 @@ func file_streammgr_v1_streammgr_proto_init() {
 	file_streammgr_v1_streammgr_proto_msgTypes[26].OneofWrappers = []any{}
 	file_streammgr_v1_streammgr_proto_msgTypes[30].OneofWrappers = []any{}
 	file_streammgr_v1_streammgr_proto_msgTypes[32].OneofWrappers = []any{}
+	file_streammgr_v1_streammgr_proto_msgTypes[56].OneofWrappers = []any{
+		(*SessionRequest_Open)(nil),
+		(*SessionRequest_OpenPair)(nil),
+		(*SessionRequest_StartServer)(nil),
+		(*SessionRequest_Accept)(nil),
+		(*SessionRequest_Read)(nil),
+		(*SessionRequest_ReadLine)(nil),
+		(*SessionRequest_ReadExactly)(nil),
+		(*SessionRequest_ReadUntil)(nil),
+		(*SessionRequest_AtEof)(nil),
+		(*SessionRequest_Write)(nil),
+		(*SessionRequest_WriteLines)(nil),
+		(*SessionRequest_Drain)(nil),
+		(*SessionRequest_WriteEof)(nil),
+		(*SessionRequest_CanWriteEof)(nil),
+		(*SessionRequest_Close)(nil),
+		(*SessionRequest_Abort)(nil),
+		(*SessionRequest_WaitClosed)(nil),
+		(*SessionRequest_IsClosing)(nil),
+		(*SessionRequest_StartTls)(nil),
+		(*SessionRequest_GetExtraInfo)(nil),
+		(*SessionRequest_CloseServer)(nil),
+		(*SessionRequest_StartServing)(nil),
+		(*SessionRequest_Relay)(nil),
+		(*SessionRequest_Cancel)(nil),
+	}
+	file_streammgr_v1_streammgr_proto_msgTypes[57].OneofWrappers = []any{
+		(*SessionResponse_Open)(nil),
+		(*SessionResponse_OpenPair)(nil),
+		(*SessionResponse_StartServer)(nil),
+		(*SessionResponse_Accept)(nil),
+		(*SessionResponse_Read)(nil),
+		(*SessionResponse_ReadLine)(nil),
+		(*SessionResponse_ReadExactly)(nil),
+		(*SessionResponse_ReadUntil)(nil),
+		(*SessionResponse_AtEof)(nil),
+		(*SessionResponse_Write)(nil),
+		(*SessionResponse_WriteLines)(nil),
+		(*SessionResponse_Drain)(nil),
+		(*SessionResponse_WriteEof)(nil),
+		(*SessionResponse_CanWriteEof)(nil),
+		(*SessionResponse_Close)(nil),
+		(*SessionResponse_Abort)(nil),
+		(*SessionResponse_WaitClosed)(nil),
+		(*SessionResponse_IsClosing)(nil),
+		(*SessionResponse_StartTls)(nil),
+		(*SessionResponse_GetExtraInfo)(nil),
+		(*SessionResponse_CloseServer)(nil),
+		(*SessionResponse_StartServing)(nil),
+		(*SessionResponse_Relay)(nil),
+		(*SessionResponse_Cancel)(nil),
+		(*SessionResponse_Error)(nil),
+	}
+	file_streammgr_v1_streammgr_proto_msgTypes[61].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streammgr_v1_streammgr_proto_rawDesc), len(file_streammgr_v1_streammgr_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   56,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

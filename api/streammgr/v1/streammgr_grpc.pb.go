@@ -49,6 +49,9 @@ const (
 	StreamService_StartTls_FullMethodName     = "/streammgr.v1.StreamService/StartTls"
 	StreamService_GetExtraInfo_FullMethodName = "/streammgr.v1.StreamService/GetExtraInfo"
 	StreamService_ListStreams_FullMethodName  = "/streammgr.v1.StreamService/ListStreams"
+	StreamService_Session_FullMethodName      = "/streammgr.v1.StreamService/Session"
+	StreamService_Attach_FullMethodName       = "/streammgr.v1.StreamService/Attach"
+	StreamService_Relay_FullMethodName        = "/streammgr.v1.StreamService/Relay"
 )
 
 // StreamServiceClient is the client API for StreamService service.
@@ -162,6 +165,51 @@ type StreamServiceClient interface {
 	GetExtraInfo(ctx context.Context, in *GetExtraInfoRequest, opts ...grpc.CallOption) (*GetExtraInfoResponse, error)
 	// ListStreams lists the streams the daemon owns.
 	ListStreams(ctx context.Context, in *ListStreamsRequest, opts ...grpc.CallOption) (*ListStreamsResponse, error)
+	// Session runs the per-stream API pipelined on one bidirectional stream:
+	// each SessionRequest names one operation (the field names are the unary
+	// RPCs' names in snake_case and hold their request messages) and a
+	// client-chosen call_id; each SessionResponse echoes the call_id with the
+	// unary response, or the exact error (code, message, details) the unary
+	// call would return. Operations on one handle run in the order they
+	// arrived; operations on different handles never wait for each other, so
+	// responses may come back in any order. Offsets work as in the unary
+	// calls: a client that resumes a broken session with its offsets loses
+	// and duplicates nothing. At most 1024 operations are in flight per
+	// session; beyond that the daemon stops reading the session, and HTTP/2
+	// flow control pushes back. From a shell: grpcurl -d @ ... Session, with
+	// one JSON request per line.
+	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
+	// Attach is a raw byte pipe to a stream, both ways at full speed. The
+	// first request names the stream (stream_id), where inbound delivery
+	// resumes (offset) and how many unacknowledged inbound bytes may be in
+	// flight (window). The first response reports where the stream stands
+	// (offset: the first inbound offset delivered; written: the outbound
+	// bytes accepted so far). Then the daemon sends what the socket receives
+	// and writes what the client sends. The client acknowledges inbound bytes
+	// with ack; the daemon stops reading the socket when window bytes are
+	// unacknowledged, and stops taking data above the stream's write
+	// high-water mark, so backpressure reaches both ends. Unacknowledged
+	// bytes are kept: Attach again with offset = the last ack to get them
+	// again, and send data with offset = the written figure to skip what was
+	// accepted. While an Attach is live the stream's inbound bytes are its
+	// own: Read, ReadLine, ReadExactly and ReadUntil fail with
+	// FAILED_PRECONDITION, reason STREAM_ATTACHED; Write and WriteLines still
+	// append to the same outbound byte sequence, and Close, Abort, WriteEof
+	// and Drain work as usual. A new Attach to the same stream takes over; the
+	// old one ends with ABORTED, reason ATTACH_SUPERSEDED. The call ends OK
+	// when the peer's EOF was delivered (eof) and the client closed its side;
+	// a connection error ends it with that error, after the bytes before it.
+	Attach(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttachRequest, AttachResponse], error)
+	// Relay pumps bytes between two streams inside the daemon, both ways,
+	// until both directions reached EOF (a FIN from one side becomes a
+	// half-close, WriteEof, on the other) or one failed. Bytes already
+	// buffered go first; between plain TCP and Unix sockets the kernel moves
+	// the bytes (splice) without copying them through the daemon. The relay
+	// runs on its own: a caller that goes away only stops waiting for the
+	// counts. While it runs, ListStreams shows relay_peer on both streams,
+	// reads, writes and Attach on them fail with FAILED_PRECONDITION, reason
+	// STREAM_RELAYED, and Close or Abort of either stream ends it.
+	Relay(ctx context.Context, in *RelayRequest, opts ...grpc.CallOption) (*RelayResponse, error)
 }
 
 type streamServiceClient struct {
@@ -431,6 +479,42 @@ func (c *streamServiceClient) ListStreams(ctx context.Context, in *ListStreamsRe
 	return out, nil
 }
 
+func (c *streamServiceClient) Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &StreamService_ServiceDesc.Streams[1], StreamService_Session_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SessionRequest, SessionResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StreamService_SessionClient = grpc.BidiStreamingClient[SessionRequest, SessionResponse]
+
+func (c *streamServiceClient) Attach(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttachRequest, AttachResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &StreamService_ServiceDesc.Streams[2], StreamService_Attach_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AttachRequest, AttachResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StreamService_AttachClient = grpc.BidiStreamingClient[AttachRequest, AttachResponse]
+
+func (c *streamServiceClient) Relay(ctx context.Context, in *RelayRequest, opts ...grpc.CallOption) (*RelayResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RelayResponse)
+	err := c.cc.Invoke(ctx, StreamService_Relay_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StreamServiceServer is the server API for StreamService service.
 // All implementations must embed UnimplementedStreamServiceServer
 // for forward compatibility.
@@ -542,6 +626,51 @@ type StreamServiceServer interface {
 	GetExtraInfo(context.Context, *GetExtraInfoRequest) (*GetExtraInfoResponse, error)
 	// ListStreams lists the streams the daemon owns.
 	ListStreams(context.Context, *ListStreamsRequest) (*ListStreamsResponse, error)
+	// Session runs the per-stream API pipelined on one bidirectional stream:
+	// each SessionRequest names one operation (the field names are the unary
+	// RPCs' names in snake_case and hold their request messages) and a
+	// client-chosen call_id; each SessionResponse echoes the call_id with the
+	// unary response, or the exact error (code, message, details) the unary
+	// call would return. Operations on one handle run in the order they
+	// arrived; operations on different handles never wait for each other, so
+	// responses may come back in any order. Offsets work as in the unary
+	// calls: a client that resumes a broken session with its offsets loses
+	// and duplicates nothing. At most 1024 operations are in flight per
+	// session; beyond that the daemon stops reading the session, and HTTP/2
+	// flow control pushes back. From a shell: grpcurl -d @ ... Session, with
+	// one JSON request per line.
+	Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
+	// Attach is a raw byte pipe to a stream, both ways at full speed. The
+	// first request names the stream (stream_id), where inbound delivery
+	// resumes (offset) and how many unacknowledged inbound bytes may be in
+	// flight (window). The first response reports where the stream stands
+	// (offset: the first inbound offset delivered; written: the outbound
+	// bytes accepted so far). Then the daemon sends what the socket receives
+	// and writes what the client sends. The client acknowledges inbound bytes
+	// with ack; the daemon stops reading the socket when window bytes are
+	// unacknowledged, and stops taking data above the stream's write
+	// high-water mark, so backpressure reaches both ends. Unacknowledged
+	// bytes are kept: Attach again with offset = the last ack to get them
+	// again, and send data with offset = the written figure to skip what was
+	// accepted. While an Attach is live the stream's inbound bytes are its
+	// own: Read, ReadLine, ReadExactly and ReadUntil fail with
+	// FAILED_PRECONDITION, reason STREAM_ATTACHED; Write and WriteLines still
+	// append to the same outbound byte sequence, and Close, Abort, WriteEof
+	// and Drain work as usual. A new Attach to the same stream takes over; the
+	// old one ends with ABORTED, reason ATTACH_SUPERSEDED. The call ends OK
+	// when the peer's EOF was delivered (eof) and the client closed its side;
+	// a connection error ends it with that error, after the bytes before it.
+	Attach(grpc.BidiStreamingServer[AttachRequest, AttachResponse]) error
+	// Relay pumps bytes between two streams inside the daemon, both ways,
+	// until both directions reached EOF (a FIN from one side becomes a
+	// half-close, WriteEof, on the other) or one failed. Bytes already
+	// buffered go first; between plain TCP and Unix sockets the kernel moves
+	// the bytes (splice) without copying them through the daemon. The relay
+	// runs on its own: a caller that goes away only stops waiting for the
+	// counts. While it runs, ListStreams shows relay_peer on both streams,
+	// reads, writes and Attach on them fail with FAILED_PRECONDITION, reason
+	// STREAM_RELAYED, and Close or Abort of either stream ends it.
+	Relay(context.Context, *RelayRequest) (*RelayResponse, error)
 	mustEmbedUnimplementedStreamServiceServer()
 }
 
@@ -626,6 +755,15 @@ func (UnimplementedStreamServiceServer) GetExtraInfo(context.Context, *GetExtraI
 }
 func (UnimplementedStreamServiceServer) ListStreams(context.Context, *ListStreamsRequest) (*ListStreamsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListStreams not implemented")
+}
+func (UnimplementedStreamServiceServer) Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error {
+	return status.Error(codes.Unimplemented, "method Session not implemented")
+}
+func (UnimplementedStreamServiceServer) Attach(grpc.BidiStreamingServer[AttachRequest, AttachResponse]) error {
+	return status.Error(codes.Unimplemented, "method Attach not implemented")
+}
+func (UnimplementedStreamServiceServer) Relay(context.Context, *RelayRequest) (*RelayResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Relay not implemented")
 }
 func (UnimplementedStreamServiceServer) mustEmbedUnimplementedStreamServiceServer() {}
 func (UnimplementedStreamServiceServer) testEmbeddedByValue()                       {}
@@ -1091,6 +1229,38 @@ func _StreamService_ListStreams_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StreamService_Session_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(StreamServiceServer).Session(&grpc.GenericServerStream[SessionRequest, SessionResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StreamService_SessionServer = grpc.BidiStreamingServer[SessionRequest, SessionResponse]
+
+func _StreamService_Attach_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(StreamServiceServer).Attach(&grpc.GenericServerStream[AttachRequest, AttachResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StreamService_AttachServer = grpc.BidiStreamingServer[AttachRequest, AttachResponse]
+
+func _StreamService_Relay_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RelayRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamServiceServer).Relay(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StreamService_Relay_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamServiceServer).Relay(ctx, req.(*RelayRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // StreamService_ServiceDesc is the grpc.ServiceDesc for StreamService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1194,12 +1364,28 @@ var StreamService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListStreams",
 			Handler:    _StreamService_ListStreams_Handler,
 		},
+		{
+			MethodName: "Relay",
+			Handler:    _StreamService_Relay_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Serve",
 			Handler:       _StreamService_Serve_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Session",
+			Handler:       _StreamService_Session_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Attach",
+			Handler:       _StreamService_Attach_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "streammgr/v1/streammgr.proto",
