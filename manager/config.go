@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,6 +76,10 @@ type Config struct {
 	// "host:port", never a non-loopback address (AllowRemote does not
 	// apply). Empty: no debug listener.
 	DebugListen string
+	// LogLevel is the least severe level logged. Every call is logged at
+	// debug (and costs nothing above it); errors and the daemon's
+	// lifecycle are logged at info and above. The zero value is info.
+	LogLevel slog.Level
 }
 
 // Defaults.
@@ -238,5 +243,6 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.AllowAbstract, "allow-abstract", false, "allow abstract Unix socket names (@name) in Open and StartServer: they have no file permissions")
 	fs.BoolVar(&c.KeepIdleServers, "keep-idle-servers", false, "keep servers with no RPC and no Serve call for the idle timeout (default: close them)")
 	fs.Int64Var(&c.MaxBufferedBytes, "max-buffered-bytes", DefaultMaxBufferedBytes(), "memory budget for all streams' buffered bytes (read, replay, unsent, queued connections)")
+	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "least severe level logged: debug (one line per call), info, warn or error")
 	fs.StringVar(&c.DebugListen, "debug-listen", "", "serve Go's pprof handlers (/debug/pprof/) on unix:/path or a loopback host:port (default off)")
 }

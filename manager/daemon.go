@@ -70,7 +70,9 @@ func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
 	d.m = New(cfg)
 	d.health = health.NewServer()
 	d.srv = grpc.NewServer(serverOptions(cfg, log)...)
-	smv1.RegisterStreamServiceServer(d.srv, NewService(d.m))
+	svc := NewService(d.m)
+	svc.log = log
+	smv1.RegisterStreamServiceServer(d.srv, svc)
 	healthpb.RegisterHealthServer(d.srv, d.health)
 	if err := registerReflection(d.srv); err != nil {
 		d.closeListeners()
@@ -98,17 +100,31 @@ func serverOptions(cfg Config, log *slog.Logger) []grpc.ServerOption {
 		grpc.StatsHandler(firstRequestHandler{}),
 		grpc.InTapHandle((&callLimiter{max: int64(cfg.MaxCalls), firstRequest: cfg.FirstRequestTimeout}).tap),
 		grpc.ChainUnaryInterceptor(
-			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), selector.MatchFunc(notInfra)),
+			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), callLogged(log)),
 			recovery.UnaryServerInterceptor(recovered),
 		),
 		grpc.ChainStreamInterceptor(
-			selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), selector.MatchFunc(notInfra)),
+			selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), callLogged(log)),
 			recovery.StreamServerInterceptor(recovered),
 		),
 	}
 }
 
-var logOpts = []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+// logOpts log each call once, when it finishes, at debug: the call log is
+// for debugging; failures a user must see are in the responses.
+var logOpts = []logging.Option{
+	logging.WithLogOnEvents(logging.FinishCall),
+	logging.WithLevels(func(codes.Code) logging.Level { return logging.LevelDebug }),
+}
+
+// callLogged selects the calls to log: none unless debug is on (so that
+// the call log costs nothing otherwise), and never health checks or
+// reflection.
+func callLogged(log *slog.Logger) selector.Matcher {
+	return selector.MatchFunc(func(ctx context.Context, c interceptors.CallMeta) bool {
+		return log.Enabled(ctx, slog.LevelDebug) && notInfra(ctx, c)
+	})
+}
 
 // notInfra excludes health checks and reflection from the call log.
 func notInfra(_ context.Context, c interceptors.CallMeta) bool {

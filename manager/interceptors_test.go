@@ -33,10 +33,36 @@ func (panicky) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.Simple
 }
 
 // The daemon's interceptors: a panic becomes a bare INTERNAL (logged, never
-// sent), StreamService calls are logged, health checks are not.
+// sent), StreamService calls are logged at debug, health checks are not.
 func TestServerInterceptors(t *testing.T) {
+	out := interceptedLog(t, slog.LevelDebug)
+	for _, want := range []string{"panic in handler", secret, "grpc.method=ListStreams", "level=DEBUG"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "grpc.health.v1") {
+		t.Errorf("health checks are logged:\n%s", out)
+	}
+}
+
+// At the default level (info) calls are not logged; a panic still is.
+func TestServerInterceptorsInfo(t *testing.T) {
+	out := interceptedLog(t, slog.LevelInfo)
+	if !strings.Contains(out, "panic in handler") || !strings.Contains(out, secret) {
+		t.Errorf("the panic is not logged:\n%s", out)
+	}
+	if strings.Contains(out, "grpc.method=ListStreams") {
+		t.Errorf("a call is logged at info:\n%s", out)
+	}
+}
+
+// interceptedLog makes a panicking call, a health check and a ListStreams
+// through the daemon's server options with a logger at level, and returns
+// the log.
+func interceptedLog(t *testing.T, level slog.Level) string {
 	var logs streamtest.Buffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: level}))
 	srv := grpc.NewServer(serverOptions(Config{}.withDefaults(), log)...)
 	testpb.RegisterTestServiceServer(srv, panicky{})
 	m := New(Config{})
@@ -68,13 +94,5 @@ func TestServerInterceptors(t *testing.T) {
 		t.Fatalf("ListStreams: %v", err)
 	}
 	srv.GracefulStop() // every call is finished and logged
-	out := logs.String()
-	for _, want := range []string{"panic in handler", secret, "grpc.method=ListStreams"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("log lacks %q:\n%s", want, out)
-		}
-	}
-	if strings.Contains(out, "grpc.health.v1") {
-		t.Errorf("health checks are logged:\n%s", out)
-	}
+	return logs.String()
 }

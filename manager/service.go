@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"strconv"
 	"time"
@@ -18,11 +19,12 @@ import (
 // error with toStatus.
 type Service struct {
 	smv1.UnimplementedStreamServiceServer
-	m *Manager
+	m   *Manager
+	log *slog.Logger
 }
 
 // NewService returns the gRPC service for m.
-func NewService(m *Manager) *Service { return &Service{m: m} }
+func NewService(m *Manager) *Service { return &Service{m: m, log: slog.Default()} }
 
 // responseOverhead is room kept in a gRPC message for everything but data.
 const responseOverhead = 1 << 10
