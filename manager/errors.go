@@ -64,6 +64,9 @@ const (
 	ReasonMemoryBudget        = "MEMORY_BUDGET"
 	ReasonStreamQueued        = "STREAM_QUEUED"
 	ReasonTooManyOpenFiles    = "TOO_MANY_OPEN_FILES"
+	ReasonStreamAttached      = "STREAM_ATTACHED"
+	ReasonAttachSuperseded    = "ATTACH_SUPERSEDED"
+	ReasonStreamRelayed       = "STREAM_RELAYED"
 )
 
 // ErrorInfo metadata keys.
@@ -204,6 +207,12 @@ func classify(err error) (codes.Code, string, []protoadapt.MessageV1) {
 		return codes.OutOfRange, ReasonOffsetBehind, offsetViolation("the bytes before offset " + strconv.FormatInt(behind.Earliest, 10) + " were acknowledged and are gone")
 	case errors.As(err, &ahead):
 		return codes.OutOfRange, ReasonOffsetAhead, offsetViolation("the stream's offset is " + strconv.FormatInt(ahead.Next, 10))
+	case errors.As(err, new(attachedError)):
+		return codes.FailedPrecondition, ReasonStreamAttached, nil
+	case errors.As(err, new(relayedError)):
+		return codes.FailedPrecondition, ReasonStreamRelayed, nil
+	case errors.Is(err, errAttachSuperseded):
+		return codes.Aborted, ReasonAttachSuperseded, nil
 	case errors.Is(err, streamcore.ErrSuperseded):
 		return codes.Aborted, ReasonReadSuperseded, nil
 	case errors.As(err, new(*fdError)), errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):

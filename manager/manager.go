@@ -48,7 +48,9 @@ type Stream struct {
 	lastUsed atomic.Int64 // unix nanoseconds
 	active   atomic.Int32 // RPCs in progress
 	srv      *Server
-	queued   atomic.Bool // accepted by srv and not yet claimed
+	queued   atomic.Bool                // accepted by srv and not yet claimed
+	attached atomic.Pointer[attachment] // the live Attach call, if any
+	relay    atomic.Pointer[relayRun]   // the running Relay, if any
 
 	// guarded by Manager.mu
 	elem     *list.Element // in Manager.order

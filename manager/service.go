@@ -351,6 +351,8 @@ func (s *Service) ListStreams(ctx context.Context, req *smv1.ListStreamsRequest)
 			EarliestOffset:  st.R.EarliestOffset(),
 			WriteBuffered:   int64(st.W.BufferSize()),
 			CallsInProgress: int64(st.active.Load()),
+			Attached:        st.attached.Load() != nil,
+			RelayPeer:       relayPeer(st),
 		})
 	}
 	return resp, nil
@@ -384,6 +386,9 @@ func (s *Service) read(ctx context.Context, id string, offset *int64, op streamc
 		return nil, 0, false, nil, err
 	}
 	defer done()
+	if err := st.readable(); err != nil {
+		return nil, 0, false, st, err
+	}
 	op.Max = s.maxResult()
 	data, next, err = st.R.Run(ctx, from, op)
 	if ie, ok := err.(*streamcore.IncompleteReadError); ok {
@@ -507,6 +512,9 @@ func (s *Service) write(id string, offset *int64, lines [][]byte) (buffered int,
 		return 0, 0, toStatus(err)
 	}
 	err = s.withStream(id, func(st *Stream) error {
+		if err := st.relayBusy(); err != nil {
+			return err
+		}
 		var err error
 		next, err = st.W.WriteAt(off, lines...)
 		buffered = st.W.BufferSize()
@@ -546,7 +554,12 @@ func (s *Service) Drain(ctx context.Context, req *smv1.DrainRequest) (*smv1.Drai
 
 // WriteEof implements StreamService.WriteEof.
 func (s *Service) WriteEof(ctx context.Context, req *smv1.WriteEofRequest) (*smv1.WriteEofResponse, error) {
-	if err := s.withStream(req.StreamId, func(st *Stream) error { return st.W.WriteEOF() }); err != nil {
+	if err := s.withStream(req.StreamId, func(st *Stream) error {
+		if err := st.relayBusy(); err != nil {
+			return err
+		}
+		return st.W.WriteEOF()
+	}); err != nil {
 		return nil, err
 	}
 	return &smv1.WriteEofResponse{}, nil
@@ -600,6 +613,9 @@ func (s *Service) StartTls(ctx context.Context, req *smv1.StartTlsRequest) (*smv
 		return nil, toStatus(invalid("tls", "TLS options are required"))
 	}
 	err := s.withStream(req.StreamId, func(st *Stream) error {
+		if err := st.relayBusy(); err != nil {
+			return err
+		}
 		build := clientTLS
 		if st.W.IsServerSide() {
 			build = serverTLS
@@ -633,4 +649,12 @@ func (s *Service) GetExtraInfo(ctx context.Context, req *smv1.GetExtraInfoReques
 		return nil, err
 	}
 	return resp, nil
+}
+
+// relayPeer is the stream st is relayed to, if any.
+func relayPeer(st *Stream) string {
+	if r := st.relay.Load(); r != nil {
+		return r.peerOf(st).ID
+	}
+	return ""
 }

@@ -141,6 +141,8 @@ type transport struct {
 	nreceived   atomic.Int64 // bytes received from the socket into the buffer
 	rawSyscall  syscall.RawConn
 	canHalfShut bool
+
+	relay *relayRun // the Relay that owns the socket, if any
 }
 
 // halfCloser is a connection that can send FIN while still reading.

@@ -164,6 +164,7 @@ func (w *Writer) WriteEOF() error {
 // bytes and WaitClosed returns nil. Close is idempotent.
 func (w *Writer) Close() {
 	t := w.t
+	t.stopRelay()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closing {
@@ -187,6 +188,7 @@ func (w *Writer) Close() {
 // socket is closed at once. The connection is lost cleanly.
 func (w *Writer) Abort() {
 	t := w.t
+	t.stopRelay()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.wbuf = nil

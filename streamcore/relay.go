@@ -1,0 +1,324 @@
+package streamcore
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// relayChunk is how many bytes one direction of a relay moves between
+// updates of the streams' byte counts.
+const relayChunk = 4 << 20
+
+// relayRun is a Relay in progress; both transports point at it.
+type relayRun struct {
+	stopped chan struct{} // closed by stop
+	done    chan struct{} // closed when the relay has handed both streams back
+	conns   [2]net.Conn
+
+	mu   sync.Mutex
+	over bool // the pumps have ended: deadlines must not be touched again
+	shut bool // stop was called
+}
+
+// stop interrupts the relay's socket operations; the relay then hands the
+// streams back as they are.
+func (r *relayRun) stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.shut || r.over {
+		return
+	}
+	r.shut = true
+	close(r.stopped)
+	past := time.Unix(1, 0)
+	for _, c := range r.conns {
+		if c != nil {
+			_ = c.SetDeadline(past)
+		}
+	}
+}
+
+// finish marks the pumps over, before the streams are handed back.
+func (r *relayRun) finish() {
+	r.mu.Lock()
+	r.over = true
+	r.mu.Unlock()
+}
+
+func (r *relayRun) isStopped() bool {
+	select {
+	case <-r.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+// stopRelay ends a relay of the stream, if one runs, and waits until it
+// has handed the stream back. Close and Abort call it first.
+func (t *transport) stopRelay() {
+	t.mu.Lock()
+	r := t.relay
+	t.mu.Unlock()
+	if r == nil {
+		return
+	}
+	r.stop()
+	<-r.done
+}
+
+// Relay pumps bytes between two streams, both ways, until both directions
+// reached EOF or one failed: what a's reader receives is written to b and
+// what b's reader receives is written to a. Bytes already buffered go
+// first. A peer's FIN on one side becomes a WriteEOF on the other. Between
+// plain TCP and Unix sockets the kernel moves the bytes (splice) without
+// copying them through user space; TLS streams are copied.
+//
+// Relay takes over both streams: their pending writes are flushed first,
+// and until it returns nothing else may read or write them. Close or Abort
+// of either stream ends the relay (it returns nil); a connection error on
+// either ends it with that error, and the stream it came from discovers
+// it again as its own reads and writes resume. The byte counts of both
+// streams (Consumed, Written) include the relayed bytes.
+//
+// A stream that is closing, has sent EOF, is in start_tls, has a read
+// waiting or is relayed already cannot be relayed.
+func Relay(a, b *Writer) (aToB, bToA int64, err error) {
+	ta, tb := a.t, b.t
+	if ta == tb {
+		return 0, 0, &ValueError{Msg: "a stream cannot be relayed to itself"}
+	}
+	run := &relayRun{stopped: make(chan struct{}), done: make(chan struct{})}
+	defer close(run.done)
+	if err := ta.claimRelay(run, 0); err != nil {
+		return 0, 0, err
+	}
+	if err := tb.claimRelay(run, 1); err != nil {
+		run.finish()
+		ta.handBack(run)
+		return 0, 0, err
+	}
+	defer tb.handBack(run)
+	defer ta.handBack(run)
+	defer run.finish()
+	if !ta.stopLoops(run) || !tb.stopLoops(run) {
+		return 0, 0, nil
+	}
+	var (
+		wg         sync.WaitGroup
+		errA, errB error
+	)
+	wg.Add(2)
+	go func() { defer wg.Done(); aToB, errA = pump(ta, tb, run) }()
+	go func() { defer wg.Done(); bToA, errB = pump(tb, ta, run) }()
+	wg.Wait()
+	if run.isStopped() && (errors.Is(errA, errRelayStopped) || errors.Is(errB, errRelayStopped)) {
+		// Close or Abort ended it; an error one direction had meanwhile
+		// is the stream's to report.
+		if errA == errRelayStopped {
+			errA = nil
+		}
+		if errB == errRelayStopped {
+			errB = nil
+		}
+	}
+	return aToB, bToA, errors.Join(errA, errB)
+}
+
+// errRelayStopped is a direction interrupted by stop.
+var errRelayStopped = errors.New("relay stopped")
+
+// claimRelay makes run the relay of t and starts stopping its goroutines.
+func (t *transport) claimRelay(run *relayRun, i int) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.closing || t.lost:
+		return ErrClosed
+	case t.relay != nil:
+		return &ValueError{Msg: "the stream is relayed already"}
+	case t.pausing:
+		return &ValueError{Msg: "start_tls is in progress"}
+	case t.eofWanted:
+		return ErrWriteAfterEOF
+	case t.waiting && t.waitCtx.Err() == nil:
+		return &ConcurrentReadError{Op: "relay"}
+	}
+	t.relay = run
+	t.pausing = true
+	t.readCond.Broadcast()
+	t.writeCond.Broadcast()
+	run.conns[i] = t.conn
+	_ = t.conn.SetReadDeadline(time.Unix(1, 0))
+	return nil
+}
+
+// stopLoops waits until t's read goroutine has stopped and its write
+// goroutine has flushed and stopped; false when the relay was stopped
+// first.
+func (t *transport) stopLoops(run *relayRun) bool {
+	t.mu.Lock()
+	readerEnd, writerEnd := t.readerEnd, t.writerEnd
+	t.mu.Unlock()
+	for _, end := range []chan struct{}{readerEnd, writerEnd} {
+		select {
+		case <-end:
+		case <-run.stopped:
+			return false
+		}
+	}
+	_ = t.conn.SetReadDeadline(time.Time{})
+	return true
+}
+
+// handBack ends t's part in run: the goroutines start again where the
+// stream still has a direction open.
+func (t *transport) handBack(run *relayRun) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.relay != run {
+		return
+	}
+	t.relay = nil
+	t.pausing = false
+	_ = t.conn.SetDeadline(time.Time{})
+	if len(t.tlsPre) > 0 {
+		// Read while the relay was starting and not relayed: plain data.
+		t.buf.push(t.tlsPre)
+		t.nreceived.Add(int64(len(t.tlsPre)))
+		t.tlsPre = nil
+		t.signalLocked()
+	}
+	t.settleLocked()
+	t.signalLocked()
+	t.writeCond.Broadcast()
+	if t.lost {
+		return
+	}
+	if !t.readerRun && !t.eof && !t.stopRead {
+		t.readerRun = true
+		t.readerEnd = make(chan struct{})
+		go t.readLoop(t.conn, t.readerEnd)
+	}
+	if !t.writerRun {
+		t.writerRun = true
+		t.writerEnd = make(chan struct{})
+		go t.writeLoop(t.conn, t.writerEnd)
+	}
+}
+
+// pump moves src's inbound bytes to dst until src's EOF (then half-closes
+// dst), an error, or stop.
+func pump(src, dst *transport, run *relayRun) (int64, error) {
+	src.mu.Lock()
+	pre := src.takeAllLocked()
+	srcEOF := src.eof
+	srcConn := src.conn
+	src.mu.Unlock()
+	dst.mu.Lock()
+	dstConn := dst.conn
+	dst.mu.Unlock()
+
+	var total int64
+	if len(pre) > 0 {
+		n, err := dstConn.Write(pre)
+		dst.nwritten.Add(int64(n))
+		total += int64(n)
+		if err != nil {
+			return total, relayErr(run, err)
+		}
+	}
+	for !srcEOF {
+		n, eof, err := copyChunk(dstConn, srcConn)
+		src.mu.Lock()
+		src.nreceived.Add(n)
+		src.highWater = max(src.highWater, src.nread.Add(n))
+		src.delivered = src.nread.Load()
+		src.mu.Unlock()
+		dst.nwritten.Add(n)
+		total += n
+		if err != nil {
+			return total, relayErr(run, err)
+		}
+		srcEOF = eof
+	}
+	src.mu.Lock()
+	src.eof = true
+	src.signalLocked()
+	src.mu.Unlock()
+	dst.mu.Lock()
+	defer dst.mu.Unlock()
+	if dst.eofWanted || dst.lost {
+		return total, nil
+	}
+	dst.eofWanted, dst.eofSent = true, true
+	if hc, ok := dstConn.(halfCloser); ok {
+		if err := hc.CloseWrite(); err != nil {
+			return total, relayErr(run, err)
+		}
+	}
+	return total, nil
+}
+
+// relayErr is a direction's error: errRelayStopped when stop caused it,
+// and then the other direction is stopped too.
+func relayErr(run *relayRun, err error) error {
+	if run.isStopped() {
+		return errRelayStopped
+	}
+	run.stop()
+	return err
+}
+
+// takeAllLocked consumes and returns every buffered byte (and bytes the
+// read goroutine took while stopping), acknowledged at once: a relay keeps
+// nothing for replay.
+func (t *transport) takeAllLocked() []byte {
+	var out []byte
+	if n := t.buffered(); n > 0 {
+		out = append(out, t.consumeLocked(n)...)
+		t.ackLocked(t.nread.Load())
+	}
+	if len(t.tlsPre) > 0 {
+		out = append(out, t.tlsPre...)
+		n := int64(len(t.tlsPre))
+		t.nreceived.Add(n)
+		t.nread.Add(n)
+		t.highWater = max(t.highWater, t.nread.Load())
+		t.tlsPre = nil
+		t.settleLocked()
+	}
+	return out
+}
+
+// copyChunk moves up to relayChunk bytes from src to dst, by splice where
+// the kernel can, and reports whether src reached EOF.
+func copyChunk(dst, src net.Conn) (int64, bool, error) {
+	if st, ok := src.(*net.TCPConn); ok {
+		if du, ok := dst.(*net.UnixConn); ok {
+			// TCP to Unix splices only through TCPConn.WriteTo, which has
+			// no limit: one call moves everything to EOF.
+			n, err := st.WriteTo(du)
+			return n, err == nil, err
+		}
+	}
+	lr := &io.LimitedReader{R: src, N: relayChunk}
+	var (
+		n   int64
+		err error
+	)
+	if dt, ok := dst.(*net.TCPConn); ok {
+		n, err = dt.ReadFrom(lr) // splice from TCP or Unix
+	} else {
+		buf := relayBufPool.Get().(*[]byte)
+		n, err = io.CopyBuffer(dst, lr, *buf)
+		relayBufPool.Put(buf)
+	}
+	return n, err == nil && n < relayChunk, err
+}
+
+// relayBufPool holds the buffers of relays that cannot splice.
+var relayBufPool = sync.Pool{New: func() any { b := make([]byte, readSize); return &b }}
