@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // rawPair returns a connected pair of Unix stream sockets as net.Conns.
@@ -127,6 +130,96 @@ func BenchmarkReadExactly(b *testing.B) {
 			_, err := io.ReadFull(br, buf)
 			return buf, err
 		})
+}
+
+// BenchmarkLargeLimit reads 64 MiB through a stream with a large limit,
+// cycling through read(1 MiB), readexactly(256 KiB) and readuntil over
+// records of 512 KiB. "eager" reads as fast as it can; "lagging" is a
+// reader slower than its peer, which starts each read only once the
+// buffer holds 2*limit bytes and reading has paused; "bufio" does the
+// eager reads over a bufio.Reader of the limit's size.
+func BenchmarkLargeLimit(b *testing.B) {
+	const total = 64 << 20
+	record := append(bytes.Repeat([]byte("x"), 512<<10-2), '\r', '\n')
+	sep := []byte("\r\n")
+	// run reads total bytes with read, which does step i of the cycle.
+	run := func(b *testing.B, read func(i int) ([]byte, error)) {
+		for i, got := 0, 0; got < total; i++ {
+			data, err := read(i % 3)
+			if len(data) == 0 || (err != nil && !(errors.Is(err, io.EOF) && got+len(data) == total)) {
+				b.Fatalf("after %d bytes: got %d bytes, %v", got, len(data), err)
+			}
+			got += len(data)
+		}
+	}
+	stream := func(b *testing.B, limit int, lag bool) {
+		ctx := context.Background()
+		b.SetBytes(total)
+		b.ReportAllocs()
+		for range b.N {
+			in, out := rawPair(b)
+			r, w, err := NewStream(in, &Options{Limit: limit})
+			if err != nil {
+				b.Fatal(err)
+			}
+			done := feeder(b, out, record, total)
+			run(b, func(i int) ([]byte, error) {
+				for lag && r.IsReading() {
+					time.Sleep(20 * time.Microsecond)
+				}
+				var data []byte
+				switch i {
+				case 0:
+					data, err = r.Read(ctx, 1<<20)
+				case 1:
+					data, err = r.ReadExactly(ctx, 256<<10)
+				default:
+					data, err = r.ReadUntil(ctx, sep)
+				}
+				if ie, ok := err.(*IncompleteReadError); ok {
+					return ie.Partial, io.EOF
+				}
+				return data, err
+			})
+			<-done
+			stopStream(w)
+		}
+	}
+	for _, limit := range []int{1 << 20, 4 << 20} {
+		b.Run(fmt.Sprintf("limit=%dMiB", limit>>20), func(b *testing.B) {
+			b.Run("eager", func(b *testing.B) { stream(b, limit, false) })
+			b.Run("lagging", func(b *testing.B) { stream(b, limit, true) })
+			b.Run("bufio", func(b *testing.B) {
+				b.SetBytes(total)
+				b.ReportAllocs()
+				for range b.N {
+					in, out := rawPair(b)
+					br := bufio.NewReaderSize(in, limit)
+					done := feeder(b, out, record, total)
+					run(b, func(i int) ([]byte, error) {
+						switch i {
+						case 0:
+							buf := make([]byte, 1<<20)
+							n, err := br.Read(buf)
+							return buf[:n], err
+						case 1:
+							buf := make([]byte, 256<<10)
+							n, err := io.ReadFull(br, buf)
+							if err == io.ErrUnexpectedEOF {
+								err = io.EOF
+							}
+							return buf[:n], err
+						default:
+							// A line ends at each record's "\r\n".
+							return br.ReadBytes('\n')
+						}
+					})
+					<-done
+					in.Close()
+				}
+			})
+		})
+	}
 }
 
 // BenchmarkEcho measures round trips of 64 KiB blocks through a streamcore

@@ -71,7 +71,7 @@ func wantBytes(t testing.TB, what string, got []byte, err error, want string) {
 func wantBuffered(t testing.TB, r *Reader, want string) {
 	t.Helper()
 	r.t.mu.Lock()
-	got := string(r.t.buf)
+	got := string(r.t.buf.bytes())
 	r.t.mu.Unlock()
 	if got != want {
 		t.Fatalf("buffer: got %q, want %q", got, want)

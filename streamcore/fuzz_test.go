@@ -363,7 +363,7 @@ func runReaderModel(t *testing.T, data []byte) {
 	realState := func() (int64, bool, bool, []byte) {
 		r.t.mu.Lock()
 		defer r.t.mu.Unlock()
-		return r.t.nreceived.Load(), r.t.paused, r.t.eof, bytes.Clone(r.t.buf)
+		return r.t.nreceived.Load(), r.t.paused, r.t.eof, r.t.buf.bytes()
 	}
 	sync := func() {
 		t.Helper()

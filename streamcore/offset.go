@@ -179,11 +179,7 @@ func (r *Reader) seekLocked(ctx context.Context, from int64) error {
 		// delivered before and are at the front of the buffer again:
 		// consume them, acknowledged.
 		t.ackLocked(consumed)
-		skip := int(from - consumed)
-		t.buf = t.buf[skip:]
-		if len(t.buf) == 0 {
-			t.buf = nil
-		}
+		t.buf.drop(int(from-consumed), nil)
 		t.nread.Store(from)
 		t.delivered = from
 		t.settleLocked()
@@ -192,13 +188,11 @@ func (r *Reader) seekLocked(ctx context.Context, from int64) error {
 	}
 	t.ackLocked(from)
 	if from < consumed {
-		// Everything kept now is what was consumed since from.
-		back := make([]byte, 0, t.keptLen)
-		for _, k := range t.kept {
-			back = append(back, k...)
-		}
+		// Everything kept now is what was consumed since from. Nothing
+		// writes to kept bytes, so they go back as they are.
+		back := t.kept
 		t.kept, t.keptLen = nil, 0
-		t.prependLocked(back)
+		t.prependLocked(back...)
 		t.nread.Store(from)
 		t.signalLocked()
 	}
@@ -211,7 +205,7 @@ func (t *transport) checkOffsetLocked(from int64) error {
 	if earliest := t.earliestLocked(); from < earliest {
 		return &OffsetBehindError{Offset: from, Earliest: earliest}
 	}
-	if from > t.highWater || from-t.nread.Load() > int64(len(t.buf)) {
+	if from > t.highWater || from-t.nread.Load() > int64(t.buf.len()) {
 		return &OffsetAheadError{Offset: from, Next: t.highWater}
 	}
 	return nil

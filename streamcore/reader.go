@@ -1,6 +1,7 @@
 package streamcore
 
 import (
+	"bytes"
 	"context"
 	"slices"
 )
@@ -108,12 +109,12 @@ func (r *Reader) readLocked(ctx context.Context, n int) ([]byte, error) {
 	if n == 0 {
 		return []byte{}, nil
 	}
-	for len(t.buf) == 0 && !t.eof {
+	for t.buf.len() == 0 && !t.eof {
 		if err := r.wait(ctx, "read"); err != nil {
 			return nil, err
 		}
 	}
-	return t.consumeLocked(min(n, len(t.buf))), nil
+	return t.consumeLocked(min(n, t.buf.len())), nil
 }
 
 // plain runs a read of the asyncio API under the lock. It acknowledges
@@ -141,8 +142,8 @@ func (r *Reader) readAllLocked(ctx context.Context, max int) ([]byte, error) {
 		return nil, t.err
 	}
 	for {
-		if max > 0 && len(t.buf) > max {
-			return nil, &ResultTooLargeError{Size: len(t.buf), Max: max}
+		if max > 0 && t.buf.len() > max {
+			return nil, &ResultTooLargeError{Size: t.buf.len(), Max: max}
 		}
 		if t.eof {
 			break
@@ -151,10 +152,10 @@ func (r *Reader) readAllLocked(ctx context.Context, max int) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if len(t.buf) == 0 {
+	if t.buf.len() == 0 {
 		return []byte{}, nil
 	}
-	return t.consumeLocked(len(t.buf)), nil
+	return t.consumeLocked(t.buf.len()), nil
 }
 
 // ReadExactly is asyncio's readexactly(n): it waits until n bytes are
@@ -179,9 +180,9 @@ func (r *Reader) readExactlyLocked(ctx context.Context, n, maxResult int) ([]byt
 	if err := tooLarge(n, maxResult); err != nil {
 		return nil, err
 	}
-	for len(t.buf) < n {
+	for t.buf.len() < n {
 		if t.eof {
-			partial := t.consumeLocked(len(t.buf))
+			partial := t.consumeLocked(t.buf.len())
 			return nil, &IncompleteReadError{Partial: partial, Expected: n}
 		}
 		if err := r.wait(ctx, "readexactly"); err != nil {
@@ -226,38 +227,33 @@ func sortSeparators(separators [][]byte) ([][]byte, error) {
 // lock so no other read can slip in between. A result (or partial) longer
 // than max > 0 fails with *ResultTooLargeError, consuming nothing.
 func (r *Reader) readUntilLocked(ctx context.Context, line bool, seps [][]byte, maxResult int) ([]byte, error) {
-	minLen, maxLen := len(seps[0]), len(seps[len(seps)-1])
+	maxLen := len(seps[len(seps)-1])
 	t := r.t
 	if t.err != nil {
 		return nil, t.err
 	}
-	offset := 0
-	gen := t.unreads
 	finder := newSepFinder(seps)
-	matchStart, matchEnd := -1, -1
+	front := t.buf.front
+	var matchStart, matchEnd int
 	for {
-		if t.unreads != gen {
-			// Bytes were put back at the front: scan from the start again.
-			offset, gen = 0, t.unreads
+		if t.buf.front != front {
+			// Bytes were put back at the front, or left it: scan from the
+			// start again.
+			finder.reset()
+			front = t.buf.front
 		}
-		n := len(t.buf)
-		if n-offset >= minLen {
-			// Only the bytes a match could end in are scanned: after a miss
-			// the next scan starts maxLen-1 bytes before the end.
-			if i, j := finder.find(t.buf[offset:]); j >= 0 {
-				matchStart, matchEnd = offset+i, offset+j
-				break
-			}
-			offset = max(0, n+1-maxLen)
-			if offset > t.limit {
-				return nil, r.overrunLocked(&LimitOverrunError{Consumed: offset}, line)
-			}
+		// Only the bytes that arrived since the last scan are scanned.
+		if matchStart, matchEnd = t.buf.scan(finder); matchEnd >= 0 {
+			break
+		}
+		if offset := max(0, t.buf.len()+1-maxLen); offset > t.limit {
+			return nil, r.overrunLocked(&LimitOverrunError{Consumed: offset}, line)
 		}
 		if t.eof {
-			if err := tooLarge(len(t.buf), maxResult); err != nil {
+			if err := tooLarge(t.buf.len(), maxResult); err != nil {
 				return nil, err
 			}
-			partial := t.consumeLocked(len(t.buf))
+			partial := t.consumeLocked(t.buf.len())
 			return nil, &IncompleteReadError{Partial: partial, Expected: -1}
 		}
 		if err := r.wait(ctx, "readuntil"); err != nil {
@@ -289,11 +285,11 @@ func (r *Reader) overrunLocked(e *LimitOverrunError, line bool) error {
 		return e
 	}
 	t := r.t
-	drop := len(t.buf)
-	if e.Consumed < len(t.buf) && t.buf[e.Consumed] == '\n' {
+	drop := t.buf.len()
+	if e.Consumed < drop && t.buf.at(e.Consumed) == '\n' {
 		drop = e.Consumed + 1
 	}
-	t.consumeLocked(drop) // dropped bytes count as consumed: they left the stream
+	t.dropLocked(drop) // dropped bytes count as consumed: they left the stream
 	return &LineTooLongError{LimitOverrunError: *e}
 }
 
@@ -324,7 +320,7 @@ func (r *Reader) readLineLocked(ctx context.Context, maxResult int) ([]byte, err
 func (r *Reader) AtEOF() bool {
 	r.t.mu.Lock()
 	defer r.t.mu.Unlock()
-	return r.t.eof && len(r.t.buf) == 0
+	return r.t.eof && r.t.buf.len() == 0
 }
 
 // Exception returns the stored connection error, or nil.
@@ -338,7 +334,7 @@ func (r *Reader) Exception() error {
 func (r *Reader) Buffered() int {
 	r.t.mu.Lock()
 	defer r.t.mu.Unlock()
-	return len(r.t.buf)
+	return r.t.buf.len()
 }
 
 // Unread puts data back at the front of the buffer, as if it had never been
@@ -351,7 +347,7 @@ func (r *Reader) Unread(data []byte) {
 	t := r.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.prependLocked(data)
+	t.prependLocked(bytes.Clone(data))
 	t.nread.Add(-int64(len(data)))
 	t.highWater = t.nread.Load()
 	// Retained bytes no longer line up with the offsets: forget them.
@@ -372,7 +368,8 @@ func (r *Reader) Discard() {
 	t := r.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.buf, t.kept, t.keptLen, t.tlsPre = nil, nil, 0, nil
+	t.buf.reset()
+	t.kept, t.keptLen, t.tlsPre = nil, 0, nil
 	t.settleLocked()
 }
 

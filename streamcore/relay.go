@@ -18,13 +18,16 @@ type relayRun struct {
 	done    chan struct{} // closed when the relay has handed both streams back
 	conns   [2]net.Conn
 
-	mu   sync.Mutex
-	over bool // the pumps have ended: deadlines must not be touched again
-	shut bool // stop was called
+	mu      sync.Mutex
+	pumping bool // the pumps own the sockets: stop interrupts them
+	over    bool // the pumps have ended: deadlines must not be touched again
+	shut    bool // stop was called
 }
 
 // stop interrupts the relay's socket operations; the relay then hands the
-// streams back as they are.
+// streams back as they are. Before the pumps run it touches no deadline:
+// the streams' own write goroutines may still be flushing, and a write
+// deadline would end their connections with a timeout.
 func (r *relayRun) stop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -33,12 +36,30 @@ func (r *relayRun) stop() {
 	}
 	r.shut = true
 	close(r.stopped)
+	if !r.pumping {
+		return
+	}
 	past := time.Unix(1, 0)
 	for _, c := range r.conns {
 		if c != nil {
 			_ = c.SetDeadline(past)
 		}
 	}
+}
+
+// startPumps clears the read deadlines claimRelay set and hands the
+// sockets to the pumps; false when stop came first.
+func (r *relayRun) startPumps() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.shut {
+		return false
+	}
+	for _, c := range r.conns {
+		_ = c.SetReadDeadline(time.Time{})
+	}
+	r.pumping = true
+	return true
 }
 
 // finish marks the pumps over, before the streams are handed back.
@@ -98,13 +119,16 @@ func Relay(a, b *Writer) (aToB, bToA int64, err error) {
 	}
 	if err := tb.claimRelay(run, 1); err != nil {
 		run.finish()
+		ta.waitReader()
 		ta.handBack(run)
 		return 0, 0, err
 	}
 	defer tb.handBack(run)
 	defer ta.handBack(run)
 	defer run.finish()
-	if !ta.stopLoops(run) || !tb.stopLoops(run) {
+	if !ta.stopLoops(run) || !tb.stopLoops(run) || !run.startPumps() {
+		ta.waitReader()
+		tb.waitReader()
 		return 0, 0, nil
 	}
 	var (
@@ -170,8 +194,18 @@ func (t *transport) stopLoops(run *relayRun) bool {
 			return false
 		}
 	}
-	_ = t.conn.SetReadDeadline(time.Time{})
 	return true
+}
+
+// waitReader waits until t's read goroutine, which claimRelay interrupted
+// with a past read deadline, has stopped (at once, as in StartTLS). A
+// stream handed back before that could meet the interrupted read once it
+// is no longer pausing, and lose its connection to the timeout.
+func (t *transport) waitReader() {
+	t.mu.Lock()
+	end := t.readerEnd
+	t.mu.Unlock()
+	<-end
 }
 
 // handBack ends t's part in run: the goroutines start again where the

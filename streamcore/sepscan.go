@@ -8,10 +8,19 @@ import "bytes"
 // asks bytes.Index for each; with more it runs an Aho-Corasick automaton
 // built once per call, so that a scan is linear in the bytes scanned
 // whatever the separator list.
+//
+// The finder is fed the buffer piece by piece (next), as its segments come
+// and as bytes arrive, and carries what it needs from one piece to the
+// next: the automaton's state, or for bytes.Index the last bytes fed that
+// a match could begin in.
 type sepFinder struct {
 	seps  [][]byte // shortest first
 	nodes []acNode // the automaton; nil when bytes.Index does
 	root  [256]int32
+
+	fed   int    // bytes fed since the last reset
+	state int32  // the automaton's state after them
+	tail  []byte // for bytes.Index: the last len(longest)-1 of them
 }
 
 // acNode is a state of the automaton: the separator prefix it stands for
@@ -106,41 +115,80 @@ func (f *sepFinder) addEdge(s int32, b byte, to int32) {
 	f.nodes[s].edges = append(f.nodes[s].edges, acEdge{b, to})
 }
 
+// reset forgets the bytes fed: the next byte fed is the first of a buffer.
+func (f *sepFinder) reset() {
+	f.fed, f.state, f.tail = 0, 0, f.tail[:0]
+}
+
 // find returns the start and end of the first-ending match in buf, or
 // -1, -1.
 func (f *sepFinder) find(buf []byte) (start, end int) {
-	if f.nodes == nil {
-		start, end = -1, -1
-		for _, sep := range f.seps {
-			limit := len(buf)
-			if end >= 0 {
-				// Only a match ending before the best so far can win.
-				limit = end - 1
+	f.reset()
+	return f.next(buf)
+}
+
+// next feeds p, the bytes that follow those fed since the last reset, and
+// returns the start and end of the first-ending match, counted from the
+// first byte fed, or -1, -1. After a match the finder must be reset.
+func (f *sepFinder) next(p []byte) (start, end int) {
+	base := f.fed
+	f.fed += len(p)
+	if f.nodes != nil {
+		s := f.state
+		for i, b := range p {
+			for {
+				if next := f.edge(s, b); next > 0 {
+					s = next
+					break
+				}
+				if s == 0 {
+					break
+				}
+				s = f.nodes[s].fail
 			}
-			if limit < len(sep) {
-				continue
-			}
-			if i := bytes.Index(buf[:limit], sep); i >= 0 {
-				start, end = i, i+len(sep)
+			if o := f.nodes[s].out; o >= 0 {
+				return base + i + 1 - len(f.seps[o]), base + i + 1
 			}
 		}
-		return start, end
+		f.state = s
+		return -1, -1
 	}
-	s := int32(0)
-	for i, b := range buf {
-		for {
-			if next := f.edge(s, b); next > 0 {
-				s = next
-				break
-			}
-			if s == 0 {
-				break
-			}
-			s = f.nodes[s].fail
+	// A match that begins in the bytes fed before ends in the first
+	// keep bytes of p: it lies in tail followed by those.
+	keep := len(f.seps[len(f.seps)-1]) - 1
+	if len(f.tail) > 0 {
+		from := base - len(f.tail)
+		f.tail = append(f.tail, p[:min(len(p), keep)]...)
+		if i, j := f.index(f.tail); j >= 0 {
+			return from + i, from + j
 		}
-		if o := f.nodes[s].out; o >= 0 {
-			return i + 1 - len(f.seps[o]), i + 1
-		}
+		f.tail = f.tail[:len(f.tail)-min(len(p), keep)]
+	}
+	if i, j := f.index(p); j >= 0 {
+		return base + i, base + j
+	}
+	f.tail = append(f.tail, p[max(0, len(p)-keep):]...)
+	if extra := len(f.tail) - keep; extra > 0 {
+		f.tail = f.tail[:copy(f.tail, f.tail[extra:])]
 	}
 	return -1, -1
+}
+
+// index is find for a few separators: bytes.Index for each.
+func (f *sepFinder) index(buf []byte) (start, end int) {
+	start, end = -1, -1
+	for _, sep := range f.seps {
+		limit := len(buf)
+		if end >= 0 {
+			// Only a match ending before the best so far can win.
+			limit = end - 1
+		}
+		if limit < len(sep) {
+			continue
+		}
+		if i := bytes.Index(buf[:limit], sep); i >= 0 {
+			start, end = i, i+len(sep)
+		}
+	}
+	return start, end
 }

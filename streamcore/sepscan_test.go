@@ -96,3 +96,39 @@ func TestReadUntilManySeparatorsIsLinear(t *testing.T) {
 		t.Fatalf("ReadUntil = %d bytes, %v", len(res.data), res.err)
 	}
 }
+
+// A finder fed a buffer in pieces finds what find finds in the whole of
+// it, whether the match lies in one piece or spans several.
+func TestSepFinderInPieces(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(3, 4))
+	for round := range 3000 {
+		alphabet := []byte("ab\n\r")[:1+rng.IntN(4)]
+		word := func(n int) []byte {
+			b := make([]byte, n)
+			for i := range b {
+				b[i] = alphabet[rng.IntN(len(alphabet))]
+			}
+			return b
+		}
+		seps := make([][]byte, 1+rng.IntN(8)) // both bytes.Index and the automaton
+		for i := range seps {
+			seps[i] = word(1 + rng.IntN(6))
+		}
+		seps = sortedSeps(t, seps)
+		buf := word(rng.IntN(60))
+		wantS, wantE := naiveFind(buf, seps)
+		f := newSepFinder(seps)
+		gotS, gotE := -1, -1
+		var pieces [][]byte
+		for rest := buf; len(rest) > 0 && gotE < 0; {
+			n := min(len(rest), rng.IntN(5))
+			pieces = append(pieces, rest[:n])
+			gotS, gotE = f.next(rest[:n])
+			rest = rest[n:]
+		}
+		if gotS != wantS || gotE != wantE {
+			t.Fatalf("round %d: pieces %q, seps %q: got %d,%d; want %d,%d", round, pieces, seps, gotS, gotE, wantS, wantE)
+		}
+	}
+}

@@ -81,7 +81,7 @@ type transport struct {
 	local     net.Addr
 
 	// reader state
-	buf       []byte
+	buf       readBuf
 	eof       bool
 	err       error // stored exception, sticky
 	waiting   bool
@@ -93,7 +93,6 @@ type transport struct {
 	readerRun bool            // the read goroutine is running
 	readerEnd chan struct{}   // closed when the read goroutine exits
 	pausing   bool            // start_tls is stopping the read goroutine
-	unreads   uint64          // Unread calls so far: a waiting readuntil rescans
 	waitCtx   context.Context // the waiting read's context
 	waitLeft  chan struct{}   // closed when the waiting read leaves
 	// superseded tells the waiting read that a read with an offset took
@@ -272,11 +271,11 @@ func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
 			t.tlsPre = append(t.tlsPre, (*chunk)[:n]...)
 			kept = true
 		} else if n > 0 && !t.stopRead {
-			t.buf = append(t.buf, (*chunk)[:n]...)
+			t.buf.push((*chunk)[:n])
 			kept = true
 			t.nreceived.Add(int64(n))
 			t.signalLocked()
-			if !t.paused && len(t.buf) > 2*t.limit {
+			if !t.paused && t.buf.len() > 2*t.limit {
 				t.paused = true
 			}
 		}
@@ -419,7 +418,7 @@ func (t *transport) settleLocked() {
 	if t.budget == nil {
 		return
 	}
-	held := int64(len(t.buf) + t.keptLen + len(t.wbuf) + len(t.tlsPre))
+	held := int64(t.buf.len() + t.keptLen + len(t.wbuf) + len(t.tlsPre))
 	if d := held - t.charged; d != 0 {
 		t.charged = held
 		t.budget.add(d)
@@ -640,7 +639,7 @@ func (t *transport) trySendLocked(data []byte) (int, error) {
 // limit. (Bytes kept for replay do not count here, as in asyncio only the
 // buffer does; they count against the memory budget.)
 func (t *transport) maybeResumeLocked() {
-	if t.paused && len(t.buf) <= t.limit {
+	if t.paused && t.buf.len() <= t.limit {
 		t.paused = false
 		t.readCond.Signal()
 	}
@@ -649,27 +648,39 @@ func (t *transport) maybeResumeLocked() {
 // consumeLocked removes and returns the first n buffered bytes (keeping
 // them for replay when the reader replays).
 func (t *transport) consumeLocked(n int) []byte {
-	data := t.buf[:n:n]
-	t.buf = t.buf[n:]
-	if len(t.buf) == 0 {
-		t.buf = nil
-	}
-	t.highWater = max(t.highWater, t.nread.Add(int64(n)))
+	data := t.buf.take(n)
 	if t.replay && n > 0 {
 		t.kept = append(t.kept, data)
 		t.keptLen += n
 	}
-	t.settleLocked()
-	t.maybeResumeLocked()
+	t.consumedLocked(n)
 	return data
 }
 
-// prependLocked puts data back in front of the buffer.
-func (t *transport) prependLocked(data []byte) {
-	buf := make([]byte, 0, len(data)+len(t.buf))
-	buf = append(buf, data...)
-	t.buf = append(buf, t.buf...)
-	t.unreads++
+// dropLocked is consumeLocked for bytes that no result holds.
+func (t *transport) dropLocked(n int) {
+	var keep func([]byte)
+	if t.replay {
+		keep = func(p []byte) {
+			t.kept = append(t.kept, p)
+			t.keptLen += len(p)
+		}
+	}
+	t.buf.drop(n, keep)
+	t.consumedLocked(n)
+}
+
+// consumedLocked accounts for n bytes that left the buffer.
+func (t *transport) consumedLocked(n int) {
+	t.highWater = max(t.highWater, t.nread.Add(int64(n)))
+	t.settleLocked()
+	t.maybeResumeLocked()
+}
+
+// prependLocked puts segs back in front of the buffer, in order; the buffer
+// takes them over.
+func (t *transport) prependLocked(segs ...[]byte) {
+	t.buf.pushFront(segs...)
 	t.settleLocked()
 }
 

@@ -438,7 +438,7 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 		_ = conn.SetReadDeadline(time.Time{})
 		if len(t.tlsPre) > 0 {
 			// No TLS after all: what was read meanwhile is plain data.
-			t.buf = append(t.buf, t.tlsPre...)
+			t.buf.push(t.tlsPre)
 			t.nreceived.Add(int64(len(t.tlsPre)))
 			t.tlsPre = nil
 			t.signalLocked()
@@ -481,14 +481,17 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 	}
 	pre := t.tlsPre
 	t.tlsPre = nil
-	if t.server && startsTLSHandshake(t.buf) {
-		// The client's ClientHello arrived, and was buffered, between the
-		// handler's last plaintext write and this call (asyncio has no such
-		// window: its reader is paused before the loop runs again). It
-		// belongs to the handshake, not to the plaintext stream.
-		pre = append(append([]byte(nil), t.buf...), pre...)
-		t.buf = nil
-		t.paused = false
+	if t.server {
+		if buffered := t.buf.bytes(); startsTLSHandshake(buffered) {
+			// The client's ClientHello arrived, and was buffered, between
+			// the handler's last plaintext write and this call (asyncio has
+			// no such window: its reader is paused before the loop runs
+			// again). It belongs to the handshake, not to the plaintext
+			// stream.
+			pre = append(buffered, pre...)
+			t.buf.reset()
+			t.paused = false
+		}
 	}
 	t.settleLocked()
 	t.mu.Unlock()
