@@ -66,10 +66,14 @@ test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 ## bench: benchmarks against their baselines (bufio, bare net.Conn, direct
-## TCP, bare gRPC), each group in one run
+## TCP, bare gRPC), each group in one run; then one table of the daemon
+## against CPython asyncio, bare gRPC, direct TCP and the baseline commit
+## (STREAMMGR_BENCH_REPS, _ROUNDTRIPS, _BYTES, _BASELINE: see
+## cmd/streammgrd/benchtable_test.go)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./streamcore/
 	$(GO) test -run '^$$' -bench 'Echo|OpenClose' -benchmem ./manager/
+	STREAMMGR_BENCH=1 $(GO) test -run '^TestBenchTable$$' -count=1 -v -timeout 30m ./cmd/streammgrd/
 
 clean:
 	rm -rf examples/python/.venv examples/node/node_modules
