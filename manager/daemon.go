@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -98,6 +99,9 @@ func serverOptions(cfg Config, log *slog.Logger) []grpc.ServerOption {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.ConnectionTimeout(cfg.FirstRequestTimeout),
 		grpc.StatsHandler(firstRequestHandler{}),
+		// Calls run on reused goroutines whose stacks have grown already,
+		// instead of a new goroutine per call.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		grpc.InTapHandle((&callLimiter{max: int64(cfg.MaxCalls), firstRequest: cfg.FirstRequestTimeout}).tap),
 		grpc.ChainUnaryInterceptor(
 			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), callLogged(log)),
