@@ -32,9 +32,9 @@ import (
 
 // allMethods is every RPC of StreamService.
 var allMethods = []string{
-	"Abort", "Accept", "AtEof", "CanWriteEof", "Close", "CloseServer", "Drain", "GetExtraInfo",
+	"Abort", "Accept", "AtEof", "Attach", "CanWriteEof", "Close", "CloseServer", "Drain", "GetExtraInfo",
 	"IsClosing", "ListServers", "ListStreams", "Open", "OpenPair", "Read", "ReadExactly",
-	"ReadLine", "ReadUntil", "Serve", "StartServer", "StartServing", "StartTls", "WaitClosed",
+	"ReadLine", "ReadUntil", "Relay", "Serve", "Session", "StartServer", "StartServing", "StartTls", "WaitClosed",
 	"Write", "WriteEof", "WriteLines",
 }
 

@@ -37,7 +37,7 @@ import (
 //  6. on B, ReadLine(offset=6) must return "world\n", next_offset 12.
 func TestStaleReadAfterReconnect(t *testing.T) {
 	t.Parallel()
-	d := startDaemon(t, false)
+	d := startDaemon(t, false, "--log-level=debug") // the call log tells when the Read has ended
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	gp := startGateProxy(t, d.sock)
