@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -21,6 +22,8 @@ type Service struct {
 	smv1.UnimplementedStreamServiceServer
 	m   *Manager
 	log *slog.Logger
+
+	sessionBytes atomic.Int64 // request bytes Session calls in flight hold, all sessions
 }
 
 // NewService returns the gRPC service for m.
@@ -376,10 +379,19 @@ func offsetOf(field string, v *int64, absent int64) (int64, error) {
 // after it gets the same bytes again; a caller with offsets resumes by
 // itself. incomplete reports an IncompleteReadError turned into a result;
 // next is the inbound offset after the read.
-func (s *Service) read(ctx context.Context, id string, offset *int64, op streamcore.ReadOp) (data []byte, next int64, incomplete bool, st *Stream, err error) {
+func (s *Service) read(ctx context.Context, id string, offset, ack *int64, op streamcore.ReadOp) (data []byte, next int64, incomplete bool, st *Stream, err error) {
 	from, err := offsetOf("offset", offset, streamcore.FromDelivered)
 	if err != nil {
 		return nil, 0, false, nil, err
+	}
+	if ack != nil {
+		if *ack < 0 {
+			return nil, 0, false, nil, invalid("ack", "offset must be >= 0")
+		}
+		if offset != nil && *ack > *offset {
+			return nil, 0, false, nil, invalid("ack", "ack is past offset: only bytes before the read's offset can have been received")
+		}
+		op.Ack = ack
 	}
 	st, done, err := s.m.acquire(id)
 	if err != nil {
@@ -422,7 +434,7 @@ func (s *Service) Read(ctx context.Context, req *smv1.ReadRequest) (*smv1.ReadRe
 	if n >= 0 {
 		op.N = int(min(n, int64(s.maxResult())))
 	}
-	data, next, _, st, err := s.read(ctx, req.StreamId, req.Offset, op)
+	data, next, _, st, err := s.read(ctx, req.StreamId, req.Offset, req.Ack, op)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -431,7 +443,7 @@ func (s *Service) Read(ctx context.Context, req *smv1.ReadRequest) (*smv1.ReadRe
 
 // ReadLine implements StreamService.ReadLine.
 func (s *Service) ReadLine(ctx context.Context, req *smv1.ReadLineRequest) (*smv1.ReadLineResponse, error) {
-	data, next, _, st, err := s.read(ctx, req.StreamId, req.Offset, streamcore.ReadOp{Kind: streamcore.OpReadLine})
+	data, next, _, st, err := s.read(ctx, req.StreamId, req.Offset, req.Ack, streamcore.ReadOp{Kind: streamcore.OpReadLine})
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -449,7 +461,7 @@ func (s *Service) ReadExactly(ctx context.Context, req *smv1.ReadExactlyRequest)
 		}
 		return nil, toStatus(&streamcore.ResultTooLargeError{Size: int(min(req.N, 1<<40)), Max: s.maxResult()})
 	}
-	data, next, incomplete, _, err := s.read(ctx, req.StreamId, req.Offset, streamcore.ReadOp{Kind: streamcore.OpReadExactly, N: int(req.N)})
+	data, next, incomplete, _, err := s.read(ctx, req.StreamId, req.Offset, req.Ack, streamcore.ReadOp{Kind: streamcore.OpReadExactly, N: int(req.N)})
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -478,7 +490,7 @@ func (s *Service) ReadUntil(ctx context.Context, req *smv1.ReadUntilRequest) (*s
 	default:
 		seps = [][]byte{{'\n'}}
 	}
-	data, next, incomplete, _, err := s.read(ctx, req.StreamId, req.Offset, streamcore.ReadOp{Kind: streamcore.OpReadUntil, Separators: seps})
+	data, next, incomplete, _, err := s.read(ctx, req.StreamId, req.Offset, req.Ack, streamcore.ReadOp{Kind: streamcore.OpReadUntil, Separators: seps})
 	if err != nil {
 		return nil, toStatus(err)
 	}

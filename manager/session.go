@@ -6,10 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
 )
@@ -18,6 +20,11 @@ import (
 // it the daemon stops reading the session until one finishes, so HTTP/2
 // flow control pushes back on the client.
 const MaxSessionCalls = 1024
+
+// MaxSessionBytes bounds the request bytes (write data, mostly) that one
+// Session's calls in flight hold: past it the daemon stops reading the
+// session until calls finish.
+const MaxSessionBytes = 16 << 20
 
 // maxIdleWorkers is how many finished lane workers a session keeps parked
 // for the next burst, so that a steady stream of operations reuses
@@ -47,6 +54,9 @@ type sessionCall struct {
 	req    *smv1.SessionRequest
 	ctx    context.Context
 	cancel context.CancelFunc
+	lane   *lane       // the lane it waits in, when queued
+	stop   func() bool // stops the unqueueing of a queued call
+	size   int         // request bytes it holds against MaxSessionBytes
 }
 
 // session is one Session call.
@@ -65,6 +75,8 @@ type session struct {
 	idle  []chan *lane           // parked workers
 
 	slots   chan struct{} // one per call in flight
+	held    int           // request bytes of the calls in flight (guarded by mu)
+	room    chan struct{} // poked when held drops below MaxSessionBytes
 	callsWG sync.WaitGroup
 	workWG  sync.WaitGroup
 	quit    chan struct{} // closed when every call has finished: parked workers exit
@@ -80,6 +92,7 @@ func (s *Service) Session(stream smv1.StreamService_SessionServer) error {
 		lanes:  make(map[laneKey]*lane),
 		calls:  make(map[int64]*sessionCall),
 		slots:  make(chan struct{}, MaxSessionCalls),
+		room:   make(chan struct{}, 1),
 		quit:   make(chan struct{}),
 	}
 	err := ss.run()
@@ -92,12 +105,25 @@ func (s *Service) Session(stream smv1.StreamService_SessionServer) error {
 // run reads requests until the client half-closes (nil) or goes away.
 func (ss *session) run() error {
 	for {
+		// With MaxSessionBytes held by calls in flight, stop reading.
+		for ss.full() {
+			select {
+			case <-ss.room:
+			case <-ss.ctx.Done():
+				return ss.ctx.Err()
+			}
+		}
 		req, err := ss.stream.Recv()
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
 			return err
+		}
+		if cr, ok := req.Op.(*smv1.SessionRequest_Cancel); ok {
+			// A cancel holds nothing while it runs: it takes no slot.
+			ss.cancel(req.CallId, cr.Cancel.GetCallId())
+			continue
 		}
 		// A slot first: with MaxSessionCalls in flight, stop reading.
 		select {
@@ -109,12 +135,56 @@ func (ss *session) run() error {
 	}
 }
 
+// full reports whether the calls in flight hold MaxSessionBytes.
+func (ss *session) full() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.held >= MaxSessionBytes
+}
+
+// requestBytes is what a request holds while its call is in flight: its
+// data, plus a little for the rest.
+func requestBytes(req *smv1.SessionRequest) int {
+	n := 64
+	switch op := req.Op.(type) {
+	case *smv1.SessionRequest_Write:
+		n += len(op.Write.GetData())
+	case *smv1.SessionRequest_WriteLines:
+		for _, l := range op.WriteLines.GetLines() {
+			n += len(l) + 8
+		}
+	case *smv1.SessionRequest_StartTls, *smv1.SessionRequest_Open, *smv1.SessionRequest_StartServer:
+		n += proto.Size(req)
+	}
+	return n
+}
+
+// cancel answers a cancel request: call id cancels the call target.
+func (ss *session) cancel(id, target int64) {
+	ss.mu.Lock()
+	_, dup := ss.calls[id]
+	ss.mu.Unlock()
+	var resp *smv1.SessionResponse
+	if dup {
+		resp = errorResult(toStatus(invalid("call_id", fmt.Sprintf("call_id %d is already in flight in this session", id))))
+	} else {
+		resp = ss.cancelCall(target)
+	}
+	resp.CallId = id
+	ss.send(resp)
+}
+
 // dispatch starts one operation: in the receiving goroutine when it cannot
 // block and its lane is idle, otherwise in its lane or on its own.
 func (ss *session) dispatch(req *smv1.SessionRequest) {
-	c := &sessionCall{id: req.CallId, req: req, ctx: ss.ctx}
-	if cr, ok := req.Op.(*smv1.SessionRequest_Cancel); ok {
-		ss.finish(c, ss.cancelCall(cr.Cancel.GetCallId()))
+	c := &sessionCall{id: req.CallId, req: req, ctx: ss.ctx, size: requestBytes(req)}
+	ss.mu.Lock()
+	_, dup := ss.calls[c.id]
+	ss.held += c.size
+	ss.mu.Unlock()
+	ss.svc.sessionBytes.Add(int64(c.size))
+	if dup {
+		ss.finish(c, errorResult(toStatus(invalid("call_id", fmt.Sprintf("call_id %d is already in flight in this session", c.id)))))
 		return
 	}
 	key, inline, own := laneOf(req)
@@ -132,11 +202,6 @@ func (ss *session) dispatch(req *smv1.SessionRequest) {
 			return
 		}
 	}
-	if _, dup := ss.calls[c.id]; dup {
-		ss.mu.Unlock()
-		ss.finish(c, errorResult(toStatus(invalid("call_id", fmt.Sprintf("call_id %d is already in flight in this session", c.id)))))
-		return
-	}
 	if d := req.GetTimeout(); d != nil {
 		c.ctx, c.cancel = context.WithTimeout(ss.ctx, d.AsDuration())
 	} else {
@@ -149,13 +214,18 @@ func (ss *session) dispatch(req *smv1.SessionRequest) {
 		go ss.run1(c)
 		return
 	}
+	// A queued call whose context ends (cancel, timeout) is answered
+	// then, not when the calls before it in its lane have finished.
+	c.stop = context.AfterFunc(c.ctx, func() { ss.unqueue(c) })
 	l := ss.lanes[key]
 	if l != nil {
+		c.lane = l
 		l.queue = append(l.queue, c)
 		ss.mu.Unlock()
 		return
 	}
 	l = &lane{key: key, queue: []*sessionCall{c}}
+	c.lane = l
 	ss.lanes[key] = l
 	if n := len(ss.idle); n > 0 {
 		w := ss.idle[n-1]
@@ -202,21 +272,52 @@ func (ss *session) worker(l *lane) {
 	}
 }
 
-// run1 runs one call and sends its response.
+// run1 runs one call and sends its response. A call whose context ended
+// before it started is not run.
 func (ss *session) run1(c *sessionCall) {
+	if err := c.ctx.Err(); err != nil {
+		ss.finish(c, errorResult(toStatus(err)))
+		return
+	}
 	ss.finish(c, ss.exec(c))
+}
+
+// unqueue answers a queued call whose context ended before it started.
+func (ss *session) unqueue(c *sessionCall) {
+	ss.mu.Lock()
+	i := slices.Index(c.lane.queue, c)
+	if i < 0 {
+		ss.mu.Unlock()
+		return // started already
+	}
+	c.lane.queue = slices.Delete(c.lane.queue, i, i+1)
+	ss.mu.Unlock()
+	ss.finish(c, errorResult(toStatus(c.ctx.Err())))
 }
 
 // finish sends a call's response and releases what the call held.
 func (ss *session) finish(c *sessionCall, resp *smv1.SessionResponse) {
 	resp.CallId = c.id
 	ss.send(resp)
-	if c.cancel != nil {
-		ss.mu.Lock()
-		if ss.calls[c.id] == c {
-			delete(ss.calls, c.id)
+	if c.stop != nil {
+		c.stop()
+	}
+	ss.mu.Lock()
+	wasFull := ss.held >= MaxSessionBytes
+	ss.held -= c.size
+	ss.svc.sessionBytes.Add(-int64(c.size))
+	poke := wasFull && ss.held < MaxSessionBytes
+	if c.cancel != nil && ss.calls[c.id] == c {
+		delete(ss.calls, c.id)
+	}
+	ss.mu.Unlock()
+	if poke {
+		select {
+		case ss.room <- struct{}{}:
+		default:
 		}
-		ss.mu.Unlock()
+	}
+	if c.cancel != nil {
 		c.cancel()
 		ss.callsWG.Done()
 	}

@@ -26,7 +26,7 @@ func (r *Reader) Seek(ctx context.Context, from int64) (int64, error) {
 	if from == FromDelivered {
 		from = max(t.delivered, t.earliestLocked())
 	}
-	if err := r.seekLocked(ctx, from); err != nil {
+	if err := r.seekLocked(ctx, from, nil); err != nil {
 		return t.nread.Load(), err
 	}
 	return t.nread.Load(), nil

@@ -67,6 +67,13 @@ type ReadOp struct {
 	Max int
 	// Separators are OpReadUntil's separators.
 	Separators [][]byte
+	// Ack, when set, is the offset up to which the caller has received
+	// results; it acknowledges only the bytes before it (at most from, and
+	// nothing older than EarliestOffset), instead of everything before
+	// from. A caller with several reads in flight sends its next read's
+	// from ahead of what it has received: with Ack the bytes of the results
+	// still on their way stay replayable.
+	Ack *int64
 }
 
 // Run runs op as the read that starts at inbound offset from, atomically
@@ -114,7 +121,7 @@ func (r *Reader) Run(ctx context.Context, from int64, op ReadOp) ([]byte, int64,
 		// buffer could answer.
 		return nil, t.nread.Load(), err
 	}
-	if err := r.seekLocked(ctx, from); err != nil {
+	if err := r.seekLocked(ctx, from, op.Ack); err != nil {
 		return nil, t.nread.Load(), err
 	}
 	var (
@@ -140,8 +147,9 @@ func (r *Reader) Run(ctx context.Context, from int64, op ReadOp) ([]byte, int64,
 	return data, t.nread.Load(), err
 }
 
-// seekLocked positions the stream at from for Run.
-func (r *Reader) seekLocked(ctx context.Context, from int64) error {
+// seekLocked positions the stream at from for Run, acknowledging the
+// bytes before from, or only those before ack when it is set.
+func (r *Reader) seekLocked(ctx context.Context, from int64, ack *int64) error {
 	t := r.t
 	explicit := from != FromDelivered
 	if explicit {
@@ -186,18 +194,47 @@ func (r *Reader) seekLocked(ctx context.Context, from int64) error {
 		t.maybeResumeLocked()
 		return nil
 	}
-	t.ackLocked(from)
+	upTo := from
+	if ack != nil {
+		upTo = min(max(*ack, t.earliestLocked()), from)
+	}
+	t.ackLocked(upTo)
 	if from < consumed {
-		// Everything kept now is what was consumed since from. Nothing
-		// writes to kept bytes, so they go back as they are.
-		back := t.kept
-		t.kept, t.keptLen = nil, 0
+		// What is kept now was consumed since upTo: the part from from on
+		// goes back in front of the buffer. Nothing writes to kept bytes,
+		// so they go back as they are.
+		back := t.splitKeptLocked(int(from - upTo))
 		t.prependLocked(back...)
 		t.nread.Store(from)
 		t.signalLocked()
 	}
 	t.delivered = from
 	return nil
+}
+
+// splitKeptLocked keeps the first n kept bytes and returns the rest.
+func (t *transport) splitKeptLocked(n int) [][]byte {
+	var rest [][]byte
+	kept := t.kept[:0:0]
+	left := n
+	for _, k := range t.kept {
+		switch {
+		case left >= len(k):
+			kept = append(kept, k)
+			left -= len(k)
+		case left > 0:
+			kept = append(kept, k[:left:left])
+			rest = append(rest, k[left:])
+			left = 0
+		default:
+			rest = append(rest, k)
+		}
+	}
+	t.kept, t.keptLen = kept, n
+	if len(kept) == 0 {
+		t.kept = nil
+	}
+	return rest
 }
 
 // checkOffsetLocked reports an offset a read cannot start from.

@@ -1374,7 +1374,14 @@ type ReadRequest struct {
 	// (metadata next_offset); up to it (a late duplicate of an old read moved
 	// the stream back), the stream moves forward again. Absent: the read
 	// acknowledges everything the daemon delivered before it.
-	Offset        *int64 `protobuf:"varint,3,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
+	Offset *int64 `protobuf:"varint,3,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
+	// Pipelining reads (several in flight, as in a Session): the offset up
+	// to which the caller has received results. Only the bytes before it are
+	// acknowledged (at most offset), so the results of the reads still on
+	// their way stay replayable: after a broken connection, read again from
+	// ack. Absent: offset acknowledges everything before it. Greater than
+	// offset: INVALID_ARGUMENT.
+	Ack           *int64 `protobuf:"varint,4,opt,name=ack,proto3,oneof" json:"ack,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1426,6 +1433,13 @@ func (x *ReadRequest) GetN() int64 {
 func (x *ReadRequest) GetOffset() int64 {
 	if x != nil && x.Offset != nil {
 		return *x.Offset
+	}
+	return 0
+}
+
+func (x *ReadRequest) GetAck() int64 {
+	if x != nil && x.Ack != nil {
+		return *x.Ack
 	}
 	return 0
 }
@@ -1512,7 +1526,14 @@ type ReadLineRequest struct {
 	// (metadata next_offset); up to it (a late duplicate of an old read moved
 	// the stream back), the stream moves forward again. Absent: the read
 	// acknowledges everything the daemon delivered before it.
-	Offset        *int64 `protobuf:"varint,2,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
+	Offset *int64 `protobuf:"varint,2,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
+	// Pipelining reads (several in flight, as in a Session): the offset up
+	// to which the caller has received results. Only the bytes before it are
+	// acknowledged (at most offset), so the results of the reads still on
+	// their way stay replayable: after a broken connection, read again from
+	// ack. Absent: offset acknowledges everything before it. Greater than
+	// offset: INVALID_ARGUMENT.
+	Ack           *int64 `protobuf:"varint,3,opt,name=ack,proto3,oneof" json:"ack,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1557,6 +1578,13 @@ func (x *ReadLineRequest) GetStreamId() string {
 func (x *ReadLineRequest) GetOffset() int64 {
 	if x != nil && x.Offset != nil {
 		return *x.Offset
+	}
+	return 0
+}
+
+func (x *ReadLineRequest) GetAck() int64 {
+	if x != nil && x.Ack != nil {
+		return *x.Ack
 	}
 	return 0
 }
@@ -1645,7 +1673,14 @@ type ReadExactlyRequest struct {
 	// (metadata next_offset); up to it (a late duplicate of an old read moved
 	// the stream back), the stream moves forward again. Absent: the read
 	// acknowledges everything the daemon delivered before it.
-	Offset        *int64 `protobuf:"varint,3,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
+	Offset *int64 `protobuf:"varint,3,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
+	// Pipelining reads (several in flight, as in a Session): the offset up
+	// to which the caller has received results. Only the bytes before it are
+	// acknowledged (at most offset), so the results of the reads still on
+	// their way stay replayable: after a broken connection, read again from
+	// ack. Absent: offset acknowledges everything before it. Greater than
+	// offset: INVALID_ARGUMENT.
+	Ack           *int64 `protobuf:"varint,4,opt,name=ack,proto3,oneof" json:"ack,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1697,6 +1732,13 @@ func (x *ReadExactlyRequest) GetN() int64 {
 func (x *ReadExactlyRequest) GetOffset() int64 {
 	if x != nil && x.Offset != nil {
 		return *x.Offset
+	}
+	return 0
+}
+
+func (x *ReadExactlyRequest) GetAck() int64 {
+	if x != nil && x.Ack != nil {
+		return *x.Ack
 	}
 	return 0
 }
@@ -1800,7 +1842,14 @@ type ReadUntilRequest struct {
 	// (metadata next_offset); up to it (a late duplicate of an old read moved
 	// the stream back), the stream moves forward again. Absent: the read
 	// acknowledges everything the daemon delivered before it.
-	Offset        *int64 `protobuf:"varint,4,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
+	Offset *int64 `protobuf:"varint,4,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
+	// Pipelining reads (several in flight, as in a Session): the offset up
+	// to which the caller has received results. Only the bytes before it are
+	// acknowledged (at most offset), so the results of the reads still on
+	// their way stay replayable: after a broken connection, read again from
+	// ack. Absent: offset acknowledges everything before it. Greater than
+	// offset: INVALID_ARGUMENT.
+	Ack           *int64 `protobuf:"varint,5,opt,name=ack,proto3,oneof" json:"ack,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1859,6 +1908,13 @@ func (x *ReadUntilRequest) GetSeparators() [][]byte {
 func (x *ReadUntilRequest) GetOffset() int64 {
 	if x != nil && x.Offset != nil {
 		return *x.Offset
+	}
+	return 0
+}
+
+func (x *ReadUntilRequest) GetAck() int64 {
+	if x != nil && x.Ack != nil {
+		return *x.Ack
 	}
 	return 0
 }
@@ -4877,32 +4933,38 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\brejected\x18\t \x01(\x03R\brejected\x12\x1f\n" +
 	"\vserve_calls\x18\n" +
 	" \x01(\x03R\n" +
-	"serveCalls\"k\n" +
+	"serveCalls\"\x8a\x01\n" +
 	"\vReadRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x11\n" +
 	"\x01n\x18\x02 \x01(\x03H\x00R\x01n\x88\x01\x01\x12\x1b\n" +
-	"\x06offset\x18\x03 \x01(\x03H\x01R\x06offset\x88\x01\x01B\x04\n" +
+	"\x06offset\x18\x03 \x01(\x03H\x01R\x06offset\x88\x01\x01\x12\x15\n" +
+	"\x03ack\x18\x04 \x01(\x03H\x02R\x03ack\x88\x01\x01B\x04\n" +
 	"\x02_nB\t\n" +
-	"\a_offset\"U\n" +
+	"\a_offsetB\x06\n" +
+	"\x04_ack\"U\n" +
 	"\fReadResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
 	"\x03eof\x18\x02 \x01(\bR\x03eof\x12\x1f\n" +
 	"\vnext_offset\x18\x03 \x01(\x03R\n" +
-	"nextOffset\"V\n" +
+	"nextOffset\"u\n" +
 	"\x0fReadLineRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x1b\n" +
-	"\x06offset\x18\x02 \x01(\x03H\x00R\x06offset\x88\x01\x01B\t\n" +
-	"\a_offset\"Y\n" +
+	"\x06offset\x18\x02 \x01(\x03H\x00R\x06offset\x88\x01\x01\x12\x15\n" +
+	"\x03ack\x18\x03 \x01(\x03H\x01R\x03ack\x88\x01\x01B\t\n" +
+	"\a_offsetB\x06\n" +
+	"\x04_ack\"Y\n" +
 	"\x10ReadLineResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
 	"\x03eof\x18\x02 \x01(\bR\x03eof\x12\x1f\n" +
 	"\vnext_offset\x18\x03 \x01(\x03R\n" +
-	"nextOffset\"g\n" +
+	"nextOffset\"\x86\x01\n" +
 	"\x12ReadExactlyRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\f\n" +
 	"\x01n\x18\x02 \x01(\x03R\x01n\x12\x1b\n" +
-	"\x06offset\x18\x03 \x01(\x03H\x00R\x06offset\x88\x01\x01B\t\n" +
-	"\a_offset\"\x86\x01\n" +
+	"\x06offset\x18\x03 \x01(\x03H\x00R\x06offset\x88\x01\x01\x12\x15\n" +
+	"\x03ack\x18\x04 \x01(\x03H\x01R\x03ack\x88\x01\x01B\t\n" +
+	"\a_offsetB\x06\n" +
+	"\x04_ack\"\x86\x01\n" +
 	"\x13ReadExactlyResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1e\n" +
 	"\n" +
@@ -4910,17 +4972,19 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"incomplete\x12\x1a\n" +
 	"\bexpected\x18\x03 \x01(\x03R\bexpected\x12\x1f\n" +
 	"\vnext_offset\x18\x04 \x01(\x03R\n" +
-	"nextOffset\"\xa8\x01\n" +
+	"nextOffset\"\xc7\x01\n" +
 	"\x10ReadUntilRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12!\n" +
 	"\tseparator\x18\x02 \x01(\fH\x00R\tseparator\x88\x01\x01\x12\x1e\n" +
 	"\n" +
 	"separators\x18\x03 \x03(\fR\n" +
 	"separators\x12\x1b\n" +
-	"\x06offset\x18\x04 \x01(\x03H\x01R\x06offset\x88\x01\x01B\f\n" +
+	"\x06offset\x18\x04 \x01(\x03H\x01R\x06offset\x88\x01\x01\x12\x15\n" +
+	"\x03ack\x18\x05 \x01(\x03H\x02R\x03ack\x88\x01\x01B\f\n" +
 	"\n" +
 	"_separatorB\t\n" +
-	"\a_offset\"h\n" +
+	"\a_offsetB\x06\n" +
+	"\x04_ack\"h\n" +
 	"\x11ReadUntilResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1e\n" +
 	"\n" +
