@@ -184,3 +184,84 @@ func BenchmarkOpenClose(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEchoBareGRPCBidi is the ping-pong baseline for Session: one
+// message each way per round trip on a bare gRPC bidi stream.
+func BenchmarkEchoBareGRPCBidi(b *testing.B) {
+	srv := grpc.NewServer()
+	testpb.RegisterTestServiceServer(srv, echoService{})
+	client := testpb.NewTestServiceClient(grpcOnUnix(b, srv))
+	s, err := client.FullDuplexCall(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := &testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: make([]byte, benchPayload)}}
+	b.SetBytes(benchPayload)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.Send(req); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Recv(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	_ = s.CloseSend()
+}
+
+func (echoService) FullDuplexCall(s testpb.TestService_FullDuplexCallServer) error {
+	for {
+		req, err := s.Recv()
+		if err != nil {
+			return nil
+		}
+		if err := s.Send(&testpb.StreamingOutputCallResponse{Payload: req.Payload}); err != nil {
+			return err
+		}
+	}
+}
+
+// BenchmarkEchoSession is a write and a read pipelined on one Session per
+// round trip, through the daemon to a TCP echo peer.
+func BenchmarkEchoSession(b *testing.B) {
+	m := manager.New(manager.Config{})
+	defer m.Close()
+	srv := grpc.NewServer()
+	smv1.RegisterStreamServiceServer(srv, manager.NewService(m))
+	client := smv1.NewStreamServiceClient(grpcOnUnix(b, srv))
+	ctx := context.Background()
+	peer := echoPeer(b)
+	open, err := client.Open(ctx, &smv1.OpenRequest{Address: &smv1.OpenRequest_Tcp{Tcp: &smv1.TcpAddress{Host: "127.0.0.1", Port: uint32(peer.Port)}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	id := open.StreamId
+	s, err := client.Session(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	write := &smv1.SessionRequest{CallId: 1, Op: &smv1.SessionRequest_Write{Write: &smv1.WriteRequest{StreamId: id, Data: make([]byte, benchPayload)}}}
+	read := &smv1.SessionRequest{CallId: 2, Op: &smv1.SessionRequest_ReadExactly{ReadExactly: &smv1.ReadExactlyRequest{StreamId: id, N: benchPayload}}}
+	b.SetBytes(benchPayload)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.Send(write); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Send(read); err != nil {
+			b.Fatal(err)
+		}
+		for range 2 {
+			resp, err := s.Recv()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if e := resp.GetError(); e != nil {
+				b.Fatalf("call %d: %v", resp.CallId, e)
+			}
+		}
+	}
+	b.StopTimer()
+	_ = s.CloseSend()
+	_, _ = client.Abort(ctx, &smv1.AbortRequest{StreamId: id})
+}

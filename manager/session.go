@@ -298,18 +298,24 @@ func (ss *session) unqueue(c *sessionCall) {
 // finish sends a call's response and releases what the call held.
 func (ss *session) finish(c *sessionCall, resp *smv1.SessionResponse) {
 	resp.CallId = c.id
-	ss.send(resp)
 	if c.stop != nil {
 		c.stop()
 	}
+	if c.cancel != nil {
+		// Before the answer goes out: a client may reuse the call_id as
+		// soon as it has the answer.
+		ss.mu.Lock()
+		if ss.calls[c.id] == c {
+			delete(ss.calls, c.id)
+		}
+		ss.mu.Unlock()
+	}
+	ss.send(resp)
 	ss.mu.Lock()
 	wasFull := ss.held >= MaxSessionBytes
 	ss.held -= c.size
 	ss.svc.sessionBytes.Add(-int64(c.size))
 	poke := wasFull && ss.held < MaxSessionBytes
-	if c.cancel != nil && ss.calls[c.id] == c {
-		delete(ss.calls, c.id)
-	}
 	ss.mu.Unlock()
 	if poke {
 		select {

@@ -71,3 +71,34 @@ func TestReadAckValidation(t *testing.T) {
 		wantField(t, wantStatus(t, err, codes.InvalidArgument, ReasonInvalidArgument), "ack")
 	}
 }
+
+// A client may reuse a call_id as soon as it has the answer.
+func TestSessionCallIDReuse(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	resp, peer := e.openTCP(t, nil)
+	go func() { _, _ = io.Copy(peer, peer) }()
+	s, err := e.c.Session(bg(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := &smv1.SessionRequest{CallId: 1, Op: &smv1.SessionRequest_Write{Write: &smv1.WriteRequest{StreamId: resp.StreamId, Data: []byte("x")}}}
+	read := &smv1.SessionRequest{CallId: 2, Op: &smv1.SessionRequest_ReadExactly{ReadExactly: &smv1.ReadExactlyRequest{StreamId: resp.StreamId, N: 1}}}
+	for i := range 3000 {
+		if err := s.Send(write); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Send(read); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			r, err := s.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.GetError() != nil {
+				t.Fatalf("round %d: call %d answered %v", i, r.CallId, r)
+			}
+		}
+	}
+}
