@@ -16,7 +16,8 @@ const (
 	MaxAttachWindow     = 64 << 20
 )
 
-// attachChunk is the most inbound bytes one AttachResponse carries.
+// attachChunk is the most inbound bytes one AttachResponse carries (less
+// when the daemon's max message size is smaller).
 const attachChunk = 256 << 10
 
 // writtenEvery is how often, in accepted outbound bytes, an Attach reports
@@ -27,7 +28,27 @@ const writtenEvery = 256 << 10
 // attachment is a live Attach call on a stream.
 type attachment struct {
 	cancel context.CancelCauseFunc
-	done   chan struct{}
+	mu     sync.RWMutex // read-held while the call reads, acknowledges or writes the stream
+	gone   bool         // taken over or ended: the call touches the stream no more
+}
+
+// use runs f, which reads, acknowledges or writes the stream, unless the
+// call no longer owns the stream (errAttachSuperseded).
+func (a *attachment) use(f func() error) error {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if a.gone {
+		return errAttachSuperseded
+	}
+	return f()
+}
+
+// release ends the call's use of the stream once the uses in progress are
+// over (their waits end with the call's context).
+func (a *attachment) release() {
+	a.mu.Lock()
+	a.gone = true
+	a.mu.Unlock()
 }
 
 // attachedError is a read of a stream whose inbound bytes an Attach owns.
@@ -40,21 +61,19 @@ func (e attachedError) Error() string {
 // errAttachSuperseded ends an Attach that a newer Attach took over from.
 var errAttachSuperseded = errors.New("a newer Attach call took over the stream")
 
-// attach makes a the stream's attachment, ending the one before (and
-// waiting until it is gone).
-func (st *Stream) attach(ctx context.Context, a *attachment) error {
+// attach makes a the stream's attachment, ending the one before. That
+// call touches the stream no more once attach returns, though it may not
+// have ended yet: a response it is sending can wait on a client that
+// stopped reading, and must not hold up the new call.
+func (st *Stream) attach(a *attachment) {
 	for {
 		old := st.attached.Load()
 		if old != nil {
 			old.cancel(errAttachSuperseded)
-			select {
-			case <-old.done:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+			old.release()
 		}
 		if st.attached.CompareAndSwap(old, a) {
-			return nil
+			return
 		}
 	}
 }
@@ -87,25 +106,29 @@ func (s *Service) Attach(stream smv1.StreamService_AttachServer) error {
 		return toStatus(err)
 	}
 	defer done()
-	if err := st.relayBusy(); err != nil {
-		return toStatus(err)
-	}
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
-	a := &attachment{cancel: cancel, done: make(chan struct{})}
-	defer close(a.done)
-	if err := st.attach(ctx, a); err != nil {
+	a := &attachment{cancel: cancel}
+	st.claimMu.Lock()
+	if err := st.relayBusy(); err != nil {
+		st.claimMu.Unlock()
 		return toStatus(err)
 	}
+	st.attach(a)
+	st.claimMu.Unlock()
+	defer a.release()
 	defer st.attached.CompareAndSwap(a, nil)
 
-	start, err := st.R.Seek(ctx, from)
-	if err != nil {
+	var start int64
+	if err := a.use(func() (err error) { start, err = st.R.Seek(ctx, from); return err }); err != nil {
+		if ctx.Err() != nil {
+			return toStatus(context.Cause(ctx))
+		}
 		return toStatus(err)
 	}
 	at := &attachCall{
-		s: s, st: st, stream: stream, ctx: ctx, cancel: cancel,
-		window: int64(window), sent: start, acked: start,
+		s: s, st: st, a: a, stream: stream, ctx: ctx, cancel: cancel,
+		window: int64(window), chunk: min(attachChunk, s.maxResult()), sent: start, acked: start,
 		ackCh: make(chan struct{}, 1), clientDone: make(chan struct{}),
 	}
 	at.lastWritten = st.W.Written()
@@ -121,12 +144,15 @@ func (s *Service) Attach(stream smv1.StreamService_AttachServer) error {
 type attachCall struct {
 	s      *Service
 	st     *Stream
+	a      *attachment
 	stream smv1.StreamService_AttachServer
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	window int64
+	chunk  int // the most bytes per response
 
-	sendMu      sync.Mutex // one Send at a time
+	sendMu      sync.Mutex // one Send at a time; guards respNext
+	respNext    int64      // inbound offset after the data of the responses sent
 	mu          sync.Mutex // guards sent, acked and lastWritten
 	sent        int64      // inbound offset after the bytes sent
 	acked       int64      // inbound offset the client acknowledged
@@ -144,6 +170,7 @@ func (at *attachCall) send(resp *smv1.AttachResponse) error {
 	at.mu.Lock()
 	at.lastWritten = resp.Written
 	at.mu.Unlock()
+	at.respNext = resp.Offset + int64(len(resp.Data))
 	return at.stream.Send(resp)
 }
 
@@ -163,7 +190,14 @@ func (at *attachCall) deliver() error {
 				return at.ended()
 			}
 		}
-		data, next, err := st.R.ReadAhead(at.ctx, int(min(room, attachChunk)))
+		var (
+			data []byte
+			next int64
+		)
+		err := at.a.use(func() (err error) {
+			data, next, err = st.R.ReadAhead(at.ctx, int(min(room, int64(at.chunk))))
+			return err
+		})
 		if err == io.EOF {
 			if err := at.send(&smv1.AttachResponse{Offset: next, Eof: true}); err != nil {
 				return err
@@ -197,7 +231,6 @@ func (at *attachCall) ended() error { return toStatus(context.Cause(at.ctx)) }
 
 // receive takes the client's messages: acks, data and write_eof.
 func (at *attachCall) receive() {
-	st := at.st
 	for {
 		msg, err := at.stream.Recv()
 		if err == io.EOF {
@@ -210,18 +243,9 @@ func (at *attachCall) receive() {
 			return
 		}
 		if err := at.take(msg); err != nil {
+			// (A call that has ended already keeps its first cause.)
 			at.cancel(toStatus(err))
 			return
-		}
-		if _, high := st.W.WriteBufferLimits(); len(msg.Data) > 0 && st.W.BufferSize() > high {
-			// Above the high-water mark: take no more messages until the
-			// socket has taken the bytes, so flow control pushes back.
-			if err := st.W.Drain(at.ctx); err != nil {
-				if at.ctx.Err() == nil {
-					at.cancel(toStatus(err))
-				}
-				return
-			}
 		}
 		at.reportWritten(msg.WriteEof)
 	}
@@ -234,7 +258,10 @@ func (at *attachCall) take(msg *smv1.AttachRequest) error {
 		return invalid("stream_id", "stream_id and window belong in the first message only")
 	}
 	if msg.Ack != nil {
-		if err := st.R.Ack(*msg.Ack); err != nil {
+		if err := at.a.use(func() error { return st.R.Ack(*msg.Ack) }); err != nil {
+			if err == errAttachSuperseded {
+				return err
+			}
 			return &fieldError{field: "ack", desc: err.Error()}
 		}
 		at.mu.Lock()
@@ -250,16 +277,56 @@ func (at *attachCall) take(msg *smv1.AttachRequest) error {
 		if err != nil {
 			return err
 		}
-		if _, err := st.W.WriteAt(off, msg.Data); err != nil {
+		if err := at.write(off, msg.Data); err != nil {
 			return err
 		}
 	}
 	if msg.WriteEof {
-		if err := st.W.WriteEOF(); err != nil {
+		if err := at.a.use(st.W.WriteEOF); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// write writes data at outbound offset off (-1: appended) in parts that
+// the write buffer can always take once it is at or below its high-water
+// mark, and above the mark takes no more until the socket has taken the
+// bytes (Drain), so flow control pushes back: a message larger than the
+// room left waits instead of failing with WRITE_BUFFER_FULL.
+func (at *attachCall) write(off int64, data []byte) error {
+	st := at.st
+	for {
+		_, high := st.W.WriteBufferLimits()
+		part := len(data)
+		if room := at.s.m.cfg.MaxWriteBuffer - high; room > 0 {
+			part = min(part, room)
+		}
+		err := at.a.use(func() error { _, err := st.W.WriteAt(off, data[:part]); return err })
+		if full := (*streamcore.WriteBufferFullError)(nil); errors.As(err, &full) && st.W.BufferSize() > high {
+			// Write calls filled the buffer meanwhile: wait for room. (A
+			// refused write accepted nothing.)
+			if err := st.W.Drain(at.ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		data = data[part:]
+		if off >= 0 {
+			off += int64(part)
+		}
+		if st.W.BufferSize() > high {
+			if err := st.W.Drain(at.ctx); err != nil {
+				return err
+			}
+		}
+		if len(data) == 0 {
+			return nil
+		}
+	}
 }
 
 // reportWritten sends written when it moved writtenEvery bytes since the
@@ -281,7 +348,10 @@ func (at *attachCall) reportWritten(final bool) {
 	} else if !at.sendMu.TryLock() {
 		return
 	}
-	resp := &smv1.AttachResponse{Offset: at.sentOffset(), Written: at.st.W.Written()}
+	// Where the next data starts (respNext): a client takes every
+	// response's offset for where it stands, and sent may count bytes
+	// read for a response not sent yet.
+	resp := &smv1.AttachResponse{Offset: at.respNext, Written: at.st.W.Written()}
 	at.mu.Lock()
 	at.lastWritten = resp.Written
 	at.mu.Unlock()
@@ -290,10 +360,4 @@ func (at *attachCall) reportWritten(final bool) {
 	if err != nil {
 		at.cancel(err)
 	}
-}
-
-func (at *attachCall) sentOffset() int64 {
-	at.mu.Lock()
-	defer at.mu.Unlock()
-	return at.sent
 }

@@ -82,6 +82,9 @@ func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
 	return d, nil
 }
 
+// minSendLimit is the least gRPC send limit, whatever MaxMessageSize says.
+const minSendLimit = 1 << 20
+
 // serverOptions are the gRPC server's limits and interceptors: a call log
 // (not for health checks and reflection), and recovery that turns a panic
 // into a bare INTERNAL.
@@ -92,7 +95,10 @@ func serverOptions(cfg Config, log *slog.Logger) []grpc.ServerOption {
 	})
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxMessageSize),
-		grpc.MaxSendMsgSize(cfg.MaxMessageSize),
+		// Responses built from stream data keep within MaxMessageSize on
+		// their own; the floor is for reflection, whose descriptors are
+		// larger than the smallest limits a user may set.
+		grpc.MaxSendMsgSize(max(cfg.MaxMessageSize, minSendLimit)),
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
 		grpc.MaxHeaderListSize(uint32(cfg.MaxHeaderListSize)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),

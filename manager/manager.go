@@ -51,6 +51,7 @@ type Stream struct {
 	queued   atomic.Bool                // accepted by srv and not yet claimed
 	attached atomic.Pointer[attachment] // the live Attach call, if any
 	relay    atomic.Pointer[relayRun]   // the running Relay, if any
+	claimMu  sync.Mutex                 // orders Attach and Relay claims
 
 	// guarded by Manager.mu
 	elem     *list.Element // in Manager.order

@@ -93,6 +93,16 @@ func (s *Service) Relay(ctx context.Context, req *smv1.RelayRequest) (*smv1.Rela
 
 // claimRelay marks both streams as r's, unless one is relayed or attached.
 func claimRelay(r *relayRun) error {
+	// Both claim locks, in a fixed order, so that an Attach cannot slip in
+	// between the checks and the claims.
+	a, b := r.first, r.second
+	if b.ID < a.ID {
+		a, b = b, a
+	}
+	a.claimMu.Lock()
+	defer a.claimMu.Unlock()
+	b.claimMu.Lock()
+	defer b.claimMu.Unlock()
 	for _, st := range []*Stream{r.first, r.second} {
 		if st.attached.Load() != nil {
 			return attachedError{id: st.ID}

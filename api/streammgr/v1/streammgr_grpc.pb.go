@@ -206,9 +206,15 @@ type StreamServiceClient interface {
 	// buffered go first; between plain TCP and Unix sockets the kernel moves
 	// the bytes (splice) without copying them through the daemon. The relay
 	// runs on its own: a caller that goes away only stops waiting for the
-	// counts. While it runs, ListStreams shows relay_peer on both streams,
-	// reads, writes and Attach on them fail with FAILED_PRECONDITION, reason
-	// STREAM_RELAYED, and Close or Abort of either stream ends it.
+	// counts. While it runs, ListStreams shows relay_peer on both streams
+	// (bytes_in and bytes_out grow as bytes move: every 4 MiB, or at the end
+	// from TCP to Unix), reads, writes and Attach on them fail with
+	// FAILED_PRECONDITION, reason STREAM_RELAYED, and Close or Abort of
+	// either stream ends it: the call then answers OK with the counts so far.
+	// A connection error on either side ends it with that error (a reset:
+	// UNAVAILABLE, CONNECTION_RESET); both streams are then the caller's
+	// again, the other one usable as it was, the failed one answering its
+	// next write with the error.
 	Relay(ctx context.Context, in *RelayRequest, opts ...grpc.CallOption) (*RelayResponse, error)
 }
 
@@ -667,9 +673,15 @@ type StreamServiceServer interface {
 	// buffered go first; between plain TCP and Unix sockets the kernel moves
 	// the bytes (splice) without copying them through the daemon. The relay
 	// runs on its own: a caller that goes away only stops waiting for the
-	// counts. While it runs, ListStreams shows relay_peer on both streams,
-	// reads, writes and Attach on them fail with FAILED_PRECONDITION, reason
-	// STREAM_RELAYED, and Close or Abort of either stream ends it.
+	// counts. While it runs, ListStreams shows relay_peer on both streams
+	// (bytes_in and bytes_out grow as bytes move: every 4 MiB, or at the end
+	// from TCP to Unix), reads, writes and Attach on them fail with
+	// FAILED_PRECONDITION, reason STREAM_RELAYED, and Close or Abort of
+	// either stream ends it: the call then answers OK with the counts so far.
+	// A connection error on either side ends it with that error (a reset:
+	// UNAVAILABLE, CONNECTION_RESET); both streams are then the caller's
+	// again, the other one usable as it was, the failed one answering its
+	// next write with the error.
 	Relay(context.Context, *RelayRequest) (*RelayResponse, error)
 	mustEmbedUnimplementedStreamServiceServer()
 }
