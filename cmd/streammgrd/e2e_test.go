@@ -76,6 +76,7 @@ func TestE2E(t *testing.T) {
 			"DeadlineKeepsBytes":    testDeadlineKeepsBytes,
 			"Offsets":               testOffsets,
 			"Contract":              testContract,
+			"Streaming":             testStreaming,
 		} {
 			t.Run(name, func(t *testing.T) { t.Parallel(); f(t, d) })
 		}
