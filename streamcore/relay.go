@@ -101,8 +101,9 @@ func (t *transport) stopRelay() {
 // Relay takes over both streams: their pending writes are flushed first,
 // and until it returns nothing else may read or write them. Close or Abort
 // of either stream ends the relay (it returns nil); a connection error on
-// either ends it with that error, and the stream it came from discovers
-// it again as its own reads and writes resume. The byte counts of both
+// either ends it with that error, which a stream whose TCP socket was reset
+// keeps as its own (its reads return it); the other stream goes on as it
+// was. The byte counts of both
 // streams (Consumed, Written) include the relayed bytes.
 //
 // A stream that is closing, has sent EOF, is in start_tls, has a read
@@ -149,7 +150,20 @@ func Relay(a, b *Writer) (aToB, bToA int64, err error) {
 			errB = nil
 		}
 	}
-	return aToB, bToA, errors.Join(errA, errB)
+	if err := errors.Join(errA, errB); err != nil {
+		// The sockets' own errors went to the pumps (a reset is reported
+		// once): a stream whose socket died keeps the error, so that its
+		// reads answer it as they would have without the relay.
+		for _, t := range []*transport{ta, tb} {
+			t.mu.Lock()
+			if socketReset(t.raw) {
+				t.connectionLostLocked(err)
+			}
+			t.mu.Unlock()
+		}
+		return aToB, bToA, err
+	}
+	return aToB, bToA, nil
 }
 
 // errRelayStopped is a direction interrupted by stop.

@@ -213,8 +213,8 @@ type StreamServiceClient interface {
 	// either stream ends it: the call then answers OK with the counts so far.
 	// A connection error on either side ends it with that error (a reset:
 	// UNAVAILABLE, CONNECTION_RESET); both streams are then the caller's
-	// again, the other one usable as it was, the failed one answering its
-	// next write with the error.
+	// again, the other one usable as it was, the reset one answering its
+	// reads with the error, as without the relay.
 	Relay(ctx context.Context, in *RelayRequest, opts ...grpc.CallOption) (*RelayResponse, error)
 }
 
@@ -680,8 +680,8 @@ type StreamServiceServer interface {
 	// either stream ends it: the call then answers OK with the counts so far.
 	// A connection error on either side ends it with that error (a reset:
 	// UNAVAILABLE, CONNECTION_RESET); both streams are then the caller's
-	// again, the other one usable as it was, the failed one answering its
-	// next write with the error.
+	// again, the other one usable as it was, the reset one answering its
+	// reads with the error, as without the relay.
 	Relay(context.Context, *RelayRequest) (*RelayResponse, error)
 	mustEmbedUnimplementedStreamServiceServer()
 }
