@@ -20,6 +20,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -108,6 +109,7 @@ func serverOptions(cfg Config, log *slog.Logger) []grpc.ServerOption {
 		// Calls run on reused goroutines whose stacks have grown already,
 		// instead of a new goroutine per call.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		experimental.BufferPool(&dirtyPool{}),
 		grpc.InTapHandle((&callLimiter{max: int64(cfg.MaxCalls), firstRequest: cfg.FirstRequestTimeout}).tap),
 		grpc.ChainUnaryInterceptor(
 			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), callLogged(log)),
