@@ -171,13 +171,20 @@ type StreamServiceClient interface {
 	// client-chosen call_id; each SessionResponse echoes the call_id with the
 	// unary response, or the exact error (code, message, details) the unary
 	// call would return. Operations on one handle run in the order they
-	// arrived; operations on different handles never wait for each other, so
-	// responses may come back in any order. Offsets work as in the unary
-	// calls: a client that resumes a broken session with its offsets loses
-	// and duplicates nothing. At most 1024 operations are in flight per
-	// session; beyond that the daemon stops reading the session, and HTTP/2
-	// flow control pushes back. From a shell: grpcurl -d @ ... Session, with
-	// one JSON request per line.
+	// arrived: a stream's reads (read, read_line, read_exactly, read_until,
+	// at_eof) among themselves, its other operations among themselves, so
+	// that a read waiting for data never holds up a write or a close, as in
+	// asyncio where the reading and the writing task are separate; likewise
+	// a server's accepts and its other operations; wait_closed, open,
+	// open_pair, start_server and relay run on their own. Operations on
+	// different handles never wait for each other, so responses may come
+	// back in any order. Offsets work as in the unary calls: a client that
+	// resumes a broken session with its offsets (and, with several reads in
+	// flight, their ack) loses and duplicates nothing. At most 1024 operations, holding at most 16 MiB
+	// of request data, are in flight per session; beyond that the daemon
+	// stops reading the session (a cancel waits too: give operations that
+	// may wait long a timeout), and HTTP/2 flow control pushes back. From a
+	// shell: grpcurl -d @ ... Session, with one JSON request per line.
 	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
 	// Attach is a raw byte pipe to a stream, both ways at full speed. The
 	// first request names the stream (stream_id), where inbound delivery
@@ -638,13 +645,20 @@ type StreamServiceServer interface {
 	// client-chosen call_id; each SessionResponse echoes the call_id with the
 	// unary response, or the exact error (code, message, details) the unary
 	// call would return. Operations on one handle run in the order they
-	// arrived; operations on different handles never wait for each other, so
-	// responses may come back in any order. Offsets work as in the unary
-	// calls: a client that resumes a broken session with its offsets loses
-	// and duplicates nothing. At most 1024 operations are in flight per
-	// session; beyond that the daemon stops reading the session, and HTTP/2
-	// flow control pushes back. From a shell: grpcurl -d @ ... Session, with
-	// one JSON request per line.
+	// arrived: a stream's reads (read, read_line, read_exactly, read_until,
+	// at_eof) among themselves, its other operations among themselves, so
+	// that a read waiting for data never holds up a write or a close, as in
+	// asyncio where the reading and the writing task are separate; likewise
+	// a server's accepts and its other operations; wait_closed, open,
+	// open_pair, start_server and relay run on their own. Operations on
+	// different handles never wait for each other, so responses may come
+	// back in any order. Offsets work as in the unary calls: a client that
+	// resumes a broken session with its offsets (and, with several reads in
+	// flight, their ack) loses and duplicates nothing. At most 1024 operations, holding at most 16 MiB
+	// of request data, are in flight per session; beyond that the daemon
+	// stops reading the session (a cancel waits too: give operations that
+	// may wait long a timeout), and HTTP/2 flow control pushes back. From a
+	// shell: grpcurl -d @ ... Session, with one JSON request per line.
 	Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
 	// Attach is a raw byte pipe to a stream, both ways at full speed. The
 	// first request names the stream (stream_id), where inbound delivery
