@@ -298,6 +298,9 @@ func (ss *session) unqueue(c *sessionCall) {
 // finish sends a call's response and releases what the call held.
 func (ss *session) finish(c *sessionCall, resp *smv1.SessionResponse) {
 	resp.CallId = c.id
+	if ss.log.Enabled(ss.ctx, slog.LevelDebug) {
+		ss.logCall(c, resp)
+	}
 	if c.stop != nil {
 		c.stop()
 	}
@@ -328,6 +331,29 @@ func (ss *session) finish(c *sessionCall, resp *smv1.SessionResponse) {
 		ss.callsWG.Done()
 	}
 	<-ss.slots
+}
+
+// opField and resultField are the oneofs that name a session call's
+// operation and its answer.
+var (
+	opField     = (&smv1.SessionRequest{}).ProtoReflect().Descriptor().Oneofs().ByName("op")
+	resultField = (&smv1.SessionResponse{}).ProtoReflect().Descriptor().Oneofs().ByName("result")
+)
+
+// logCall logs one finished session call at debug, as the call log logs
+// a unary call.
+func (ss *session) logCall(c *sessionCall, resp *smv1.SessionResponse) {
+	op := "none"
+	if f := c.req.ProtoReflect().WhichOneof(opField); f != nil {
+		op = string(f.Name())
+	}
+	code := "OK"
+	if e := resp.GetError(); e != nil {
+		code = codes.Code(e.Code).String()
+	} else if resp.ProtoReflect().WhichOneof(resultField) == nil {
+		code = "none"
+	}
+	ss.log.DebugContext(ss.ctx, "finished session call", "grpc.method", "Session", "session.op", op, "session.call_id", c.id, "grpc.code", code)
 }
 
 func (ss *session) send(resp *smv1.SessionResponse) {

@@ -2,11 +2,14 @@ package manager
 
 import (
 	"io"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 
 	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
+	"github.com/streammgr/streammgr/streamcore/streamtest"
 )
 
 // The request bytes a Session's calls in flight hold are bounded: writes
@@ -99,6 +102,22 @@ func TestSessionCallIDReuse(t *testing.T) {
 			if r.GetError() != nil {
 				t.Fatalf("round %d: call %d answered %v", i, r.CallId, r)
 			}
+		}
+	}
+}
+
+// At debug, each session call is logged as a unary call is: its op, its
+// call_id and its code.
+func TestSessionCallLog(t *testing.T) {
+	e := newEnv(t, Config{})
+	var logs streamtest.Buffer
+	e.svc.log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s := newSession(t, e.c)
+	s.do(t, &smv1.OpenPairRequest{})
+	s.do(t, &smv1.ReadExactlyRequest{StreamId: "s-nope", N: 1})
+	for _, want := range []string{"session.op=open_pair", "session.op=read_exactly", "grpc.code=NotFound", "grpc.code=OK"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the log lacks %q:\n%s", want, logs.String())
 		}
 	}
 }
