@@ -609,10 +609,30 @@ type bgCall struct {
 
 func background(t testing.TB, tg target, method string, req any, flags ...string) *bgCall {
 	t.Helper()
+	b, _ := startBackground(t, tg, method, bytes.NewReader(requestJSON(req)), flags...)
+	return b
+}
+
+// startBackground starts grpcurl on method with "-d @" in the background,
+// its requests read from stdin; with stdin nil they come through the
+// returned writer (closed at the end of the test), as a script would pipe
+// them.
+func startBackground(t testing.TB, tg target, method string, stdin io.Reader, flags ...string) (*bgCall, io.WriteCloser) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	flags = append(flags, "-d", "@")
 	cmd := tg.command(ctx, method, flags)
-	cmd.Stdin = bytes.NewReader(requestJSON(req))
+	var in io.WriteCloser
+	if stdin != nil {
+		cmd.Stdin = stdin
+	} else {
+		w, err := cmd.StdinPipe()
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		in = w
+	}
 	stderr := &streamtest.Buffer{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
@@ -624,7 +644,7 @@ func background(t testing.TB, tg target, method string, req any, flags ...string
 		cancel()
 		t.Fatal(err)
 	}
-	b := &bgCall{msgs: make(chan json.RawMessage, 16), done: make(chan struct{}), cancel: cancel}
+	b := &bgCall{msgs: make(chan json.RawMessage, 64), done: make(chan struct{}), cancel: cancel}
 	go func() {
 		defer close(b.done)
 		defer cancel()
@@ -649,10 +669,13 @@ func background(t testing.TB, tg target, method string, req any, flags ...string
 		}
 	}()
 	t.Cleanup(func() {
+		if in != nil {
+			in.Close()
+		}
 		cancel()
 		<-b.done
 	})
-	return b
+	return b, in
 }
 
 // next returns the next streamed message decoded into v.

@@ -6,19 +6,14 @@ package main_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"io"
-	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
-
-	"github.com/streammgr/streammgr/streamcore/streamtest"
 )
 
 // sessionStatus is an error answer of a Session call (streammgr.v1.Status).
@@ -55,65 +50,16 @@ type sessionAnswer struct {
 // shellSession is a grpcurl Session call fed through a pipe, as a shell
 // script feeds it.
 type shellSession struct {
-	stdin   io.WriteCloser
-	answers chan json.RawMessage
-	done    chan struct{} // closed when grpcurl has exited; res is its run
-	res     result
+	*bgCall
+	stdin io.WriteCloser
 }
 
 func startShellSession(t *testing.T, tg target) *shellSession {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	cmd := tg.command(ctx, "Session", []string{"-d", "@"})
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	stderr := &streamtest.Buffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	s := &shellSession{stdin: stdin, answers: make(chan json.RawMessage, 64), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		defer cancel()
-		var out bytes.Buffer
-		dec := json.NewDecoder(io.TeeReader(stdout, &out))
-		for {
-			var raw json.RawMessage
-			if err := dec.Decode(&raw); err != nil {
-				break
-			}
-			s.answers <- raw
-		}
-		close(s.answers)
-		_, _ = io.Copy(io.Discard, stdout)
-		err := cmd.Wait()
-		s.res = result{args: cmd.Args[1:], stdout: out.String(), stderr: stderr.String()}
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			s.res.code = ee.ExitCode()
-		} else if err != nil {
-			s.res.code = -1
-		}
-	}()
-	t.Cleanup(func() {
-		stdin.Close()
-		cancel()
-		<-s.done
-	})
-	return s
+	b, stdin := startBackground(t, tg, "Session", nil)
+	return &shellSession{bgCall: b, stdin: stdin}
 }
 
-// send writes one request line.
 func (s *shellSession) send(t *testing.T, req m) {
 	t.Helper()
 	if _, err := s.stdin.Write(append(requestJSON(req), '\n')); err != nil {
@@ -125,7 +71,7 @@ func (s *shellSession) send(t *testing.T, req m) {
 func (s *shellSession) next(t *testing.T) sessionAnswer {
 	t.Helper()
 	select {
-	case raw, ok := <-s.answers:
+	case raw, ok := <-s.msgs:
 		if !ok {
 			<-s.done
 			t.Fatalf("grpcurl ended before the next answer:\n%s", s.res)
@@ -165,7 +111,7 @@ func (s *shellSession) end(t *testing.T) result {
 	case <-time.After(20 * time.Second):
 		t.Fatal("grpcurl still running 20s after its stdin closed")
 	}
-	for raw := range s.answers {
+	for raw := range s.msgs {
 		t.Errorf("an answer after the last one: %s", raw)
 	}
 	return s.res
