@@ -21,4 +21,23 @@
 //   - A cancelled read(-1) keeps every byte (CPython drops the blocks it had
 //     already pulled from the buffer).
 //   - Limit <= 0 is rejected for servers too, not only for connections.
+//
+// A daemon serving many callers also bounds what their streams take, with
+// two additions asyncio does not have, each shared between streams:
+//
+//   - Options.Budget, a memory budget (Budget) for the bytes streams
+//     buffer; budgets nest (Budget.Child: one per caller inside the
+//     daemon's), and a stream's reading pauses while its budget or an
+//     ancestor has no room, resuming when the one that refused has room
+//     again. A write with no room fails with *BudgetError.
+//   - Options.InRate and Options.OutRate, bandwidth limits (a
+//     *rate.Limiter of bytes per second from golang.org/x/time/rate).
+//     They slow reading and writing down and never fail them: the
+//     stream's goroutines wait between socket reads or writes (no
+//     goroutine of their own). Whatever stops reading (Close, Abort, the
+//     connection's loss, StartTLS, Relay) ends a read's wait at once;
+//     Abort and the connection's loss end a write's, while Close flushes
+//     at the limit. Under OutRate, Write still accepts up to
+//     MaxWriteBuffer and Drain waits, as with a slow peer. A Relay keeps
+//     to the limits of both streams.
 package streamcore

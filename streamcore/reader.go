@@ -43,7 +43,8 @@ func (r *Reader) wait(ctx context.Context, op string) error {
 	}
 	if t.paused || t.bpaused {
 		// A stream whose read waits may use the budget's reserve.
-		t.paused, t.bpaused = false, false
+		t.paused = false
+		t.budgetResumeLocked()
 		t.readCond.Signal()
 	}
 	t.waiting = true

@@ -106,6 +106,15 @@ func (t *transport) stopRelay() {
 // was. The byte counts of both
 // streams (Consumed, Written) include the relayed bytes.
 //
+// The streams' bandwidth limits apply (Options.InRate, OutRate): bytes
+// read from a stream count against its InRate and bytes written to a
+// stream against its OutRate, in chunks of at most the smaller burst, and
+// a direction waits between chunks until both are paid for (after what
+// the streams still owed from before). Close, Abort and the end of the
+// other direction interrupt that wait; a relay of limited streams copies
+// through user space where it would splice everything to EOF at once
+// (TCP to Unix).
+//
 // A stream that is closing, has sent EOF, is in start_tls, has a read
 // waiting or is relayed already cannot be relayed.
 func Relay(a, b *Writer) (aToB, bToA int64, err error) {
@@ -265,22 +274,55 @@ func pump(src, dst *transport, run *relayRun) (int64, error) {
 	pre := src.takeAllLocked()
 	srcEOF := src.eof
 	srcConn := src.conn
+	in, inUntil := src.inRate, src.inUntil
 	src.mu.Unlock()
 	dst.mu.Lock()
 	dstConn := dst.conn
+	out, outUntil := dst.outRate, dst.outUntil
 	dst.mu.Unlock()
+	lim := limited(in) || limited(out)
+	chunk := rateChunk(out, rateChunk(in, relayChunk))
+	if lim {
+		// What the pump still owes when it ends is the streams' to pay.
+		defer func() {
+			src.mu.Lock()
+			src.inUntil = later(src.inUntil, inUntil)
+			src.mu.Unlock()
+			dst.mu.Lock()
+			dst.outUntil = later(dst.outUntil, outUntil)
+			dst.mu.Unlock()
+		}()
+	}
 
 	var total int64
-	if len(pre) > 0 {
-		n, err := dstConn.Write(pre)
+	for len(pre) > 0 {
+		// Bytes read before the relay: src paid for them already.
+		p := pre
+		if limited(out) {
+			p = pre[:min(len(pre), chunk)]
+			if !sleepUntil(outUntil, run.stopped) {
+				return total, errRelayStopped
+			}
+		}
+		n, err := dstConn.Write(p)
 		dst.nwritten.Add(int64(n))
 		total += int64(n)
 		if err != nil {
 			return total, relayErr(run, err)
 		}
+		outUntil = later(outUntil, charge(out, time.Now(), n))
+		pre = pre[n:]
 	}
 	for !srcEOF {
-		n, eof, err := copyChunk(dstConn, srcConn)
+		if lim && !sleepUntil(later(inUntil, outUntil), run.stopped) {
+			return total, errRelayStopped
+		}
+		n, eof, err := copyChunk(dstConn, srcConn, int64(chunk), lim)
+		if n > 0 && lim {
+			now := time.Now()
+			inUntil = later(inUntil, charge(in, now, int(n)))
+			outUntil = later(outUntil, charge(out, now, int(n)))
+		}
 		src.mu.Lock()
 		src.nreceived.Add(n)
 		src.highWater = max(src.highWater, src.nread.Add(n))
@@ -342,10 +384,12 @@ func (t *transport) takeAllLocked() []byte {
 	return out
 }
 
-// copyChunk moves up to relayChunk bytes from src to dst, by splice where
-// the kernel can, and reports whether src reached EOF.
-func copyChunk(dst, src net.Conn) (int64, bool, error) {
-	if st, ok := src.(*net.TCPConn); ok {
+// copyChunk moves up to size bytes from src to dst, by splice where the
+// kernel can, and reports whether src reached EOF. A limited copy (a
+// bandwidth limit applies) moves at most size bytes even where the kernel
+// would splice more.
+func copyChunk(dst, src net.Conn, size int64, limited bool) (int64, bool, error) {
+	if st, ok := src.(*net.TCPConn); ok && !limited {
 		if du, ok := dst.(*net.UnixConn); ok {
 			// TCP to Unix splices only through TCPConn.WriteTo, which has
 			// no limit: one call moves everything to EOF.
@@ -353,7 +397,7 @@ func copyChunk(dst, src net.Conn) (int64, bool, error) {
 			return n, err == nil, err
 		}
 	}
-	lr := &io.LimitedReader{R: src, N: relayChunk}
+	lr := &io.LimitedReader{R: src, N: size}
 	var (
 		n   int64
 		err error
@@ -365,7 +409,7 @@ func copyChunk(dst, src net.Conn) (int64, bool, error) {
 		n, err = io.CopyBuffer(dst, lr, *buf)
 		relayBufPool.Put(buf)
 	}
-	return n, err == nil && n < relayChunk, err
+	return n, err == nil && n < size, err
 }
 
 // relayBufPool holds the buffers of relays that cannot splice.

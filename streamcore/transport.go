@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Defaults, as in asyncio.
@@ -55,8 +57,34 @@ type Options struct {
 	// against the 2*Limit above which reading pauses.
 	Replay bool
 	// Budget, when set, is the memory budget this stream shares with
-	// others (see Budget).
+	// others (see Budget); it may be a child of another (Budget.Child).
 	Budget *Budget
+	// InRate and OutRate, when set, limit the bytes per second the stream
+	// receives from and sends to its socket (nil: unlimited). One limiter
+	// may be shared by many streams, which then share its rate. Limits
+	// slow a stream down and never fail it.
+	//
+	// After each socket read of n bytes the stream takes n tokens from
+	// InRate (ReserveN: into debt if the bucket has fewer) and its read
+	// goroutine waits for the reservation's delay before the next socket
+	// read; each read asks for at most InRate.Burst() bytes. The write
+	// goroutine does the same with OutRate around each socket write, of
+	// at most OutRate.Burst() bytes, and Write never sends inline past
+	// the limit: Write keeps accepting up to MaxWriteBuffer while Drain
+	// waits, as with a slow peer. Readers waiting for data and Drain wait
+	// with their own contexts, as for any slow peer.
+	//
+	// The waits hold no goroutine (a timer wakes the stream's goroutine).
+	// A read wait ends at once whenever reading stops: Close, Abort, the
+	// connection's loss, StartTLS and Relay taking the socket over (what
+	// was owed is still owed when reading resumes). A write wait ends at
+	// once on Abort and the connection's loss; Close, StartTLS and Relay
+	// flush the buffer first, at OutRate. While the read goroutine waits it
+	// does not read the socket, so a peer's EOF or reset behind the bytes
+	// already read is seen when the wait is over. A Relay of the stream
+	// keeps to both limits. A limit of rate.Inf costs nothing; a limiter
+	// whose burst is 0 is paid at its rate without the bucket.
+	InRate, OutRate *rate.Limiter
 }
 
 func (o *Options) limit() (int, error) {
@@ -109,10 +137,14 @@ type transport struct {
 	highWater int64 // the most bytes ever consumed: a replay moves back from it
 
 	// budget: the shared memory budget (Options.Budget), what this stream
-	// has charged to it, and whether the budget stopped its reading.
+	// has charged to it, and whether a budget (this one or an ancestor:
+	// pausedOn) stopped its reading; bgen counts those pauses.
 	budget    *Budget
 	charged   int64
 	bpaused   bool
+	pausedOn  *Budget
+	bgen      uint64
+	refusedBy *Budget     // the budget that had no room for the last reserve (read goroutine only)
 	readWaits atomic.Bool // waiting, for reserve
 	tlsPre    []byte      // bytes read while pausing: the peer's first TLS bytes
 
@@ -142,6 +174,13 @@ type transport struct {
 	canHalfShut bool
 
 	relay *relayRun // the Relay that owns the socket, if any
+
+	// bandwidth limits (Options.InRate, OutRate): no socket read before
+	// inUntil, no socket write before outUntil (the bytes already taken
+	// are paid for then); the timers wake the waiting goroutine.
+	inRate, outRate   *rate.Limiter
+	inUntil, outUntil time.Time
+	inTimer, outTimer *time.Timer
 }
 
 // halfCloser is a connection that can send FIN while still reading.
@@ -184,6 +223,7 @@ func newTransport(conn net.Conn, opts *Options, server bool) (*transport, error)
 	t.maxWrite = maxWrite
 	if opts != nil {
 		t.replay, t.budget = opts.Replay, opts.Budget
+		t.inRate, t.outRate = opts.InRate, opts.OutRate
 	}
 	t.startLocked()
 	return t, nil
@@ -241,8 +281,17 @@ func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
 	}
 	for {
 		t.mu.Lock()
-		for (t.paused || t.bpaused) && !t.stopRead && !t.pausing {
-			t.readCond.Wait()
+		for !t.stopRead && !t.pausing {
+			if t.paused || t.bpaused {
+				t.readCond.Wait()
+			} else if t.inRate != nil && time.Now().Before(t.inUntil) {
+				// The bytes read so far are not paid for yet. Whatever
+				// stops the reading broadcasts readCond, which ends this
+				// wait too.
+				t.sleepLocked(t.readCond, &t.inTimer, t.inUntil)
+			} else {
+				break
+			}
 		}
 		if t.stopRead || t.pausing {
 			t.readerRun = false
@@ -250,18 +299,32 @@ func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
 			return
 		}
 		t.mu.Unlock()
-		n, reserved, chunk, err := readChunk(conn, rc, t.reserve)
+		n, reserved, chunk, err := readChunk(conn, rc, rateChunk(t.inRate, readSize), t.reserve)
+		var until time.Time
+		if n > 0 && t.inRate != nil {
+			until = charge(t.inRate, time.Now(), n)
+		}
 		t.mu.Lock()
+		if until.After(t.inUntil) {
+			t.inUntil = until
+		}
 		if err == errNoBudget {
-			// The budget has no room: wait until it has. Room that came
+			// A budget has no room: wait until that one has. Room that came
 			// back meanwhile, or a read that began to wait meanwhile (it may
 			// use the reserve), is seen by the kick: no wake-up is lost.
+			by := t.refusedBy
+			t.refusedBy = nil
+			if by == nil {
+				by = t.budget
+			}
 			if !t.stopRead && !t.pausing && !t.bpaused {
 				t.bpaused = true
-				t.budget.pause(t)
+				t.pausedOn = by
+				t.bgen++
+				by.pause(t, t.bgen)
 			}
 			t.mu.Unlock()
-			t.budget.kick()
+			by.kick()
 			continue
 		}
 		kept := false
@@ -329,20 +392,21 @@ func putChunk(b *[]byte) {
 	}
 }
 
-// readChunk reads once from conn into a pooled buffer, which the caller
-// returns with putChunk. For a socket (rc != nil) it waits for readability
-// before taking a buffer, so an idle stream holds no read buffer at all.
+// readChunk reads once (at most size bytes) from conn into a pooled buffer,
+// which the caller returns with putChunk. For a socket (rc != nil) it waits
+// for readability before taking a buffer, so an idle stream holds no read
+// buffer at all.
 //
 // reserve says how many bytes the read may take (the memory budget's room;
 // 0: none, and readChunk returns errNoBudget without reading); readChunk
 // returns how many it reserved, which the caller settles.
-func readChunk(conn net.Conn, rc syscall.RawConn, reserve func(int) int64) (int, int64, *[]byte, error) {
+func readChunk(conn net.Conn, rc syscall.RawConn, size int, reserve func(int) int64) (int, int64, *[]byte, error) {
 	if rc == nil {
-		pool, size := &chunkPool, readSize
+		pool := &chunkPool
 		if _, ok := conn.(*tls.Conn); ok {
 			// A TLS read returns at most one record (16 KiB of plaintext),
 			// and an idle TLS stream holds its buffer while it waits.
-			pool, size = &tlsChunkPool, tlsReadSize
+			pool, size = &tlsChunkPool, min(size, tlsReadSize)
 		}
 		r := reserve(size)
 		if r == 0 {
@@ -359,7 +423,7 @@ func readChunk(conn net.Conn, rc syscall.RawConn, reserve func(int) int64) (int,
 		buf  *[]byte
 	)
 	err := rc.Read(func(fd uintptr) bool {
-		if r = reserve(readSize); r == 0 {
+		if r = reserve(size); r == 0 {
 			serr = errNoBudget
 			return true
 		}
@@ -409,7 +473,43 @@ func (t *transport) reserve(n int) int64 {
 	}
 	// Not t.mu: this runs inside the socket's read, which a Close under
 	// t.mu waits for.
-	return t.budget.reserve(int64(n), t.readWaits.Load())
+	r, by := t.budget.reserve(int64(n), t.readWaits.Load())
+	if r == 0 {
+		t.refusedBy = by
+	}
+	return r
+}
+
+// budgetResumeLocked ends a pause by a memory budget, whose queue forgets
+// the stream.
+func (t *transport) budgetResumeLocked() {
+	if t.bpaused {
+		t.bpaused = false
+		t.pausedOn.unpause(t)
+		t.pausedOn = nil
+	}
+}
+
+// sleepLocked waits on c, whose lock is t.mu (held), until until or until c
+// is signalled, whichever comes first; the caller checks its conditions
+// again. *timer is the wait's timer, made on first use and stopped after
+// each wait, so that a stream holds no goroutine while it waits.
+func (t *transport) sleepLocked(c *sync.Cond, timer **time.Timer, until time.Time) {
+	d := time.Until(until)
+	if d <= 0 {
+		return
+	}
+	if *timer == nil {
+		*timer = time.AfterFunc(d, func() {
+			t.mu.Lock()
+			c.Broadcast()
+			t.mu.Unlock()
+		})
+	} else {
+		(*timer).Reset(d)
+	}
+	c.Wait()
+	(*timer).Stop()
 }
 
 // settleLocked brings the stream's charge to the memory budget in line with
@@ -443,13 +543,26 @@ func (t *transport) writeLoop(conn net.Conn, done chan struct{}) {
 			return
 		}
 		if len(t.wbuf) > 0 {
-			n := min(len(t.wbuf), writeChunk)
+			if t.outRate != nil && time.Now().Before(t.outUntil) {
+				// The bytes sent so far are not paid for yet; Abort and
+				// the connection's loss broadcast writeCond.
+				t.sleepLocked(t.writeCond, &t.outTimer, t.outUntil)
+				continue
+			}
+			n := min(len(t.wbuf), writeChunk, rateChunk(t.outRate, writeChunk))
 			chunk := t.wbuf[:n]
 			t.writerBusy = true
 			t.mu.Unlock()
-			_, err := conn.Write(chunk)
+			sent, err := conn.Write(chunk)
+			var until time.Time
+			if sent > 0 && t.outRate != nil {
+				until = charge(t.outRate, time.Now(), sent)
+			}
 			t.mu.Lock()
 			t.writerBusy = false
+			if until.After(t.outUntil) {
+				t.outUntil = until
+			}
 			if t.lost {
 				// Lost (Abort, a read error, a peer EOF on TLS) while the
 				// chunk was in flight: the buffer is already discarded.
@@ -522,10 +635,7 @@ func (t *transport) connectionLostLocked(err error) {
 	}
 	t.wbuf = nil
 	t.settleLocked()
-	if t.bpaused {
-		t.bpaused = false
-		t.budget.unpause(t)
-	}
+	t.budgetResumeLocked()
 	if t.wpaused {
 		t.wpaused = false
 		close(t.drainCh)
@@ -584,10 +694,12 @@ func (t *transport) maxWriteLocked() int {
 	return t.maxWrite
 }
 
-// writeLocked buffers data (or sends it at once when nothing is queued).
+// writeLocked buffers data (or sends it at once when nothing is queued and
+// no bandwidth limit applies: a limited stream sends from its write
+// goroutine only, which keeps to the limit).
 func (t *transport) writeLocked(data []byte) {
 	t.nwritten.Add(int64(len(data)))
-	if len(t.wbuf) == 0 && !t.writerBusy && t.writerRun && t.rawSyscall != nil {
+	if len(t.wbuf) == 0 && !t.writerBusy && t.writerRun && t.rawSyscall != nil && !limited(t.outRate) {
 		n, err := t.trySendLocked(data)
 		if err != nil {
 			t.connectionLostLocked(err)

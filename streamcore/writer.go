@@ -81,8 +81,10 @@ func (w *Writer) writeLinesLocked(lines [][]byte) error {
 		// write into an empty buffer (which the socket most likely takes
 		// at once) may use that rest too.
 		small := len(t.wbuf) == 0 && size <= smallWrite
-		if !b.take(int64(size), small) {
-			return &BudgetError{Size: size, Used: b.Used(), Max: b.max}
+		if by := b.take(int64(size), small); by != nil {
+			// The numbers of the budget that refused: the stream's own,
+			// or an ancestor's (Budget.Child).
+			return &BudgetError{Size: size, Used: by.Used(), Max: by.max}
 		}
 		t.charged += int64(size)
 	}
