@@ -23,6 +23,24 @@ type DialOptions struct {
 	TLS *tls.Config
 	// HandshakeTimeout bounds the TLS handshake (0: 60 s, as in asyncio).
 	HandshakeTimeout time.Duration
+	// Check, when set, vets each address just before it is connected:
+	// network "tcp4"/"tcp6" with address "ip:port" (every address a host
+	// name resolves to, as it is tried), or "unix" with the path. An error
+	// skips that address; the connection is only ever made to an address
+	// Check allowed, so a name that resolves differently later gains
+	// nothing.
+	Check func(network, address string) error
+}
+
+// dialer is the net.Dialer of opts.
+func (opts *DialOptions) dialer() net.Dialer {
+	d := net.Dialer{Timeout: opts.ConnectTimeout}
+	if check := opts.Check; check != nil {
+		d.ControlContext = func(_ context.Context, network, address string, _ syscall.RawConn) error {
+			return check(network, address)
+		}
+	}
+	return d
 }
 
 // OpenConnection is asyncio's open_connection(host, port): it connects over
@@ -38,7 +56,7 @@ func OpenConnection(ctx context.Context, host string, port int, opts *DialOption
 	if port < 0 || port > 65535 {
 		return nil, nil, &ValueError{Msg: fmt.Sprintf("port %d out of range", port)}
 	}
-	d := net.Dialer{Timeout: opts.ConnectTimeout}
+	d := opts.dialer()
 	if opts.LocalAddr != "" {
 		la, err := net.ResolveTCPAddr("tcp", opts.LocalAddr)
 		if err != nil {
@@ -65,7 +83,7 @@ func OpenUnixConnection(ctx context.Context, path string, opts *DialOptions) (*R
 	if opts.TLS != nil && opts.TLS.ServerName == "" && !opts.TLS.InsecureSkipVerify {
 		return nil, nil, &ValueError{Msg: "you have to pass server_hostname when using ssl"}
 	}
-	d := net.Dialer{Timeout: opts.ConnectTimeout}
+	d := opts.dialer()
 	conn, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
 		return nil, nil, err

@@ -47,6 +47,11 @@ type ServerOptions struct {
 	MaxHandshakes int
 	// Logger receives a panicking handler's report (nil: slog.Default()).
 	Logger *slog.Logger
+	// Check, when set, vets each address before it is bound: network
+	// "tcp" with address "ip:port" (the unspecified addresses for an empty
+	// host, every address a host name resolves to), or "unix" with the
+	// path. An error fails the server and nothing stays bound.
+	Check func(network, address string) error
 }
 
 // DefaultMaxHandshakes is the default cap on a TLS server's handshakes in
@@ -115,6 +120,13 @@ func StartServer(ctx context.Context, handler Handler, host string, port int, op
 			}
 		}
 	}
+	if check := s.opts.Check; check != nil {
+		for _, ip := range ips {
+			if err := check("tcp", net.JoinHostPort(ip.String(), strconv.Itoa(port))); err != nil {
+				return nil, err
+			}
+		}
+	}
 	var errs []error
 	for _, ip := range ips {
 		bs, err := bindTCP(ip, port, s.opts.ReusePort)
@@ -155,6 +167,11 @@ func StartUnixServer(ctx context.Context, handler Handler, path string, opts *Se
 	}
 	if path == "" {
 		return nil, &ValueError{Msg: "Neither host/port nor sock were specified"}
+	}
+	if check := s.opts.Check; check != nil {
+		if err := check("unix", path); err != nil {
+			return nil, err
+		}
 	}
 	abstract := strings.HasPrefix(path, "@")
 	if !abstract {

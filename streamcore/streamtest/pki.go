@@ -53,6 +53,18 @@ type PKI struct {
 	// ClientCertPEM and ClientKeyPEM are Client's certificate and its
 	// PKCS #8 private key in PEM form.
 	ClientCertPEM, ClientKeyPEM string
+
+	issue func(*x509.Certificate) (tls.Certificate, string, string, error)
+}
+
+// IssueClient signs one more client certificate, with subject common name
+// cn, and returns it and its key in PEM form.
+func (p *PKI) IssueClient(cn string) (certPEM, keyPEM string, err error) {
+	_, certPEM, keyPEM, err = p.issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	return certPEM, keyPEM, err
 }
 
 // NewPKI makes a new CA and a server and a client certificate signed by it.
@@ -122,6 +134,7 @@ func NewPKI(opts *PKIOptions) (*PKI, error) {
 		pair, err := tls.X509KeyPair(certPEM, keyPEM)
 		return pair, string(certPEM), string(keyPEM), err
 	}
+	p.issue = leaf
 	if p.Server, p.ServerCertPEM, p.ServerKeyPEM, err = leaf(&x509.Certificate{
 		Subject:     pkix.Name{CommonName: o.ServerCommonName},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
