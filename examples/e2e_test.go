@@ -897,7 +897,7 @@ func startWorld(t *testing.T) *world {
 // startDaemon runs streammgrd on sock and on a loopback port, and reads both
 // addresses from its "listening" log lines.
 func startDaemon(t *testing.T, w *world, bin, sock string) {
-	cmd := exec.Command(bin, "--listen", "unix:"+sock, "--listen", "127.0.0.1:0")
+	cmd := exec.Command(bin, "--listen", "unix:"+sock, "--listen", "127.0.0.1:0", "--insecure-tcp")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

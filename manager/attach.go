@@ -101,7 +101,7 @@ func (s *Service) Attach(stream smv1.StreamService_AttachServer) error {
 	if err != nil {
 		return toStatus(err)
 	}
-	st, done, err := s.m.acquire(first.StreamId)
+	st, done, err := s.m.acquire(stream.Context(), first.StreamId)
 	if err != nil {
 		return toStatus(err)
 	}

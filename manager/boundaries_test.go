@@ -104,7 +104,7 @@ func TestEvictionSparesStreamsInUse(t *testing.T) {
 	if _, err := e.c.Abort(bg(t), &smv1.AbortRequest{StreamId: a}); err != nil {
 		t.Fatal(err)
 	}
-	_, done, err := e.m.acquire(a) // an RPC in progress on the lost stream
+	_, done, err := e.m.acquire(context.Background(), a) // an RPC in progress on the lost stream
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,9 +7,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/streammgr/streammgr/manager/policy"
 )
 
 // Config holds the daemon's settings. The zero value of each limit means its
@@ -80,6 +83,34 @@ type Config struct {
 	// debug (and costs nothing above it); errors and the daemon's
 	// lifecycle are logged at info and above. The zero value is info.
 	LogLevel slog.Level
+
+	// ConfigFile is the policy file (TOML, see package policy): admins,
+	// connect and bind rules, quotas per identity. Empty: the built-in
+	// policy (no admins; connect anywhere but link-local and cloud metadata
+	// addresses; bind loopback on unprivileged ports and Unix paths; no
+	// quotas below the daemon's limits). Read by NewDaemon.
+	ConfigFile string
+	// Policy is the parsed policy (nil: ConfigFile's, or the built-in one).
+	Policy *policy.Policy
+	// TokenFile maps bearer tokens to identity names ("TOKEN,NAME" lines;
+	// mode 0600). Empty: no tokens.
+	TokenFile string
+	// TLSCert and TLSKey are the PEM files of the certificate TCP listeners
+	// present; TLSClientCA the PEM roots that verify client certificates
+	// (mTLS). Without a token file a client certificate is required.
+	TLSCert, TLSKey, TLSClientCA string
+	// InsecureTCP lets TCP listeners run without TLS: callers are then
+	// Anonymous unless they send a token, in plain text.
+	InsecureTCP bool
+	// SocketMode is the permission of the Unix control sockets (0: 0600,
+	// the daemon's user only). Other users that can reach the socket are
+	// told apart by their uid.
+	SocketMode os.FileMode
+	// AuditLog is a file the audit log is appended to as JSON lines
+	// (empty: the daemon's log). Audit is the logger itself (nil:
+	// AuditLog's, or the daemon's log).
+	AuditLog string
+	Audit    *slog.Logger
 }
 
 // Defaults.
@@ -224,7 +255,7 @@ func (l listFlag) Set(s string) error { *l.v = append(*l.v, s); return nil }
 // BindFlags registers the daemon's flags on fs, with defaults filled in.
 func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.Var(listFlag{&c.Listen}, "listen", "gRPC address, unix:/path or host:port; repeatable (default "+DefaultListen()+")")
-	fs.BoolVar(&c.AllowRemote, "allow-remote", false, "allow listening on non-loopback TCP addresses (no authentication yet)")
+	fs.BoolVar(&c.AllowRemote, "allow-remote", false, "allow listening on non-loopback TCP addresses (they need TLS, or --insecure-tcp)")
 	fs.IntVar(&c.MaxStreams, "max-streams", DefaultMaxStreams, "maximum streams owned at once")
 	fs.IntVar(&c.MaxServers, "max-servers", DefaultMaxServers, "maximum listening servers")
 	fs.IntVar(&c.MaxAcceptQueue, "max-accept-queue", DefaultMaxAcceptQueue, "accepted connections waiting to be claimed, per server")
@@ -245,4 +276,31 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxBufferedBytes, "max-buffered-bytes", DefaultMaxBufferedBytes(), "memory budget for all streams' buffered bytes (read, replay, unsent, queued connections)")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "least severe level logged: debug (one line per call), info, warn or error")
 	fs.StringVar(&c.DebugListen, "debug-listen", "", "serve Go's pprof handlers (/debug/pprof/) on unix:/path or a loopback host:port (default off)")
+	fs.StringVar(&c.ConfigFile, "config", "", "policy file (TOML): admins, connect and bind rules, quotas per identity (default: the built-in policy)")
+	fs.StringVar(&c.TokenFile, "token-file", "", "bearer tokens, one TOKEN,NAME per line (mode 0600)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate chain of TCP listeners (required for TCP unless --insecure-tcp)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM roots that verify client certificates (mTLS); the certificate's subject names the caller")
+	fs.BoolVar(&c.InsecureTCP, "insecure-tcp", false, "allow TCP listeners without TLS: callers are \"anonymous\" unless they send a token, in plain text")
+	fs.Var(modeFlag{&c.SocketMode}, "socket-mode", "permission of Unix control sockets, octal (default 0600: the daemon's user only)")
+	fs.StringVar(&c.AuditLog, "audit-log", "", "append the audit log (who opened or bound what) to this file as JSON lines (default: the daemon's log)")
+}
+
+// modeFlag is an octal file mode flag.
+type modeFlag struct{ v *os.FileMode }
+
+func (f modeFlag) String() string {
+	if f.v == nil || *f.v == 0 {
+		return "0600"
+	}
+	return fmt.Sprintf("%#o", uint32(*f.v))
+}
+
+func (f modeFlag) Set(s string) error {
+	n, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || n > 0o777 || n == 0 {
+		return fmt.Errorf("want an octal permission such as 0660")
+	}
+	*f.v = os.FileMode(n)
+	return nil
 }

@@ -61,6 +61,10 @@ type trackedConn struct {
 	once   sync.Once
 }
 
+// NetConn is the accepted connection, for the peer credentials of a Unix
+// socket.
+func (c *trackedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {
 		c.timer.Stop()

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
+	"github.com/streammgr/streammgr/manager/identity"
 )
 
 // Daemon is streammgrd: the gRPC server, its listeners, the Manager and
@@ -39,6 +41,9 @@ type Daemon struct {
 	health    *health.Server
 	listeners []net.Listener
 	unixPaths []string
+	tls       *tls.Config // TCP listeners' TLS, nil without --tls-cert
+	auth      *identity.Authenticator
+	auditFile *os.File     // --audit-log
 	debug     *debugServer // nil without Config.DebugListen
 }
 
@@ -50,6 +55,10 @@ func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
 	}
 	cfg = cfg.withDefaults()
 	d := &Daemon{cfg: cfg, log: log}
+	if err := d.loadSecurity(); err != nil {
+		return nil, err
+	}
+	cfg = d.cfg
 	for _, addr := range cfg.Listen {
 		if addr == "unix:"+filepath.Join(privateSocketDir(), "streammgrd.sock") {
 			if err := ensurePrivateDir(privateSocketDir()); err != nil {
@@ -58,6 +67,7 @@ func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
 		}
 		if err := d.listen(addr); err != nil {
 			d.closeListeners()
+			d.closeAudit()
 			return nil, err
 		}
 	}
@@ -71,7 +81,7 @@ func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
 	}
 	d.m = New(cfg)
 	d.health = health.NewServer()
-	d.srv = grpc.NewServer(serverOptions(cfg, log)...)
+	d.srv = grpc.NewServer(append(serverOptions(cfg, log), d.securityOptions()...)...)
 	svc := NewService(d.m)
 	svc.log = log
 	smv1.RegisterStreamServiceServer(d.srv, svc)
@@ -153,7 +163,7 @@ func slogAdapter(l *slog.Logger) logging.Logger {
 // replaced) or "host:port" (loopback unless AllowRemote).
 func (d *Daemon) listen(addr string) error {
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		ln, path, err := listenUnix(addr, path)
+		ln, path, err := listenUnix(addr, path, d.cfg.SocketMode)
 		if err != nil {
 			return fmt.Errorf("listen %w", err)
 		}
@@ -167,14 +177,17 @@ func (d *Daemon) listen(addr string) error {
 	}
 	remote := !ta.IP.IsLoopback() // an empty host (every interface) is remote too
 	if remote && !d.cfg.AllowRemote {
-		return fmt.Errorf("listen %s: not a loopback address; pass --allow-remote to listen on it (streammgrd has no authentication yet)", addr)
+		return fmt.Errorf("listen %s: not a loopback address; pass --allow-remote to listen on it", addr)
+	}
+	if d.tls == nil && !d.cfg.InsecureTCP {
+		return fmt.Errorf("listen %s: a TCP listener needs TLS (--tls-cert and --tls-key, with --tls-client-ca or --token-file to name callers), or --insecure-tcp to run it in plain text", addr)
 	}
 	ln, err := net.ListenTCP("tcp", ta)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
-	if remote {
-		d.log.Warn("listening on a non-loopback address without authentication: anyone who can reach it can open sockets as this user", "addr", ln.Addr().String())
+	if d.tls == nil {
+		d.log.Warn("TCP listener without TLS (--insecure-tcp): callers without a token are \"anonymous\", tokens travel in plain text, and anyone who can reach it can open sockets as this daemon's user", "addr", ln.Addr().String(), "remote", remote)
 	}
 	d.listeners = append(d.listeners, ln)
 	return nil
@@ -184,7 +197,7 @@ func (d *Daemon) listen(addr string) error {
 // 0600, replacing a stale socket file. It returns the socket's path, which
 // the caller removes when it is done (the listener does not unlink it).
 // Errors start with addr.
-func listenUnix(addr, rest string) (net.Listener, string, error) {
+func listenUnix(addr, rest string, mode os.FileMode) (net.Listener, string, error) {
 	path := strings.TrimPrefix(rest, "//")
 	if path == "" {
 		return nil, "", fmt.Errorf("%q: empty socket path", addr)
@@ -199,6 +212,13 @@ func listenUnix(addr, rest string) (net.Listener, string, error) {
 		return nil, "", fmt.Errorf("%s: %w", addr, err)
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if mode != 0 && mode != 0o600 {
+		if err := os.Chmod(path, mode); err != nil {
+			ln.Close()
+			_ = os.Remove(path)
+			return nil, "", fmt.Errorf("%s: %w", addr, err)
+		}
+	}
 	return ln, path, nil
 }
 
@@ -288,6 +308,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		d.log.Error("shutdown did not finish in time; exiting with calls or streams still open", "timeout", d.cfg.ShutdownTimeout+time.Second)
 	}
 	d.closeListeners()
+	d.closeAudit()
 	return err
 }
 

@@ -32,7 +32,7 @@ type debugServer struct {
 func listenDebug(addr string, log *slog.Logger) (*debugServer, error) {
 	d := &debugServer{log: log}
 	if rest, ok := strings.CutPrefix(addr, "unix:"); ok {
-		ln, path, err := listenUnix(addr, rest)
+		ln, path, err := listenUnix(addr, rest, 0)
 		if err != nil {
 			return nil, fmt.Errorf("debug listen %w", err)
 		}

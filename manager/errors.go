@@ -17,6 +17,8 @@ import (
 	"google.golang.org/protobuf/protoadapt"
 
 	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
+	"github.com/streammgr/streammgr/manager/identity"
+	"github.com/streammgr/streammgr/manager/policy"
 	"github.com/streammgr/streammgr/streamcore"
 )
 
@@ -67,6 +69,11 @@ const (
 	ReasonStreamAttached      = "STREAM_ATTACHED"
 	ReasonAttachSuperseded    = "ATTACH_SUPERSEDED"
 	ReasonStreamRelayed       = "STREAM_RELAYED"
+	ReasonUnauthenticated     = "UNAUTHENTICATED"
+	ReasonDestinationDenied   = "DESTINATION_DENIED"
+	ReasonBindDenied          = "BIND_DENIED"
+	ReasonQuotaExceeded       = "QUOTA_EXCEEDED"
+	ReasonNotOwner            = "NOT_OWNER"
 )
 
 // ErrorInfo metadata keys.
@@ -77,6 +84,12 @@ const (
 	MetaEarliestOffset = "earliest_offset"
 	// MetaNextOffset is OFFSET_AHEAD's current offset of the stream.
 	MetaNextOffset = "next_offset"
+	// MetaRule and MetaTarget are the policy rule that refused
+	// (DESTINATION_DENIED, BIND_DENIED) and what it refused.
+	MetaRule, MetaTarget = "rule", "target"
+	// MetaQuota, MetaLimit and MetaIdentity are QUOTA_EXCEEDED's quota
+	// ("streams", "servers"), its limit and whose it is.
+	MetaQuota, MetaLimit, MetaIdentity = "quota", "limit", "identity"
 )
 
 // readError is a read's error with the stream's inbound offset after it,
@@ -140,8 +153,14 @@ func metadata(err error) map[string]string {
 	var (
 		behind *streamcore.OffsetBehindError
 		ahead  *streamcore.OffsetAheadError
+		denied *policy.Denied
+		quota  *quotaError
 	)
 	switch {
+	case errors.As(err, &denied):
+		return map[string]string{MetaRule: denied.Rule, MetaTarget: denied.Target}
+	case errors.As(err, &quota):
+		return map[string]string{MetaQuota: quota.what, MetaLimit: strconv.Itoa(quota.limit), MetaIdentity: quota.identity}
 	case errors.As(err, &behind):
 		return map[string]string{MetaEarliestOffset: strconv.FormatInt(behind.Earliest, 10)}
 	case errors.As(err, &ahead):
@@ -186,7 +205,19 @@ func classify(err error) (codes.Code, string, []protoadapt.MessageV1) {
 	if p := (*readError)(nil); errors.As(err, &p) {
 		re = *p
 	}
+	var denied *policy.Denied
 	switch {
+	case identity.IsError(err):
+		return codes.Unauthenticated, ReasonUnauthenticated, nil
+	case errors.As(err, &denied):
+		if denied.Bind {
+			return codes.PermissionDenied, ReasonBindDenied, nil
+		}
+		return codes.PermissionDenied, ReasonDestinationDenied, nil
+	case errors.As(err, new(*quotaError)):
+		return codes.ResourceExhausted, ReasonQuotaExceeded, nil
+	case errors.As(err, new(*notOwnerError)):
+		return codes.PermissionDenied, ReasonNotOwner, nil
 	case errors.As(err, &nf):
 		if nf.kind == "server" {
 			return codes.NotFound, ReasonServerNotFound, nil

@@ -182,7 +182,7 @@ func TestInvalidArgument(t *testing.T) {
 			wantField(t, st, tc.field)
 		})
 	}
-	if n := len(e.m.Servers()); n != 1 {
+	if n := len(e.m.Servers(context.Background())); n != 1 {
 		t.Fatal("a rejected StartServer left a server behind")
 	}
 	// The rejected reads consumed nothing.
@@ -374,7 +374,7 @@ func TestConnectionRefused(t *testing.T) {
 	ln.Close()
 	_, err = e.c.Open(bg(t), &smv1.OpenRequest{Address: &smv1.OpenRequest_Unix{Unix: &smv1.UnixAddress{Path: stale}}})
 	wantStatus(t, err, codes.Unavailable, ReasonConnectionRefused)
-	if n := len(e.m.Streams()); n != 0 {
+	if n := len(e.m.Streams(context.Background())); n != 0 {
 		t.Fatalf("%d streams registered after failed opens", n)
 	}
 }
@@ -430,7 +430,7 @@ func TestConnectTimeout(t *testing.T) {
 	// Without connect_timeout, the call's own deadline bounds the connect.
 	_, err = e.c.Open(within(t, 200*time.Millisecond), &smv1.OpenRequest{Address: addr})
 	wantStatus(t, err, codes.DeadlineExceeded, "")
-	waitFor(t, "no stream left", func() bool { return len(e.m.Streams()) == 0 })
+	waitFor(t, "no stream left", func() bool { return len(e.m.Streams(context.Background())) == 0 })
 }
 
 // silentPeer accepts connections and never sends a byte.

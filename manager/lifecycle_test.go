@@ -68,7 +68,7 @@ func TestHandlesOutliveTheConnection(t *testing.T) {
 
 // registered reports whether the registry holds id, without touching it.
 func (e *env) registered(id string) bool {
-	_, err := e.m.stream(id)
+	_, err := e.m.stream(context.Background(), id)
 	return err == nil
 }
 
@@ -297,7 +297,7 @@ func TestDaemon(t *testing.T) {
 	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("socket file after shutdown: %v, want it removed", err)
 	}
-	if n := len(d.Manager().Streams()); n != 0 {
+	if n := len(d.Manager().Streams(context.Background())); n != 0 {
 		t.Fatalf("%d streams left after shutdown", n)
 	}
 	if _, err := net.DialTimeout("unix", sock, time.Second); err == nil {
@@ -331,7 +331,7 @@ func TestDaemonListen(t *testing.T) {
 		t.Fatalf("the non-socket file was touched: %v", err)
 	}
 
-	d, err := NewDaemon(Config{Listen: []string{"127.0.0.1:0"}}, discardLog())
+	d, err := NewDaemon(Config{Listen: []string{"127.0.0.1:0"}, InsecureTCP: true}, discardLog())
 	if err != nil {
 		t.Fatalf("NewDaemon on loopback: %v", err)
 	}
@@ -358,7 +358,7 @@ func TestUnacceptKeepsTheConnection(t *testing.T) {
 	waitFor(t, "the second connection to queue", func() bool { return e.serverInfo(t, resp.ServerId).Queued == 2 })
 	peerWrite(t, first, "early")
 
-	srv, err := e.m.server(resp.ServerId)
+	srv, err := e.m.server(context.Background(), resp.ServerId)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,19 +418,19 @@ func TestCallerGoneReleases(t *testing.T) {
 	cancel()
 	_, err := svc.StartServer(ctx, &smv1.StartServerRequest{Address: &smv1.StartServerRequest_Tcp{Tcp: &smv1.TcpAddress{Host: "127.0.0.1"}}})
 	wantStatus(t, err, codes.Canceled, ReasonCancelled)
-	if n := len(m.Servers()); n != 0 {
+	if n := len(m.Servers(context.Background())); n != 0 {
 		t.Fatalf("%d servers left after a StartServer nobody received", n)
 	}
 	_, err = svc.OpenPair(ctx, &smv1.OpenPairRequest{})
 	wantStatus(t, err, codes.Canceled, ReasonCancelled)
-	if n := len(m.Streams()); n != 0 {
+	if n := len(m.Streams(context.Background())); n != 0 {
 		t.Fatalf("%d streams left after an OpenPair nobody received", n)
 	}
 }
 
 // A daemon refuses a message size too small to carry a useful read.
 func TestDaemonMinMessageSize(t *testing.T) {
-	_, err := NewDaemon(Config{Listen: []string{"127.0.0.1:0"}, MaxMessageSize: 1000}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	_, err := NewDaemon(Config{Listen: []string{"127.0.0.1:0"}, MaxMessageSize: 1000, InsecureTCP: true}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err == nil || !strings.Contains(err.Error(), "max message size") {
 		t.Fatalf("NewDaemon with a 1000-byte message size = %v, want a refusal", err)
 	}

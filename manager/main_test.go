@@ -122,7 +122,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // stream returns the registry entry of id (test-side introspection).
 func (e *env) stream(t *testing.T, id string) *Stream {
 	t.Helper()
-	st, err := e.m.stream(id)
+	st, err := e.m.stream(context.Background(), id)
 	if err != nil {
 		t.Fatalf("stream %s: %v", id, err)
 	}

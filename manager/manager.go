@@ -9,13 +9,18 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"net"
+	"net/netip"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/streammgr/streammgr/manager/identity"
+	"github.com/streammgr/streammgr/manager/policy"
 	"github.com/streammgr/streammgr/streamcore"
 )
 
@@ -24,12 +29,15 @@ type Manager struct {
 	cfg    Config
 	budget *streamcore.Budget
 	fds    *fdTally
+	policy *policy.Policy
+	audit  *slog.Logger
 
 	mu      sync.Mutex
 	streams map[string]*Stream
 	order   *list.List // every stream, oldest first
 	lost    *list.List // streams whose connection is gone, in the order lost
 	servers map[string]*Server
+	owners  map[string]*owner // identities holding handles
 	closed  bool
 
 	stop     chan struct{}
@@ -54,6 +62,7 @@ type Stream struct {
 	claimMu  sync.Mutex                 // orders Attach and Relay claims
 
 	// guarded by Manager.mu
+	acl      acl
 	elem     *list.Element // in Manager.order
 	lostElem *list.Element // in Manager.lost, once the connection is gone
 	stopLost func() bool   // unregisters the loss callback
@@ -67,8 +76,9 @@ type Server struct {
 	queue   *acceptQueue
 	m       *Manager
 
-	// streams it accepted that are registered (guarded by Manager.mu)
-	streams map[*Stream]struct{}
+	// guarded by Manager.mu
+	acl     acl
+	streams map[*Stream]struct{} // streams it accepted that are registered
 
 	// bytes of released streams, so totals survive their release
 	releasedIn, releasedOut atomic.Int64
@@ -83,7 +93,14 @@ type Server struct {
 // starts its idle reaper. Close releases everything.
 func New(cfg Config) *Manager {
 	cfg = cfg.withDefaults()
-	m := &Manager{cfg: cfg, budget: streamcore.NewBudget(cfg.MaxBufferedBytes), fds: newFDCount(cfg), streams: map[string]*Stream{}, order: list.New(), lost: list.New(), servers: map[string]*Server{}, stop: make(chan struct{})}
+	m := &Manager{cfg: cfg, budget: streamcore.NewBudget(cfg.MaxBufferedBytes), fds: newFDCount(cfg), policy: cfg.Policy, audit: cfg.Audit,
+		streams: map[string]*Stream{}, order: list.New(), lost: list.New(), servers: map[string]*Server{}, owners: map[string]*owner{}, stop: make(chan struct{})}
+	if m.policy == nil {
+		m.policy = policy.Default()
+	}
+	if m.audit == nil {
+		m.audit = slog.New(slog.DiscardHandler)
+	}
 	m.reaperWG.Add(1)
 	go m.reap()
 	return m
@@ -146,8 +163,8 @@ func (s *Stream) State() string {
 
 // addStream registers a stream, evicting a released-worthy closed stream if
 // the registry is full.
-func (m *Manager) addStream(kind string, r *streamcore.Reader, w *streamcore.Writer, srv *Server) (*Stream, error) {
-	s, err := m.register(kind, r, w, srv, false)
+func (m *Manager) addStream(kind string, r *streamcore.Reader, w *streamcore.Writer, a acl) (*Stream, error) {
+	s, err := m.register(kind, r, w, nil, a, false)
 	if err != nil {
 		drop(r, w)
 	}
@@ -155,8 +172,8 @@ func (m *Manager) addStream(kind string, r *streamcore.Reader, w *streamcore.Wri
 }
 
 // register adds a stream to the registry, or fails leaving it untouched.
-func (m *Manager) register(kind string, r *streamcore.Reader, w *streamcore.Writer, srv *Server, queued bool) (*Stream, error) {
-	s := &Stream{ID: newID("s-"), kind: kind, R: r, W: w, Created: time.Now(), srv: srv}
+func (m *Manager) register(kind string, r *streamcore.Reader, w *streamcore.Writer, srv *Server, a acl, queued bool) (*Stream, error) {
+	s := &Stream{ID: newID("s-"), kind: kind, R: r, W: w, Created: time.Now(), srv: srv, acl: a}
 	s.queued.Store(queued)
 	if srv != nil {
 		s.ServerID = srv.ID
@@ -167,10 +184,15 @@ func (m *Manager) register(kind string, r *streamcore.Reader, w *streamcore.Writ
 		m.mu.Unlock()
 		return nil, errShuttingDown
 	}
+	if err := m.roomForLocked(a.owner, false); err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
 	if len(m.streams) >= m.cfg.MaxStreams && !m.evictClosedLocked() {
 		m.mu.Unlock()
 		return nil, &limitError{what: "streams", limit: m.cfg.MaxStreams}
 	}
+	a.owner.streams++
 	m.streams[s.ID] = s
 	s.elem = m.order.PushBack(s)
 	if srv != nil {
@@ -227,6 +249,8 @@ func (m *Manager) forgetLocked(s *Stream) {
 		s.lostElem = nil
 	}
 	s.stopLost()
+	s.acl.owner.streams--
+	m.dropOwnerLocked(s.acl.owner)
 	if s.srv != nil {
 		delete(s.srv.streams, s)
 		s.srv.releasedIn.Add(s.R.Consumed())
@@ -252,15 +276,16 @@ func drop(r *streamcore.Reader, w *streamcore.Writer) {
 	r.Discard()
 }
 
-// stream looks up a stream handle.
-func (m *Manager) stream(id string) (*Stream, error) {
+// stream looks up a stream handle the caller of ctx may use.
+func (m *Manager) stream(ctx context.Context, id string) (*Stream, error) {
 	if err := checkID("stream_id", id); err != nil {
 		return nil, err
 	}
+	c := callerOf(ctx)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, ok := m.streams[id]
-	if !ok {
+	if !ok || !s.acl.allows(c) {
 		return nil, &notFoundError{kind: "stream", id: id}
 	}
 	if s.queued.Load() {
@@ -269,16 +294,18 @@ func (m *Manager) stream(id string) (*Stream, error) {
 	return s, nil
 }
 
-// acquire looks up a stream and marks an RPC in progress on it, atomically
-// with respect to the reaper; the returned func ends the RPC.
-func (m *Manager) acquire(id string) (*Stream, func(), error) {
+// acquire looks up a stream the caller of ctx may use and marks an RPC in
+// progress on it, atomically with respect to the reaper; the returned func
+// ends the RPC.
+func (m *Manager) acquire(ctx context.Context, id string) (*Stream, func(), error) {
 	if err := checkID("stream_id", id); err != nil {
 		return nil, nil, err
 	}
+	c := callerOf(ctx)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, ok := m.streams[id]
-	if !ok {
+	if !ok || !s.acl.allows(c) {
 		return nil, nil, &notFoundError{kind: "stream", id: id}
 	}
 	if s.queued.Load() {
@@ -287,38 +314,60 @@ func (m *Manager) acquire(id string) (*Stream, func(), error) {
 	return s, s.use(), nil
 }
 
-// server looks up a server handle.
-func (m *Manager) server(id string) (*Server, error) {
+// server looks up a server handle the caller of ctx may use.
+func (m *Manager) server(ctx context.Context, id string) (*Server, error) {
 	if err := checkID("server_id", id); err != nil {
 		return nil, err
 	}
+	c := callerOf(ctx)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, ok := m.servers[id]
-	if !ok {
+	if !ok || !s.acl.allows(c) {
 		return nil, &notFoundError{kind: "server", id: id}
 	}
 	s.lastUsed.Store(time.Now().UnixNano())
 	return s, nil
 }
 
-// Streams returns every stream, oldest first.
-func (m *Manager) Streams() []*Stream {
+// StreamEntry is a stream as a List call shows it: the stream with who may
+// use it.
+type StreamEntry struct {
+	*Stream
+	Owner  string
+	Shared []string
+}
+
+// Streams returns the streams the caller of ctx may use, oldest first.
+func (m *Manager) Streams(ctx context.Context) []StreamEntry {
+	c := callerOf(ctx)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]*Stream, 0, len(m.streams))
+	var out []StreamEntry
 	for e := m.order.Front(); e != nil; e = e.Next() {
-		out = append(out, e.Value.(*Stream))
+		if s := e.Value.(*Stream); s.acl.allows(c) {
+			out = append(out, StreamEntry{s, s.acl.owner.name, s.acl.shared})
+		}
 	}
 	return out
 }
 
-// Servers returns every server, oldest first.
-func (m *Manager) Servers() []*Server {
+// ServerEntry is a server as ListServers shows it.
+type ServerEntry struct {
+	*Server
+	Owner  string
+	Shared []string
+}
+
+// Servers returns the servers the caller of ctx may use, oldest first.
+func (m *Manager) Servers(ctx context.Context) []ServerEntry {
+	c := callerOf(ctx)
 	m.mu.Lock()
-	out := make([]*Server, 0, len(m.servers))
+	var out []ServerEntry
 	for _, s := range m.servers {
-		out = append(out, s)
+		if s.acl.allows(c) {
+			out = append(out, ServerEntry{s, s.acl.owner.name, s.acl.shared})
+		}
 	}
 	m.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
@@ -362,7 +411,7 @@ func (m *Manager) reap() {
 			for id, srv := range m.servers {
 				if srv.active.Load() == 0 && srv.serveCalls.Load() == 0 &&
 					time.Duration(now-srv.lastUsed.Load()) >= m.cfg.IdleTimeout {
-					delete(m.servers, id)
+					m.removeServerLocked(id, srv)
 					idleServers = append(idleServers, srv)
 				}
 			}
@@ -390,7 +439,7 @@ func (m *Manager) Close() {
 	servers := make([]*Server, 0, len(m.servers))
 	for id, s := range m.servers {
 		servers = append(servers, s)
-		delete(m.servers, id)
+		m.removeServerLocked(id, s)
 	}
 	streams := make([]*Stream, 0, len(m.streams))
 	for e := m.order.Front(); e != nil; e = e.Next() {
@@ -410,19 +459,38 @@ func (m *Manager) Close() {
 	m.reaperWG.Wait()
 }
 
-// Open connects (asyncio's open_connection / open_unix_connection).
-func (m *Manager) Open(ctx context.Context, network, addr string, port int, opts *streamcore.DialOptions) (*Stream, error) {
-	if err := m.roomForStream(); err != nil {
+// Open connects (asyncio's open_connection / open_unix_connection) as the
+// caller of ctx: every address tried is checked against the caller's
+// connect policy first, the stream counts toward the caller's quota, and it
+// may be used by the caller, the identities of share and admins.
+func (m *Manager) Open(ctx context.Context, network, addr string, port int, opts *streamcore.DialOptions, share []string) (*Stream, error) {
+	c := callerOf(ctx)
+	target := addr
+	if network != "unix" {
+		target = net.JoinHostPort(addr, strconv.Itoa(port))
+	}
+	if network != "unix" {
+		// Names the policy refuses by name alone are not even resolved.
+		if d := m.policy.CheckConnectName(c.Name, addr, port); d != nil {
+			m.auditEvent(c, "open", target, d)
+			return nil, d
+		}
+	}
+	o, err := m.claimOwner(c, false)
+	if err != nil {
+		m.auditEvent(c, "open", target, err)
 		return nil, err
 	}
-	opts.MaxWriteBuffer, opts.Budget = m.cfg.MaxWriteBuffer, m.budget
+	defer m.unclaimOwner(o)
+	opts.MaxWriteBuffer = m.cfg.MaxWriteBuffer
+	o.streamOptions(&opts.Options)
+	opts.Check = m.connectCheck(c, addr)
 	if err := m.fds.take(1); err != nil {
 		return nil, err
 	}
 	var (
-		r   *streamcore.Reader
-		w   *streamcore.Writer
-		err error
+		r *streamcore.Reader
+		w *streamcore.Writer
 	)
 	kind := network
 	if network == "unix" {
@@ -441,17 +509,147 @@ func (m *Manager) Open(ctx context.Context, network, addr string, port int, opts
 			// The connect's own timeout, not the call's deadline.
 			err = &connectTimeoutError{err: err}
 		}
+		if d := deniedOf(err); d != nil {
+			err = d
+			m.auditEvent(c, "open", target, err)
+		}
 		return nil, err
 	}
-	return m.addStream(kind, r, w, nil)
+	s, err := m.addStream(kind, r, w, acl{owner: o, shared: withShared(nil, share, nil, o.name)})
+	m.auditEvent(c, "open", target, err, "stream_id", idOf(s), "peer", addrString(asAddr(w.ExtraInfo("peername"))))
+	return s, err
 }
 
-// OpenPair creates a connected pair of streams.
-func (m *Manager) OpenPair(limit int) (*Stream, *Stream, error) {
-	if err := m.roomForStream(); err != nil {
+func idOf(s *Stream) string {
+	if s == nil {
+		return ""
+	}
+	return s.ID
+}
+
+// connectCheck is Open's check of each address it tries: the caller's
+// connect policy for host, resolved to that address.
+func (m *Manager) connectCheck(c identity.Identity, host string) func(network, address string) error {
+	return func(network, address string) error {
+		var d *policy.Denied
+		if network == "unix" {
+			d = m.policy.CheckConnectUnix(c.Name, address)
+		} else {
+			ap, err := netip.ParseAddrPort(address)
+			if err != nil {
+				return err
+			}
+			d = m.policy.CheckConnect(c.Name, host, ap)
+		}
+		if d != nil {
+			return d
+		}
+		return nil
+	}
+}
+
+// bindCheck is StartServer's check of each address it binds.
+func (m *Manager) bindCheck(c identity.Identity, host string) func(network, address string) error {
+	return func(network, address string) error {
+		var d *policy.Denied
+		if network == "unix" {
+			d = m.policy.CheckBindUnix(c.Name, address)
+		} else {
+			ap, err := netip.ParseAddrPort(address)
+			if err != nil {
+				return err
+			}
+			d = m.policy.CheckBind(c.Name, host, ap)
+		}
+		if d != nil {
+			return d
+		}
+		return nil
+	}
+}
+
+// deniedOf finds a policy denial inside a dial or bind error.
+func deniedOf(err error) *policy.Denied {
+	var d *policy.Denied
+	if errors.As(err, &d) {
+		return d
+	}
+	return nil
+}
+
+// auditEvent writes one line of the audit log: who did what to which
+// target, and whether it was allowed (err nil) or refused.
+func (m *Manager) auditEvent(c identity.Identity, action, target string, err error, attrs ...any) {
+	args := []any{"identity", c.Name, "via", c.Via}
+	if c.PID >= 0 {
+		args = append(args, "pid", c.PID, "uid", c.UID)
+	}
+	args = append(args, "action", action, "target", target)
+	var d *policy.Denied
+	switch {
+	case err == nil:
+		args = append(args, "decision", "allow")
+		for i := 0; i+1 < len(attrs); i += 2 {
+			if v, ok := attrs[i+1].(string); !ok || v != "" {
+				args = append(args, attrs[i], attrs[i+1])
+			}
+		}
+	case errors.As(err, &d):
+		args = append(args, "decision", "deny", "rule", d.Rule)
+	default:
+		args = append(args, "decision", "fail", "err", err.Error())
+	}
+	m.audit.Info("audit", args...)
+}
+
+// claimOwner returns the caller's owner record with room for one more
+// stream (or server), kept alive until unclaimOwner.
+func (m *Manager) claimOwner(c identity.Identity, server bool) (*owner, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, errShuttingDown
+	}
+	o := m.ownerLocked(c.Name)
+	o.pending++
+	if !server && o.budget.Tight() {
+		o.pending--
+		m.dropOwnerLocked(o)
+		return nil, budgetError{used: o.budget.Used(), max: o.budget.Max()}
+	}
+	if err := m.roomForLocked(o, server); err != nil {
+		o.pending--
+		m.dropOwnerLocked(o)
+		return nil, err
+	}
+	if server {
+		return o, nil
+	}
+	if len(m.streams) >= m.cfg.MaxStreams && m.evictableLocked() == nil {
+		o.pending--
+		m.dropOwnerLocked(o)
+		return nil, &limitError{what: "streams", limit: m.cfg.MaxStreams}
+	}
+	return o, nil
+}
+
+func (m *Manager) unclaimOwner(o *owner) {
+	m.mu.Lock()
+	o.pending--
+	m.dropOwnerLocked(o)
+	m.mu.Unlock()
+}
+
+// OpenPair creates a connected pair of streams owned by the caller of ctx.
+func (m *Manager) OpenPair(ctx context.Context, limit int, share []string) (*Stream, *Stream, error) {
+	c := callerOf(ctx)
+	o, err := m.claimOwner(c, false)
+	if err != nil {
 		return nil, nil, err
 	}
-	opts := &streamcore.Options{Limit: limit, MaxWriteBuffer: m.cfg.MaxWriteBuffer, Replay: true, Budget: m.budget}
+	defer m.unclaimOwner(o)
+	opts := &streamcore.Options{Limit: limit, MaxWriteBuffer: m.cfg.MaxWriteBuffer, Replay: true}
+	o.streamOptions(opts)
 	if err := m.fds.take(2); err != nil {
 		return nil, nil, err
 	}
@@ -462,33 +660,19 @@ func (m *Manager) OpenPair(limit int) (*Stream, *Stream, error) {
 	}
 	m.fds.hold(w1)
 	m.fds.hold(w2)
-	a, err := m.addStream("pair", r1, w1, nil)
+	shared := withShared(nil, share, nil, o.name)
+	a, err := m.addStream("pair", r1, w1, acl{owner: o, shared: shared})
 	if err != nil {
 		drop(r2, w2)
 		return nil, nil, err
 	}
-	b, err := m.addStream("pair", r2, w2, nil)
+	b, err := m.addStream("pair", r2, w2, acl{owner: o, shared: shared})
 	if err != nil {
 		m.Release(a.ID)
 		return nil, nil, err
 	}
+	m.auditEvent(c, "open_pair", "", nil, "stream_id", a.ID+","+b.ID)
 	return a, b, nil
-}
-
-// roomForStream fails early when the registry is full of live streams.
-func (m *Manager) roomForStream() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return errShuttingDown
-	}
-	if m.budget.Tight() {
-		return budgetError{used: m.budget.Used(), max: m.budget.Max()}
-	}
-	if len(m.streams) < m.cfg.MaxStreams || m.evictableLocked() != nil {
-		return nil
-	}
-	return &limitError{what: "streams", limit: m.cfg.MaxStreams}
 }
 
 // Release forgets a stream handle, aborting the stream if it is still open.
@@ -500,30 +684,54 @@ func (m *Manager) Release(id string) {
 	}
 }
 
+// removeServerLocked takes a server out of the registry.
+func (m *Manager) removeServerLocked(id string, s *Server) {
+	delete(m.servers, id)
+	s.acl.owner.servers--
+	m.dropOwnerLocked(s.acl.owner)
+}
+
 // StartServer starts a TCP ("tcp") or Unix ("unix") server whose accepted
-// connections wait in a bounded queue until claimed.
-func (m *Manager) StartServer(ctx context.Context, network, host string, port int, opts *streamcore.ServerOptions) (*Server, error) {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return nil, errShuttingDown
+// connections wait in a bounded queue until claimed. The caller of ctx
+// owns it and the streams it accepts; every address is checked against the
+// caller's bind policy before it is bound.
+func (m *Manager) StartServer(ctx context.Context, network, host string, port int, opts *streamcore.ServerOptions, share []string) (*Server, error) {
+	c := callerOf(ctx)
+	target := host
+	if network != "unix" {
+		target = net.JoinHostPort(host, strconv.Itoa(port))
 	}
-	if len(m.servers) >= m.cfg.MaxServers {
+	o, err := m.claimOwner(c, true)
+	if err == nil {
+		m.mu.Lock()
+		if len(m.servers) >= m.cfg.MaxServers {
+			err = &limitError{what: "servers", limit: m.cfg.MaxServers}
+		}
 		m.mu.Unlock()
-		return nil, &limitError{what: "servers", limit: m.cfg.MaxServers}
+		if err != nil {
+			m.unclaimOwner(o)
+		}
 	}
-	m.mu.Unlock()
+	if err != nil {
+		m.auditEvent(c, "start_server", target, err)
+		return nil, err
+	}
+	defer m.unclaimOwner(o)
 	// A server holds at most two listening sockets (one per address family).
 	if err := m.fds.take(2); err != nil {
 		return nil, err
 	}
-	opts.MaxWriteBuffer, opts.Budget = m.cfg.MaxWriteBuffer, m.budget
-	s := &Server{ID: newID("srv-"), Created: time.Now(), queue: newAcceptQueue(m.cfg.MaxAcceptQueue), m: m, streams: map[*Stream]struct{}{}}
+	opts.MaxWriteBuffer = m.cfg.MaxWriteBuffer
+	o.streamOptions(&opts.Options)
+	opts.Check = m.bindCheck(c, host)
+	s := &Server{ID: newID("srv-"), Created: time.Now(), queue: newAcceptQueue(m.cfg.MaxAcceptQueue), m: m, streams: map[*Stream]struct{}{},
+		acl: acl{owner: o, shared: withShared(nil, share, nil, o.name)}}
 	s.lastUsed.Store(s.Created.UnixNano())
 	handler := func(r *streamcore.Reader, w *streamcore.Writer) {
 		// A queued connection is a stream like any other: it counts toward
-		// --max-streams and the memory budget, and is reaped when idle.
-		if m.budget.Tight() || m.fds.take(1) != nil {
+		// --max-streams, its owner's quota and the memory budget, and is
+		// reaped when idle.
+		if o.budget.Tight() || m.fds.take(1) != nil {
 			s.rejected.Add(1)
 			drop(r, w)
 			return
@@ -533,7 +741,10 @@ func (m *Manager) StartServer(ctx context.Context, network, host string, port in
 		if _, ok := w.ExtraInfo("sockname").(*net.UnixAddr); ok {
 			kind = "unix"
 		}
-		st, err := m.register(kind, r, w, s, true)
+		m.mu.Lock()
+		a := s.acl // the server's, as it is shared now
+		m.mu.Unlock()
+		st, err := m.register(kind, r, w, s, a, true)
 		if err != nil {
 			s.rejected.Add(1)
 			drop(r, w)
@@ -544,7 +755,6 @@ func (m *Manager) StartServer(ctx context.Context, network, host string, port in
 			m.Release(st.ID)
 		}
 	}
-	var err error
 	if network == "unix" {
 		s.srv, err = streamcore.StartUnixServer(ctx, handler, host, opts)
 	} else {
@@ -552,21 +762,34 @@ func (m *Manager) StartServer(ctx context.Context, network, host string, port in
 	}
 	if err != nil {
 		m.fds.give(2)
+		if d := deniedOf(err); d != nil {
+			err = d
+			m.auditEvent(c, "start_server", target, err)
+		}
 		return nil, err
 	}
 	m.mu.Lock()
-	if m.closed || len(m.servers) >= m.cfg.MaxServers {
+	if err := m.roomForLocked(o, true); m.closed || len(m.servers) >= m.cfg.MaxServers || err != nil {
 		closed := m.closed
 		m.mu.Unlock()
 		s.shutdown(true)
-		if closed {
+		switch {
+		case closed:
 			return nil, errShuttingDown
+		case err != nil:
+			return nil, err
 		}
 		return nil, &limitError{what: "servers", limit: m.cfg.MaxServers}
 	}
 	m.servers[s.ID] = s
+	o.servers++
 	m.mu.Unlock()
+	m.auditEvent(c, "start_server", target, nil, "server_id", s.ID, "sockets", addrsJoined(s.Sockets()))
 	return s, nil
+}
+
+func addrsJoined(addrs []net.Addr) string {
+	return strings.Join(addrStrings(addrs), ",")
 }
 
 // Sockets returns the server's bound addresses.
@@ -647,14 +870,18 @@ func (s *Server) Unaccept(st *Stream) {
 
 // Close closes the server and releases its handle. With clients "close" or
 // "abort" the streams it accepted are closed or aborted too.
-func (m *Manager) CloseServer(id string, closeClients, abortClients bool) error {
+func (m *Manager) CloseServer(ctx context.Context, id string, closeClients, abortClients bool) error {
 	if err := checkID("server_id", id); err != nil {
 		return err
 	}
+	c := callerOf(ctx)
 	m.mu.Lock()
 	s, ok := m.servers[id]
+	if ok && !s.acl.allows(c) {
+		ok = false
+	}
 	if ok {
-		delete(m.servers, id)
+		m.removeServerLocked(id, s)
 	}
 	m.mu.Unlock()
 	if !ok {

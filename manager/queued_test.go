@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -109,7 +110,7 @@ func TestReaperReleasesAllDue(t *testing.T) {
 	// The linger is 200 ms and the reaper looks every 50 ms: releasing one
 	// stream a pass would take 5 s for the 100.
 	start := time.Now()
-	waitFor(t, "every closed stream released", func() bool { return len(e.m.Streams()) == 0 })
+	waitFor(t, "every closed stream released", func() bool { return len(e.m.Streams(context.Background())) == 0 })
 	if took := time.Since(start); took > 3*time.Second {
 		t.Fatalf("releasing 100 closed streams took %v", took)
 	}

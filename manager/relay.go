@@ -55,11 +55,11 @@ func (s *Service) Relay(ctx context.Context, req *smv1.RelayRequest) (*smv1.Rela
 	if req.FirstStreamId == req.SecondStreamId && req.FirstStreamId != "" {
 		return nil, toStatus(invalid("second_stream_id", "a stream cannot be relayed to itself"))
 	}
-	a, doneA, err := s.m.acquire(req.FirstStreamId)
+	a, doneA, err := s.m.acquire(ctx, req.FirstStreamId)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	b, doneB, err := s.m.acquire(req.SecondStreamId)
+	b, doneB, err := s.m.acquire(ctx, req.SecondStreamId)
 	if err != nil {
 		doneA()
 		return nil, toStatus(err)

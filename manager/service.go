@@ -75,6 +75,9 @@ func (s *Service) Open(ctx context.Context, req *smv1.OpenRequest) (*smv1.OpenRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if err := checkShare("share_with", req.ShareWith); err != nil {
+		return nil, toStatus(err)
+	}
 	opts := &streamcore.DialOptions{Options: streamcore.Options{Limit: limit, Replay: true}}
 	if d := req.GetConnectTimeout(); d != nil {
 		if d.CheckValid() != nil || d.AsDuration() <= 0 {
@@ -110,7 +113,7 @@ func (s *Service) Open(ctx context.Context, req *smv1.OpenRequest) (*smv1.OpenRe
 			}
 			opts.LocalAddr = net.JoinHostPort(la.GetHost(), strconv.Itoa(int(la.GetPort())))
 		}
-		st, err = s.m.Open(ctx, "tcp", a.Tcp.GetHost(), int(a.Tcp.GetPort()), opts)
+		st, err = s.m.Open(ctx, "tcp", a.Tcp.GetHost(), int(a.Tcp.GetPort()), opts, req.ShareWith)
 	case *smv1.OpenRequest_Unix:
 		if err := checkUnixPath("unix.path", a.Unix.GetPath()); err != nil {
 			return nil, toStatus(err)
@@ -124,7 +127,7 @@ func (s *Service) Open(ctx context.Context, req *smv1.OpenRequest) (*smv1.OpenRe
 		if opts.TLS != nil && opts.TLS.ServerName == "" && !opts.TLS.InsecureSkipVerify {
 			return nil, toStatus(invalid("tls.server_hostname", "you have to pass server_hostname when using ssl"))
 		}
-		st, err = s.m.Open(ctx, "unix", a.Unix.GetPath(), 0, opts)
+		st, err = s.m.Open(ctx, "unix", a.Unix.GetPath(), 0, opts, req.ShareWith)
 	default:
 		return nil, toStatus(invalid("address", "no address: set tcp or unix"))
 	}
@@ -154,7 +157,10 @@ func (s *Service) OpenPair(ctx context.Context, req *smv1.OpenPairRequest) (*smv
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	a, b, err := s.m.OpenPair(limit)
+	if err := checkShare("share_with", req.ShareWith); err != nil {
+		return nil, toStatus(err)
+	}
+	a, b, err := s.m.OpenPair(ctx, limit, req.ShareWith)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -175,6 +181,9 @@ func (s *Service) StartServer(ctx context.Context, req *smv1.StartServerRequest)
 	}
 	if req.Backlog < 0 {
 		return nil, toStatus(invalid("backlog", "must be >= 0"))
+	}
+	if err := checkShare("share_with", req.ShareWith); err != nil {
+		return nil, toStatus(err)
 	}
 	opts := &streamcore.ServerOptions{
 		Options:   streamcore.Options{Limit: limit, Replay: true},
@@ -198,7 +207,7 @@ func (s *Service) StartServer(ctx context.Context, req *smv1.StartServerRequest)
 		if err := checkHost("tcp.host", a.Tcp.GetHost()); err != nil {
 			return nil, toStatus(err)
 		}
-		srv, err = s.m.StartServer(ctx, "tcp", a.Tcp.GetHost(), int(a.Tcp.GetPort()), opts)
+		srv, err = s.m.StartServer(ctx, "tcp", a.Tcp.GetHost(), int(a.Tcp.GetPort()), opts, req.ShareWith)
 	case *smv1.StartServerRequest_Unix:
 		if err := checkUnixPath("unix.path", a.Unix.GetPath()); err != nil {
 			return nil, toStatus(err)
@@ -209,7 +218,7 @@ func (s *Service) StartServer(ctx context.Context, req *smv1.StartServerRequest)
 		if req.ReusePort {
 			return nil, toStatus(invalid("reuse_port", "only for TCP"))
 		}
-		srv, err = s.m.StartServer(ctx, "unix", a.Unix.GetPath(), 0, opts)
+		srv, err = s.m.StartServer(ctx, "unix", a.Unix.GetPath(), 0, opts, req.ShareWith)
 	default:
 		return nil, toStatus(invalid("address", "no address: set tcp or unix"))
 	}
@@ -219,7 +228,7 @@ func (s *Service) StartServer(ctx context.Context, req *smv1.StartServerRequest)
 	if ctx.Err() != nil {
 		// The caller is gone: nobody would learn the handle, and servers
 		// are never reaped.
-		_ = s.m.CloseServer(srv.ID, false, true)
+		_ = s.m.CloseServer(ctx, srv.ID, false, true)
 		return nil, toStatus(ctx.Err())
 	}
 	return &smv1.StartServerResponse{ServerId: srv.ID, Sockets: addrStrings(srv.Sockets())}, nil
@@ -235,7 +244,7 @@ func addrStrings(addrs []net.Addr) []string {
 
 // StartServing implements StreamService.StartServing.
 func (s *Service) StartServing(ctx context.Context, req *smv1.StartServingRequest) (*smv1.StartServingResponse, error) {
-	srv, err := s.m.server(req.ServerId)
+	srv, err := s.m.server(ctx, req.ServerId)
 	if err == nil {
 		err = srv.StartServing(ctx)
 	}
@@ -247,7 +256,7 @@ func (s *Service) StartServing(ctx context.Context, req *smv1.StartServingReques
 
 // Accept implements StreamService.Accept.
 func (s *Service) Accept(ctx context.Context, req *smv1.AcceptRequest) (*smv1.AcceptResponse, error) {
-	srv, err := s.m.server(req.ServerId)
+	srv, err := s.m.server(ctx, req.ServerId)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -276,11 +285,11 @@ func (s *Service) Accept(ctx context.Context, req *smv1.AcceptRequest) (*smv1.Ac
 
 // Serve implements StreamService.Serve.
 func (s *Service) Serve(req *smv1.ServeRequest, stream smv1.StreamService_ServeServer) error {
-	srv, err := s.m.server(req.ServerId)
+	ctx := stream.Context()
+	srv, err := s.m.server(ctx, req.ServerId)
 	if err != nil {
 		return toStatus(err)
 	}
-	ctx := stream.Context()
 	srv.serveCalls.Add(1)
 	defer srv.serveCalls.Add(-1)
 	for {
@@ -306,7 +315,7 @@ func (s *Service) Serve(req *smv1.ServeRequest, stream smv1.StreamService_ServeS
 
 // CloseServer implements StreamService.CloseServer.
 func (s *Service) CloseServer(ctx context.Context, req *smv1.CloseServerRequest) (*smv1.CloseServerResponse, error) {
-	if err := s.m.CloseServer(req.ServerId, req.CloseClients, req.AbortClients); err != nil {
+	if err := s.m.CloseServer(ctx, req.ServerId, req.CloseClients, req.AbortClients); err != nil {
 		return nil, toStatus(err)
 	}
 	return &smv1.CloseServerResponse{}, nil
@@ -316,7 +325,7 @@ func (s *Service) CloseServer(ctx context.Context, req *smv1.CloseServerRequest)
 func (s *Service) ListServers(ctx context.Context, req *smv1.ListServersRequest) (*smv1.ListServersResponse, error) {
 	b := s.m.Budget()
 	resp := &smv1.ListServersResponse{BufferedBytes: b.Used(), MaxBufferedBytes: b.Max()}
-	for _, srv := range s.m.Servers() {
+	for _, srv := range s.m.Servers(ctx) {
 		in, out := srv.Bytes()
 		resp.Servers = append(resp.Servers, &smv1.ServerInfo{
 			ServerId:   srv.ID,
@@ -326,6 +335,8 @@ func (s *Service) ListServers(ctx context.Context, req *smv1.ListServersRequest)
 			Queued:     int64(srv.Queued()),
 			Rejected:   srv.Rejected(),
 			ServeCalls: srv.ServeCalls(),
+			Owner:      srv.Owner,
+			SharedWith: srv.Shared,
 			BytesIn:    in,
 			BytesOut:   out,
 			Age:        durationpb.New(time.Since(srv.Created).Round(time.Millisecond)),
@@ -338,7 +349,7 @@ func (s *Service) ListServers(ctx context.Context, req *smv1.ListServersRequest)
 func (s *Service) ListStreams(ctx context.Context, req *smv1.ListStreamsRequest) (*smv1.ListStreamsResponse, error) {
 	b := s.m.Budget()
 	resp := &smv1.ListStreamsResponse{BufferedBytes: b.Used(), MaxBufferedBytes: b.Max()}
-	for _, st := range s.m.Streams() {
+	for _, st := range s.m.Streams(ctx) {
 		resp.Streams = append(resp.Streams, &smv1.StreamInfo{
 			StreamId:        st.ID,
 			Kind:            st.Kind(),
@@ -355,7 +366,9 @@ func (s *Service) ListStreams(ctx context.Context, req *smv1.ListStreamsRequest)
 			WriteBuffered:   int64(st.W.BufferSize()),
 			CallsInProgress: int64(st.active.Load()),
 			Attached:        st.attached.Load() != nil,
-			RelayPeer:       relayPeer(st),
+			RelayPeer:       relayPeer(st.Stream),
+			Owner:           st.Owner,
+			SharedWith:      st.Shared,
 		})
 	}
 	return resp, nil
@@ -393,7 +406,7 @@ func (s *Service) read(ctx context.Context, id string, offset, ack *int64, op st
 		}
 		op.Ack = ack
 	}
-	st, done, err := s.m.acquire(id)
+	st, done, err := s.m.acquire(ctx, id)
 	if err != nil {
 		return nil, 0, false, nil, err
 	}
@@ -456,7 +469,7 @@ func (s *Service) ReadExactly(ctx context.Context, req *smv1.ReadExactlyRequest)
 		return nil, toStatus(invalid("n", "readexactly size can not be less than zero"))
 	}
 	if req.N > int64(s.maxResult()) {
-		if _, err := s.m.stream(req.StreamId); err != nil {
+		if _, err := s.m.stream(ctx, req.StreamId); err != nil {
 			return nil, toStatus(err)
 		}
 		return nil, toStatus(&streamcore.ResultTooLargeError{Size: int(min(req.N, 1<<40)), Max: s.maxResult()})
@@ -499,7 +512,7 @@ func (s *Service) ReadUntil(ctx context.Context, req *smv1.ReadUntilRequest) (*s
 
 // AtEof implements StreamService.AtEof.
 func (s *Service) AtEof(ctx context.Context, req *smv1.AtEofRequest) (*smv1.AtEofResponse, error) {
-	st, err := s.m.stream(req.StreamId)
+	st, err := s.m.stream(ctx, req.StreamId)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -508,8 +521,8 @@ func (s *Service) AtEof(ctx context.Context, req *smv1.AtEofRequest) (*smv1.AtEo
 }
 
 // withStream runs f on a stream, marking it in use.
-func (s *Service) withStream(id string, f func(st *Stream) error) error {
-	st, done, err := s.m.acquire(id)
+func (s *Service) withStream(ctx context.Context, id string, f func(st *Stream) error) error {
+	st, done, err := s.m.acquire(ctx, id)
 	if err != nil {
 		return toStatus(err)
 	}
@@ -518,12 +531,12 @@ func (s *Service) withStream(id string, f func(st *Stream) error) error {
 }
 
 // write runs one write at an optional outbound offset.
-func (s *Service) write(id string, offset *int64, lines [][]byte) (buffered int, next int64, err error) {
+func (s *Service) write(ctx context.Context, id string, offset *int64, lines [][]byte) (buffered int, next int64, err error) {
 	off, err := offsetOf("offset", offset, -1)
 	if err != nil {
 		return 0, 0, toStatus(err)
 	}
-	err = s.withStream(id, func(st *Stream) error {
+	err = s.withStream(ctx, id, func(st *Stream) error {
 		if err := st.relayBusy(); err != nil {
 			return err
 		}
@@ -537,7 +550,7 @@ func (s *Service) write(id string, offset *int64, lines [][]byte) (buffered int,
 
 // Write implements StreamService.Write.
 func (s *Service) Write(ctx context.Context, req *smv1.WriteRequest) (*smv1.WriteResponse, error) {
-	buffered, next, err := s.write(req.StreamId, req.Offset, [][]byte{req.Data})
+	buffered, next, err := s.write(ctx, req.StreamId, req.Offset, [][]byte{req.Data})
 	if err != nil {
 		return nil, err
 	}
@@ -549,7 +562,7 @@ func (s *Service) WriteLines(ctx context.Context, req *smv1.WriteLinesRequest) (
 	if len(req.Lines) > MaxLines {
 		return nil, toStatus(invalid("lines", strconv.Itoa(len(req.Lines))+" lines, more than "+strconv.Itoa(MaxLines)+" in one call"))
 	}
-	buffered, next, err := s.write(req.StreamId, req.Offset, req.Lines)
+	buffered, next, err := s.write(ctx, req.StreamId, req.Offset, req.Lines)
 	if err != nil {
 		return nil, err
 	}
@@ -558,7 +571,7 @@ func (s *Service) WriteLines(ctx context.Context, req *smv1.WriteLinesRequest) (
 
 // Drain implements StreamService.Drain.
 func (s *Service) Drain(ctx context.Context, req *smv1.DrainRequest) (*smv1.DrainResponse, error) {
-	if err := s.withStream(req.StreamId, func(st *Stream) error { return st.W.Drain(ctx) }); err != nil {
+	if err := s.withStream(ctx, req.StreamId, func(st *Stream) error { return st.W.Drain(ctx) }); err != nil {
 		return nil, err
 	}
 	return &smv1.DrainResponse{}, nil
@@ -566,7 +579,7 @@ func (s *Service) Drain(ctx context.Context, req *smv1.DrainRequest) (*smv1.Drai
 
 // WriteEof implements StreamService.WriteEof.
 func (s *Service) WriteEof(ctx context.Context, req *smv1.WriteEofRequest) (*smv1.WriteEofResponse, error) {
-	if err := s.withStream(req.StreamId, func(st *Stream) error {
+	if err := s.withStream(ctx, req.StreamId, func(st *Stream) error {
 		if err := st.relayBusy(); err != nil {
 			return err
 		}
@@ -580,7 +593,7 @@ func (s *Service) WriteEof(ctx context.Context, req *smv1.WriteEofRequest) (*smv
 // CanWriteEof implements StreamService.CanWriteEof.
 func (s *Service) CanWriteEof(ctx context.Context, req *smv1.CanWriteEofRequest) (*smv1.CanWriteEofResponse, error) {
 	var ok bool
-	if err := s.withStream(req.StreamId, func(st *Stream) error { ok = st.W.CanWriteEOF(); return nil }); err != nil {
+	if err := s.withStream(ctx, req.StreamId, func(st *Stream) error { ok = st.W.CanWriteEOF(); return nil }); err != nil {
 		return nil, err
 	}
 	return &smv1.CanWriteEofResponse{CanWriteEof: ok}, nil
@@ -588,7 +601,7 @@ func (s *Service) CanWriteEof(ctx context.Context, req *smv1.CanWriteEofRequest)
 
 // Close implements StreamService.Close.
 func (s *Service) Close(ctx context.Context, req *smv1.CloseRequest) (*smv1.CloseResponse, error) {
-	if err := s.withStream(req.StreamId, func(st *Stream) error { st.W.Close(); return nil }); err != nil {
+	if err := s.withStream(ctx, req.StreamId, func(st *Stream) error { st.W.Close(); return nil }); err != nil {
 		return nil, err
 	}
 	return &smv1.CloseResponse{}, nil
@@ -596,7 +609,7 @@ func (s *Service) Close(ctx context.Context, req *smv1.CloseRequest) (*smv1.Clos
 
 // Abort implements StreamService.Abort.
 func (s *Service) Abort(ctx context.Context, req *smv1.AbortRequest) (*smv1.AbortResponse, error) {
-	if err := s.withStream(req.StreamId, func(st *Stream) error { st.W.Abort(); return nil }); err != nil {
+	if err := s.withStream(ctx, req.StreamId, func(st *Stream) error { st.W.Abort(); return nil }); err != nil {
 		return nil, err
 	}
 	return &smv1.AbortResponse{}, nil
@@ -604,7 +617,7 @@ func (s *Service) Abort(ctx context.Context, req *smv1.AbortRequest) (*smv1.Abor
 
 // WaitClosed implements StreamService.WaitClosed.
 func (s *Service) WaitClosed(ctx context.Context, req *smv1.WaitClosedRequest) (*smv1.WaitClosedResponse, error) {
-	if err := s.withStream(req.StreamId, func(st *Stream) error { return st.W.WaitClosed(ctx) }); err != nil {
+	if err := s.withStream(ctx, req.StreamId, func(st *Stream) error { return st.W.WaitClosed(ctx) }); err != nil {
 		return nil, err
 	}
 	return &smv1.WaitClosedResponse{}, nil
@@ -613,7 +626,7 @@ func (s *Service) WaitClosed(ctx context.Context, req *smv1.WaitClosedRequest) (
 // IsClosing implements StreamService.IsClosing.
 func (s *Service) IsClosing(ctx context.Context, req *smv1.IsClosingRequest) (*smv1.IsClosingResponse, error) {
 	var closing bool
-	if err := s.withStream(req.StreamId, func(st *Stream) error { closing = st.W.IsClosing(); return nil }); err != nil {
+	if err := s.withStream(ctx, req.StreamId, func(st *Stream) error { closing = st.W.IsClosing(); return nil }); err != nil {
 		return nil, err
 	}
 	return &smv1.IsClosingResponse{IsClosing: closing}, nil
@@ -624,7 +637,7 @@ func (s *Service) StartTls(ctx context.Context, req *smv1.StartTlsRequest) (*smv
 	if req.Tls == nil {
 		return nil, toStatus(invalid("tls", "TLS options are required"))
 	}
-	err := s.withStream(req.StreamId, func(st *Stream) error {
+	err := s.withStream(ctx, req.StreamId, func(st *Stream) error {
 		if err := st.relayBusy(); err != nil {
 			return err
 		}
@@ -652,7 +665,7 @@ func (s *Service) StartTls(ctx context.Context, req *smv1.StartTlsRequest) (*smv
 // GetExtraInfo implements StreamService.GetExtraInfo.
 func (s *Service) GetExtraInfo(ctx context.Context, req *smv1.GetExtraInfoRequest) (*smv1.GetExtraInfoResponse, error) {
 	resp := &smv1.GetExtraInfoResponse{}
-	err := s.withStream(req.StreamId, func(st *Stream) error {
+	err := s.withStream(ctx, req.StreamId, func(st *Stream) error {
 		v, err := extraInfo(st.W, req.Name)
 		resp.Value = v
 		return err
@@ -669,4 +682,25 @@ func relayPeer(st *Stream) string {
 		return r.peerOf(st).ID
 	}
 	return ""
+}
+
+// Share implements StreamService.Share.
+func (s *Service) Share(ctx context.Context, req *smv1.ShareRequest) (*smv1.ShareResponse, error) {
+	var (
+		owner  string
+		shared []string
+		err    error
+	)
+	switch h := req.Handle.(type) {
+	case *smv1.ShareRequest_StreamId:
+		owner, shared, err = s.m.Share(ctx, "stream", h.StreamId, req.Add, req.Remove)
+	case *smv1.ShareRequest_ServerId:
+		owner, shared, err = s.m.Share(ctx, "server", h.ServerId, req.Add, req.Remove)
+	default:
+		err = invalid("handle", "no handle: set stream_id or server_id")
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &smv1.ShareResponse{Owner: owner, SharedWith: shared}, nil
 }

@@ -554,6 +554,11 @@ func (ss *session) exec(c *sessionCall) (resp *smv1.SessionResponse) {
 		if r, err = s.GetExtraInfo(ctx, op.GetExtraInfo); err == nil {
 			resp.Result = &smv1.SessionResponse_GetExtraInfo{GetExtraInfo: r}
 		}
+	case *smv1.SessionRequest_Share:
+		var r *smv1.ShareResponse
+		if r, err = s.Share(ctx, op.Share); err == nil {
+			resp.Result = &smv1.SessionResponse_Share{Share: r}
+		}
 	case *smv1.SessionRequest_Relay:
 		var r *smv1.RelayResponse
 		if r, err = s.Relay(ctx, op.Relay); err == nil {

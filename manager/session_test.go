@@ -801,6 +801,20 @@ func TestSessionParity(t *testing.T) {
 			op: func(side) proto.Message {
 				return &smv1.RelayRequest{FirstStreamId: unknownID, SecondStreamId: unknownID + "0"}
 			}},
+		{name: "share", prep: fresh, op: func(s side) proto.Message {
+			return &smv1.ShareRequest{Handle: &smv1.ShareRequest_StreamId{StreamId: s.id}, Add: []string{"uid:4242", "bob"}}
+		},
+			check: func(t *testing.T, r *smv1.SessionResponse) {
+				if x := r.GetShare(); len(x.SharedWith) != 2 || x.SharedWith[0] != "bob" || x.SharedWith[1] != "uid:4242" {
+					t.Fatalf("Share = %v, want bob and uid:4242", x)
+				}
+			}},
+		{name: "share/no handle", code: codes.InvalidArgument, reason: ReasonInvalidArgument, prep: none,
+			op: func(side) proto.Message { return &smv1.ShareRequest{Add: []string{"bob"}} }},
+		{name: "share/unknown", code: codes.NotFound, reason: ReasonServerNotFound, prep: none,
+			op: func(side) proto.Message {
+				return &smv1.ShareRequest{Handle: &smv1.ShareRequest_ServerId{ServerId: "v-nope"}}
+			}},
 	}
 
 	covered := map[string]bool{}

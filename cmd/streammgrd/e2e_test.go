@@ -34,7 +34,7 @@ import (
 var allMethods = []string{
 	"Abort", "Accept", "AtEof", "Attach", "CanWriteEof", "Close", "CloseServer", "Drain", "GetExtraInfo",
 	"IsClosing", "ListServers", "ListStreams", "Open", "OpenPair", "Read", "ReadExactly",
-	"ReadLine", "ReadUntil", "Relay", "Serve", "Session", "StartServer", "StartServing", "StartTls", "WaitClosed",
+	"ReadLine", "ReadUntil", "Relay", "Serve", "Session", "Share", "StartServer", "StartServing", "StartTls", "WaitClosed",
 	"Write", "WriteEof", "WriteLines",
 }
 
@@ -195,8 +195,8 @@ func testEcho(t *testing.T, tg target) {
 	// them: earliest_offset + retained = bytes_in.
 	want := streamInfo{StreamID: id, Kind: "tcp", Peername: o.Peername, Sockname: o.Sockname, State: "open",
 		BytesIn: int64(12 + total), BytesOut: int64(12 + total), Age: info.Age,
-		Retained: info.Retained, Earliest: int64(12+total) - info.Retained}
-	if info != want {
+		Retained: info.Retained, Earliest: int64(12+total) - info.Retained, Owner: ownerOf(tg)}
+	if !reflect.DeepEqual(info, want) {
 		t.Errorf("ListStreams entry\n got %+v\nwant %+v", info, want)
 	}
 	if !strings.HasSuffix(info.Age, "s") {
@@ -303,10 +303,15 @@ func testDescribeComments(t *testing.T, d *daemon) {
 
 // testHandlesOutliveClients opens a pair over the Unix socket and uses it
 // over TCP and again over the Unix socket: every grpcurl run is its own
-// gRPC connection.
+// gRPC connection. The TCP listener's callers are another identity
+// (anonymous): the pair is shared with it first.
 func testHandlesOutliveClients(t *testing.T, d *daemon) {
 	ux, tc := d.unix(), d.tcpTarget()
-	pr := call[pairResp](t, ux, "OpenPair", m{})
+	pr := call[pairResp](t, ux, "OpenPair", m{"shareWith": []string{"anonymous"}})
+	fail(t, tc, "Share", m{"streamId": pr.Second, "add": []string{"someone"}}, codes.PermissionDenied, "NOT_OWNER")
+	if r := loose(t, ux, "Share", m{"streamId": pr.Second, "add": []string{"someone"}}); fmt.Sprint(r["sharedWith"]) != "[anonymous someone]" || r["owner"] != ownerOf(ux) {
+		t.Errorf("Share = %v, want owner %s, shared with anonymous and someone", r, ownerOf(ux))
+	}
 	write(t, tc, pr.First, []byte("across connections"))
 	readFull(t, ux, pr.Second, []byte("across connections"))
 	for _, id := range []string{pr.First, pr.Second} {
@@ -423,7 +428,7 @@ func testStartServerAccept(t *testing.T, d *daemon) {
 		t.Errorf("ListStreams entry %+v: want kind tcp, serverId %s, sockname %s", si, s.ServerID, s.Sockets[0])
 	}
 	srv, ok := serverByID(t, tg, s.ServerID)
-	want := serverInfo{ServerID: s.ServerID, Sockets: s.Sockets, State: "serving", Accepted: 1, BytesIn: 5, BytesOut: 5, Age: srv.Age}
+	want := serverInfo{ServerID: s.ServerID, Sockets: s.Sockets, State: "serving", Accepted: 1, BytesIn: 5, BytesOut: 5, Age: srv.Age, Owner: ownerOf(tg)}
 	if !ok || fmt.Sprint(srv) != fmt.Sprint(want) {
 		t.Errorf("ListServers entry\n got %+v\nwant %+v", srv, want)
 	}
@@ -1555,4 +1560,13 @@ func TestDaemonRefusesRemoteListen(t *testing.T) {
 			}
 		}
 	}
+}
+
+// ownerOf is the identity the daemon gives the callers of tg: this
+// process's uid on the Unix socket, anonymous on the insecure TCP listener.
+func ownerOf(tg target) string {
+	if tg.name == "tcp" {
+		return "anonymous"
+	}
+	return "uid:" + strconv.Itoa(os.Geteuid())
 }

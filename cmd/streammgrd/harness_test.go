@@ -179,7 +179,7 @@ func tryStartDaemon(t testing.TB, bin string, withTCP bool, extra []string) (*da
 	args := []string{"--listen", "unix:" + d.sock}
 	if withTCP {
 		d.tcp = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-		args = append(args, "--listen", d.tcp)
+		args = append(args, "--listen", d.tcp, "--insecure-tcp")
 	}
 	args = append(args, extra...)
 	d.cmd = exec.Command(bin, args...)
@@ -321,6 +321,12 @@ func freePort(t testing.TB) int {
 type target struct {
 	name string
 	addr []string // "-unix", path or host:port; always last before the method
+	// creds replace -plaintext when set: TLS files, -H authorization, ...
+	creds []string
+	// runAs runs grpcurl through this command (setpriv as another user),
+	// with bin, a copy of grpcurl that user may run.
+	runAs []string
+	bin   string
 }
 
 // result is one finished grpcurl run.
@@ -353,7 +359,11 @@ func fullMethod(method string) string {
 // method. The request JSON goes through stdin ("-d @") so large payloads
 // do not hit argument limits.
 func (tg target) command(ctx context.Context, method string, flags []string) *exec.Cmd {
-	args := []string{"-plaintext", "-connect-timeout", "20"}
+	args := []string{"-plaintext"}
+	if tg.creds != nil {
+		args = slices.Clone(tg.creds)
+	}
+	args = append(args, "-connect-timeout", "20")
 	if !slices.Contains(flags, "-max-time") && !slices.Contains(flags, "-no-max-time") {
 		// grpcurl's own limit, below callTimeout, so that a stuck call
 		// says which stage (dial, reflection, the RPC) it was stuck in
@@ -366,6 +376,9 @@ func (tg target) command(ctx context.Context, method string, flags []string) *ex
 		args = append(args, fullMethod(method))
 	}
 	cmd := exec.CommandContext(ctx, grpcurlBin, args...)
+	if tg.runAs != nil {
+		cmd = exec.CommandContext(ctx, tg.runAs[0], append(append(slices.Clone(tg.runAs[1:]), tg.bin), args...)...)
+	}
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
 }
@@ -772,20 +785,22 @@ type (
 		Value any `json:"value"`
 	}
 	streamInfo struct {
-		StreamID string `json:"streamId"`
-		Kind     string `json:"kind"`
-		Peername string `json:"peername"`
-		Sockname string `json:"sockname"`
-		State    string `json:"state"`
-		BytesIn  int64  `json:"bytesIn,string"`
-		BytesOut int64  `json:"bytesOut,string"`
-		Buffered int64  `json:"buffered,string"`
-		Age      string `json:"age"`
-		ServerID string `json:"serverId"`
-		Retained int64  `json:"retained,string"`
-		Earliest int64  `json:"earliestOffset,string"`
-		WriteBuf int64  `json:"writeBuffered,string"`
-		Calls    int64  `json:"callsInProgress,string"`
+		StreamID string   `json:"streamId"`
+		Kind     string   `json:"kind"`
+		Peername string   `json:"peername"`
+		Sockname string   `json:"sockname"`
+		State    string   `json:"state"`
+		BytesIn  int64    `json:"bytesIn,string"`
+		BytesOut int64    `json:"bytesOut,string"`
+		Buffered int64    `json:"buffered,string"`
+		Age      string   `json:"age"`
+		ServerID string   `json:"serverId"`
+		Retained int64    `json:"retained,string"`
+		Earliest int64    `json:"earliestOffset,string"`
+		WriteBuf int64    `json:"writeBuffered,string"`
+		Calls    int64    `json:"callsInProgress,string"`
+		Owner    string   `json:"owner"`
+		Shared   []string `json:"sharedWith"`
 	}
 	listStreamsResp struct {
 		Streams          []streamInfo `json:"streams"`
@@ -803,6 +818,8 @@ type (
 		BytesIn  int64    `json:"bytesIn,string"`
 		BytesOut int64    `json:"bytesOut,string"`
 		Age      string   `json:"age"`
+		Owner    string   `json:"owner"`
+		Shared   []string `json:"sharedWith"`
 	}
 	listServersResp struct {
 		Servers          []serverInfo `json:"servers"`

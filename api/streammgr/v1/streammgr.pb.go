@@ -29,6 +29,165 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ShareRequest names a handle and the identities to add to or remove from
+// the ones that may use it.
+type ShareRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The handle: exactly one of stream_id or server_id.
+	//
+	// Types that are valid to be assigned to Handle:
+	//
+	//	*ShareRequest_StreamId
+	//	*ShareRequest_ServerId
+	Handle isShareRequest_Handle `protobuf_oneof:"handle"`
+	// Identities that may use the handle from now on (at most 16 in all).
+	Add []string `protobuf:"bytes,3,rep,name=add,proto3" json:"add,omitempty"`
+	// Identities that may no longer use it.
+	Remove        []string `protobuf:"bytes,4,rep,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShareRequest) Reset() {
+	*x = ShareRequest{}
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShareRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShareRequest) ProtoMessage() {}
+
+func (x *ShareRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShareRequest.ProtoReflect.Descriptor instead.
+func (*ShareRequest) Descriptor() ([]byte, []int) {
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ShareRequest) GetHandle() isShareRequest_Handle {
+	if x != nil {
+		return x.Handle
+	}
+	return nil
+}
+
+func (x *ShareRequest) GetStreamId() string {
+	if x != nil {
+		if x, ok := x.Handle.(*ShareRequest_StreamId); ok {
+			return x.StreamId
+		}
+	}
+	return ""
+}
+
+func (x *ShareRequest) GetServerId() string {
+	if x != nil {
+		if x, ok := x.Handle.(*ShareRequest_ServerId); ok {
+			return x.ServerId
+		}
+	}
+	return ""
+}
+
+func (x *ShareRequest) GetAdd() []string {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+func (x *ShareRequest) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+type isShareRequest_Handle interface {
+	isShareRequest_Handle()
+}
+
+type ShareRequest_StreamId struct {
+	StreamId string `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3,oneof"`
+}
+
+type ShareRequest_ServerId struct {
+	ServerId string `protobuf:"bytes,2,opt,name=server_id,json=serverId,proto3,oneof"`
+}
+
+func (*ShareRequest_StreamId) isShareRequest_Handle() {}
+
+func (*ShareRequest_ServerId) isShareRequest_Handle() {}
+
+// ShareResponse lists who may use the handle now besides its owner.
+type ShareResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The identity that owns the handle.
+	Owner string `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	// The identities it is shared with.
+	SharedWith    []string `protobuf:"bytes,2,rep,name=shared_with,json=sharedWith,proto3" json:"shared_with,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShareResponse) Reset() {
+	*x = ShareResponse{}
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShareResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShareResponse) ProtoMessage() {}
+
+func (x *ShareResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShareResponse.ProtoReflect.Descriptor instead.
+func (*ShareResponse) Descriptor() ([]byte, []int) {
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ShareResponse) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ShareResponse) GetSharedWith() []string {
+	if x != nil {
+		return x.SharedWith
+	}
+	return nil
+}
+
 // TcpAddress is a host and port.
 type TcpAddress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -43,7 +202,7 @@ type TcpAddress struct {
 
 func (x *TcpAddress) Reset() {
 	*x = TcpAddress{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[0]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -55,7 +214,7 @@ func (x *TcpAddress) String() string {
 func (*TcpAddress) ProtoMessage() {}
 
 func (x *TcpAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[0]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -68,7 +227,7 @@ func (x *TcpAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpAddress.ProtoReflect.Descriptor instead.
 func (*TcpAddress) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{0}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *TcpAddress) GetHost() string {
@@ -98,7 +257,7 @@ type UnixAddress struct {
 
 func (x *UnixAddress) Reset() {
 	*x = UnixAddress{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[1]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -110,7 +269,7 @@ func (x *UnixAddress) String() string {
 func (*UnixAddress) ProtoMessage() {}
 
 func (x *UnixAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[1]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -123,7 +282,7 @@ func (x *UnixAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixAddress.ProtoReflect.Descriptor instead.
 func (*UnixAddress) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{1}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *UnixAddress) GetPath() string {
@@ -164,7 +323,7 @@ type TlsOptions struct {
 
 func (x *TlsOptions) Reset() {
 	*x = TlsOptions{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[2]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -176,7 +335,7 @@ func (x *TlsOptions) String() string {
 func (*TlsOptions) ProtoMessage() {}
 
 func (x *TlsOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[2]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -189,7 +348,7 @@ func (x *TlsOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TlsOptions.ProtoReflect.Descriptor instead.
 func (*TlsOptions) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{2}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TlsOptions) GetServerHostname() string {
@@ -267,13 +426,15 @@ type OpenRequest struct {
 	LocalAddr *TcpAddress `protobuf:"bytes,5,opt,name=local_addr,json=localAddr,proto3" json:"local_addr,omitempty"`
 	// Maximum time to establish the connection (default: the call's deadline).
 	ConnectTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=connect_timeout,json=connectTimeout,proto3" json:"connect_timeout,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Other identities that may use the stream too (as Share).
+	ShareWith     []string `protobuf:"bytes,7,rep,name=share_with,json=shareWith,proto3" json:"share_with,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OpenRequest) Reset() {
 	*x = OpenRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[3]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -285,7 +446,7 @@ func (x *OpenRequest) String() string {
 func (*OpenRequest) ProtoMessage() {}
 
 func (x *OpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[3]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -298,7 +459,7 @@ func (x *OpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRequest.ProtoReflect.Descriptor instead.
 func (*OpenRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{3}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *OpenRequest) GetAddress() isOpenRequest_Address {
@@ -354,6 +515,13 @@ func (x *OpenRequest) GetConnectTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *OpenRequest) GetShareWith() []string {
+	if x != nil {
+		return x.ShareWith
+	}
+	return nil
+}
+
 type isOpenRequest_Address interface {
 	isOpenRequest_Address()
 }
@@ -387,7 +555,7 @@ type OpenResponse struct {
 
 func (x *OpenResponse) Reset() {
 	*x = OpenResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[4]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -399,7 +567,7 @@ func (x *OpenResponse) String() string {
 func (*OpenResponse) ProtoMessage() {}
 
 func (x *OpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[4]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -412,7 +580,7 @@ func (x *OpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenResponse.ProtoReflect.Descriptor instead.
 func (*OpenResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{4}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *OpenResponse) GetStreamId() string {
@@ -440,14 +608,17 @@ func (x *OpenResponse) GetSockname() string {
 type OpenPairRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The readers' buffer limit in bytes. Absent: 65536.
-	Limit         *int64 `protobuf:"varint,1,opt,name=limit,proto3,oneof" json:"limit,omitempty"`
+	Limit *int64 `protobuf:"varint,1,opt,name=limit,proto3,oneof" json:"limit,omitempty"`
+	// Other identities that may use both streams too (as Share): so two
+	// processes can each hold one end.
+	ShareWith     []string `protobuf:"bytes,2,rep,name=share_with,json=shareWith,proto3" json:"share_with,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OpenPairRequest) Reset() {
 	*x = OpenPairRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[5]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +630,7 @@ func (x *OpenPairRequest) String() string {
 func (*OpenPairRequest) ProtoMessage() {}
 
 func (x *OpenPairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[5]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +643,7 @@ func (x *OpenPairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenPairRequest.ProtoReflect.Descriptor instead.
 func (*OpenPairRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{5}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *OpenPairRequest) GetLimit() int64 {
@@ -480,6 +651,13 @@ func (x *OpenPairRequest) GetLimit() int64 {
 		return *x.Limit
 	}
 	return 0
+}
+
+func (x *OpenPairRequest) GetShareWith() []string {
+	if x != nil {
+		return x.ShareWith
+	}
+	return nil
 }
 
 // OpenPairResponse names both ends of the pair.
@@ -495,7 +673,7 @@ type OpenPairResponse struct {
 
 func (x *OpenPairResponse) Reset() {
 	*x = OpenPairResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[6]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +685,7 @@ func (x *OpenPairResponse) String() string {
 func (*OpenPairResponse) ProtoMessage() {}
 
 func (x *OpenPairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[6]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +698,7 @@ func (x *OpenPairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenPairResponse.ProtoReflect.Descriptor instead.
 func (*OpenPairResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{6}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *OpenPairResponse) GetFirstStreamId() string {
@@ -558,14 +736,17 @@ type StartServerRequest struct {
 	ReusePort bool `protobuf:"varint,6,opt,name=reuse_port,json=reusePort,proto3" json:"reuse_port,omitempty"`
 	// Start listening at once. Absent: true. When false the sockets are bound
 	// but refuse connections until StartServing.
-	StartServing  *bool `protobuf:"varint,7,opt,name=start_serving,json=startServing,proto3,oneof" json:"start_serving,omitempty"`
+	StartServing *bool `protobuf:"varint,7,opt,name=start_serving,json=startServing,proto3,oneof" json:"start_serving,omitempty"`
+	// Other identities that may use the server and the streams it accepts
+	// (as Share).
+	ShareWith     []string `protobuf:"bytes,8,rep,name=share_with,json=shareWith,proto3" json:"share_with,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StartServerRequest) Reset() {
 	*x = StartServerRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[7]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +758,7 @@ func (x *StartServerRequest) String() string {
 func (*StartServerRequest) ProtoMessage() {}
 
 func (x *StartServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[7]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +771,7 @@ func (x *StartServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartServerRequest.ProtoReflect.Descriptor instead.
 func (*StartServerRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{7}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StartServerRequest) GetAddress() isStartServerRequest_Address {
@@ -653,6 +834,13 @@ func (x *StartServerRequest) GetStartServing() bool {
 	return false
 }
 
+func (x *StartServerRequest) GetShareWith() []string {
+	if x != nil {
+		return x.ShareWith
+	}
+	return nil
+}
+
 type isStartServerRequest_Address interface {
 	isStartServerRequest_Address()
 }
@@ -685,7 +873,7 @@ type StartServerResponse struct {
 
 func (x *StartServerResponse) Reset() {
 	*x = StartServerResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[8]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +885,7 @@ func (x *StartServerResponse) String() string {
 func (*StartServerResponse) ProtoMessage() {}
 
 func (x *StartServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[8]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +898,7 @@ func (x *StartServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartServerResponse.ProtoReflect.Descriptor instead.
 func (*StartServerResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{8}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StartServerResponse) GetServerId() string {
@@ -738,7 +926,7 @@ type StartServingRequest struct {
 
 func (x *StartServingRequest) Reset() {
 	*x = StartServingRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[9]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +938,7 @@ func (x *StartServingRequest) String() string {
 func (*StartServingRequest) ProtoMessage() {}
 
 func (x *StartServingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[9]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +951,7 @@ func (x *StartServingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartServingRequest.ProtoReflect.Descriptor instead.
 func (*StartServingRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{9}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StartServingRequest) GetServerId() string {
@@ -782,7 +970,7 @@ type StartServingResponse struct {
 
 func (x *StartServingResponse) Reset() {
 	*x = StartServingResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[10]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +982,7 @@ func (x *StartServingResponse) String() string {
 func (*StartServingResponse) ProtoMessage() {}
 
 func (x *StartServingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[10]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +995,7 @@ func (x *StartServingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartServingResponse.ProtoReflect.Descriptor instead.
 func (*StartServingResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{10}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{12}
 }
 
 // AcceptRequest claims a queued connection.
@@ -823,7 +1011,7 @@ type AcceptRequest struct {
 
 func (x *AcceptRequest) Reset() {
 	*x = AcceptRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[11]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +1023,7 @@ func (x *AcceptRequest) String() string {
 func (*AcceptRequest) ProtoMessage() {}
 
 func (x *AcceptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[11]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +1036,7 @@ func (x *AcceptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptRequest.ProtoReflect.Descriptor instead.
 func (*AcceptRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{11}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AcceptRequest) GetServerId() string {
@@ -878,7 +1066,7 @@ type AcceptResponse struct {
 
 func (x *AcceptResponse) Reset() {
 	*x = AcceptResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[12]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1078,7 @@ func (x *AcceptResponse) String() string {
 func (*AcceptResponse) ProtoMessage() {}
 
 func (x *AcceptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[12]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1091,7 @@ func (x *AcceptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptResponse.ProtoReflect.Descriptor instead.
 func (*AcceptResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{12}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AcceptResponse) GetStreamId() string {
@@ -931,7 +1119,7 @@ type ServeRequest struct {
 
 func (x *ServeRequest) Reset() {
 	*x = ServeRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[13]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1131,7 @@ func (x *ServeRequest) String() string {
 func (*ServeRequest) ProtoMessage() {}
 
 func (x *ServeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[13]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1144,7 @@ func (x *ServeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeRequest.ProtoReflect.Descriptor instead.
 func (*ServeRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{13}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ServeRequest) GetServerId() string {
@@ -979,7 +1167,7 @@ type ServeResponse struct {
 
 func (x *ServeResponse) Reset() {
 	*x = ServeResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[14]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1179,7 @@ func (x *ServeResponse) String() string {
 func (*ServeResponse) ProtoMessage() {}
 
 func (x *ServeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[14]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1192,7 @@ func (x *ServeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeResponse.ProtoReflect.Descriptor instead.
 func (*ServeResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{14}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ServeResponse) GetStreamId() string {
@@ -1038,7 +1226,7 @@ type CloseServerRequest struct {
 
 func (x *CloseServerRequest) Reset() {
 	*x = CloseServerRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[15]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1238,7 @@ func (x *CloseServerRequest) String() string {
 func (*CloseServerRequest) ProtoMessage() {}
 
 func (x *CloseServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[15]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1251,7 @@ func (x *CloseServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseServerRequest.ProtoReflect.Descriptor instead.
 func (*CloseServerRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{15}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CloseServerRequest) GetServerId() string {
@@ -1096,7 +1284,7 @@ type CloseServerResponse struct {
 
 func (x *CloseServerResponse) Reset() {
 	*x = CloseServerResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[16]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1296,7 @@ func (x *CloseServerResponse) String() string {
 func (*CloseServerResponse) ProtoMessage() {}
 
 func (x *CloseServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[16]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1309,7 @@ func (x *CloseServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseServerResponse.ProtoReflect.Descriptor instead.
 func (*CloseServerResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{16}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{18}
 }
 
 // ListServersRequest has no fields.
@@ -1133,7 +1321,7 @@ type ListServersRequest struct {
 
 func (x *ListServersRequest) Reset() {
 	*x = ListServersRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[17]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1333,7 @@ func (x *ListServersRequest) String() string {
 func (*ListServersRequest) ProtoMessage() {}
 
 func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[17]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1346,7 @@ func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersRequest.ProtoReflect.Descriptor instead.
 func (*ListServersRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{17}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{19}
 }
 
 // ListServersResponse lists servers.
@@ -1176,7 +1364,7 @@ type ListServersResponse struct {
 
 func (x *ListServersResponse) Reset() {
 	*x = ListServersResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[18]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1376,7 @@ func (x *ListServersResponse) String() string {
 func (*ListServersResponse) ProtoMessage() {}
 
 func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[18]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1389,7 @@ func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersResponse.ProtoReflect.Descriptor instead.
 func (*ListServersResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{18}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListServersResponse) GetServers() []*ServerInfo {
@@ -1249,14 +1437,18 @@ type ServerInfo struct {
 	// memory budget was tight, or too many TLS handshakes were in progress.
 	Rejected int64 `protobuf:"varint,9,opt,name=rejected,proto3" json:"rejected,omitempty"`
 	// Serve calls attached to this server right now.
-	ServeCalls    int64 `protobuf:"varint,10,opt,name=serve_calls,json=serveCalls,proto3" json:"serve_calls,omitempty"`
+	ServeCalls int64 `protobuf:"varint,10,opt,name=serve_calls,json=serveCalls,proto3" json:"serve_calls,omitempty"`
+	// The identity that owns the server.
+	Owner string `protobuf:"bytes,11,opt,name=owner,proto3" json:"owner,omitempty"`
+	// Other identities that may use it (Share).
+	SharedWith    []string `protobuf:"bytes,12,rep,name=shared_with,json=sharedWith,proto3" json:"shared_with,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ServerInfo) Reset() {
 	*x = ServerInfo{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[19]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1460,7 @@ func (x *ServerInfo) String() string {
 func (*ServerInfo) ProtoMessage() {}
 
 func (x *ServerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[19]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1473,7 @@ func (x *ServerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerInfo.ProtoReflect.Descriptor instead.
 func (*ServerInfo) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{19}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ServerInfo) GetServerId() string {
@@ -1354,6 +1546,20 @@ func (x *ServerInfo) GetServeCalls() int64 {
 	return 0
 }
 
+func (x *ServerInfo) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ServerInfo) GetSharedWith() []string {
+	if x != nil {
+		return x.SharedWith
+	}
+	return nil
+}
+
 // ReadRequest is StreamReader.read(n).
 type ReadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1388,7 +1594,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[20]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1606,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[20]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1619,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{20}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReadRequest) GetStreamId() string {
@@ -1460,7 +1666,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[21]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +1678,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[21]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +1691,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{21}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReadResponse) GetData() []byte {
@@ -1540,7 +1746,7 @@ type ReadLineRequest struct {
 
 func (x *ReadLineRequest) Reset() {
 	*x = ReadLineRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[22]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1552,7 +1758,7 @@ func (x *ReadLineRequest) String() string {
 func (*ReadLineRequest) ProtoMessage() {}
 
 func (x *ReadLineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[22]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1565,7 +1771,7 @@ func (x *ReadLineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLineRequest.ProtoReflect.Descriptor instead.
 func (*ReadLineRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{22}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReadLineRequest) GetStreamId() string {
@@ -1605,7 +1811,7 @@ type ReadLineResponse struct {
 
 func (x *ReadLineResponse) Reset() {
 	*x = ReadLineResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[23]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1617,7 +1823,7 @@ func (x *ReadLineResponse) String() string {
 func (*ReadLineResponse) ProtoMessage() {}
 
 func (x *ReadLineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[23]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1630,7 +1836,7 @@ func (x *ReadLineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLineResponse.ProtoReflect.Descriptor instead.
 func (*ReadLineResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{23}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReadLineResponse) GetData() []byte {
@@ -1687,7 +1893,7 @@ type ReadExactlyRequest struct {
 
 func (x *ReadExactlyRequest) Reset() {
 	*x = ReadExactlyRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[24]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +1905,7 @@ func (x *ReadExactlyRequest) String() string {
 func (*ReadExactlyRequest) ProtoMessage() {}
 
 func (x *ReadExactlyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[24]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +1918,7 @@ func (x *ReadExactlyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadExactlyRequest.ProtoReflect.Descriptor instead.
 func (*ReadExactlyRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{24}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReadExactlyRequest) GetStreamId() string {
@@ -1762,7 +1968,7 @@ type ReadExactlyResponse struct {
 
 func (x *ReadExactlyResponse) Reset() {
 	*x = ReadExactlyResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[25]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1774,7 +1980,7 @@ func (x *ReadExactlyResponse) String() string {
 func (*ReadExactlyResponse) ProtoMessage() {}
 
 func (x *ReadExactlyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[25]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1787,7 +1993,7 @@ func (x *ReadExactlyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadExactlyResponse.ProtoReflect.Descriptor instead.
 func (*ReadExactlyResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{25}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadExactlyResponse) GetData() []byte {
@@ -1856,7 +2062,7 @@ type ReadUntilRequest struct {
 
 func (x *ReadUntilRequest) Reset() {
 	*x = ReadUntilRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[26]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +2074,7 @@ func (x *ReadUntilRequest) String() string {
 func (*ReadUntilRequest) ProtoMessage() {}
 
 func (x *ReadUntilRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[26]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +2087,7 @@ func (x *ReadUntilRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadUntilRequest.ProtoReflect.Descriptor instead.
 func (*ReadUntilRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{26}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadUntilRequest) GetStreamId() string {
@@ -1936,7 +2142,7 @@ type ReadUntilResponse struct {
 
 func (x *ReadUntilResponse) Reset() {
 	*x = ReadUntilResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[27]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2154,7 @@ func (x *ReadUntilResponse) String() string {
 func (*ReadUntilResponse) ProtoMessage() {}
 
 func (x *ReadUntilResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[27]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2167,7 @@ func (x *ReadUntilResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadUntilResponse.ProtoReflect.Descriptor instead.
 func (*ReadUntilResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{27}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReadUntilResponse) GetData() []byte {
@@ -1996,7 +2202,7 @@ type AtEofRequest struct {
 
 func (x *AtEofRequest) Reset() {
 	*x = AtEofRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[28]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2214,7 @@ func (x *AtEofRequest) String() string {
 func (*AtEofRequest) ProtoMessage() {}
 
 func (x *AtEofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[28]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2227,7 @@ func (x *AtEofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AtEofRequest.ProtoReflect.Descriptor instead.
 func (*AtEofRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{28}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AtEofRequest) GetStreamId() string {
@@ -2042,7 +2248,7 @@ type AtEofResponse struct {
 
 func (x *AtEofResponse) Reset() {
 	*x = AtEofResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[29]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2054,7 +2260,7 @@ func (x *AtEofResponse) String() string {
 func (*AtEofResponse) ProtoMessage() {}
 
 func (x *AtEofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[29]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2067,7 +2273,7 @@ func (x *AtEofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AtEofResponse.ProtoReflect.Descriptor instead.
 func (*AtEofResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{29}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AtEofResponse) GetAtEof() bool {
@@ -2096,7 +2302,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[30]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2314,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[30]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2327,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{30}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WriteRequest) GetStreamId() string {
@@ -2159,7 +2365,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[31]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2171,7 +2377,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[31]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2184,7 +2390,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{31}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WriteResponse) GetBuffered() int64 {
@@ -2220,7 +2426,7 @@ type WriteLinesRequest struct {
 
 func (x *WriteLinesRequest) Reset() {
 	*x = WriteLinesRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[32]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2232,7 +2438,7 @@ func (x *WriteLinesRequest) String() string {
 func (*WriteLinesRequest) ProtoMessage() {}
 
 func (x *WriteLinesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[32]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2245,7 +2451,7 @@ func (x *WriteLinesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteLinesRequest.ProtoReflect.Descriptor instead.
 func (*WriteLinesRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{32}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WriteLinesRequest) GetStreamId() string {
@@ -2282,7 +2488,7 @@ type WriteLinesResponse struct {
 
 func (x *WriteLinesResponse) Reset() {
 	*x = WriteLinesResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[33]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2294,7 +2500,7 @@ func (x *WriteLinesResponse) String() string {
 func (*WriteLinesResponse) ProtoMessage() {}
 
 func (x *WriteLinesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[33]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2307,7 +2513,7 @@ func (x *WriteLinesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteLinesResponse.ProtoReflect.Descriptor instead.
 func (*WriteLinesResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{33}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WriteLinesResponse) GetBuffered() int64 {
@@ -2335,7 +2541,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[34]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2347,7 +2553,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[34]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2360,7 +2566,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{34}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DrainRequest) GetStreamId() string {
@@ -2379,7 +2585,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[35]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2391,7 +2597,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[35]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2404,7 +2610,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{35}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{37}
 }
 
 // WriteEofRequest is StreamWriter.write_eof().
@@ -2418,7 +2624,7 @@ type WriteEofRequest struct {
 
 func (x *WriteEofRequest) Reset() {
 	*x = WriteEofRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[36]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2430,7 +2636,7 @@ func (x *WriteEofRequest) String() string {
 func (*WriteEofRequest) ProtoMessage() {}
 
 func (x *WriteEofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[36]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2443,7 +2649,7 @@ func (x *WriteEofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteEofRequest.ProtoReflect.Descriptor instead.
 func (*WriteEofRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{36}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WriteEofRequest) GetStreamId() string {
@@ -2462,7 +2668,7 @@ type WriteEofResponse struct {
 
 func (x *WriteEofResponse) Reset() {
 	*x = WriteEofResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[37]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2474,7 +2680,7 @@ func (x *WriteEofResponse) String() string {
 func (*WriteEofResponse) ProtoMessage() {}
 
 func (x *WriteEofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[37]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2487,7 +2693,7 @@ func (x *WriteEofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteEofResponse.ProtoReflect.Descriptor instead.
 func (*WriteEofResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{37}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{39}
 }
 
 // CanWriteEofRequest is StreamWriter.can_write_eof().
@@ -2501,7 +2707,7 @@ type CanWriteEofRequest struct {
 
 func (x *CanWriteEofRequest) Reset() {
 	*x = CanWriteEofRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[38]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +2719,7 @@ func (x *CanWriteEofRequest) String() string {
 func (*CanWriteEofRequest) ProtoMessage() {}
 
 func (x *CanWriteEofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[38]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +2732,7 @@ func (x *CanWriteEofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanWriteEofRequest.ProtoReflect.Descriptor instead.
 func (*CanWriteEofRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{38}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CanWriteEofRequest) GetStreamId() string {
@@ -2547,7 +2753,7 @@ type CanWriteEofResponse struct {
 
 func (x *CanWriteEofResponse) Reset() {
 	*x = CanWriteEofResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[39]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2765,7 @@ func (x *CanWriteEofResponse) String() string {
 func (*CanWriteEofResponse) ProtoMessage() {}
 
 func (x *CanWriteEofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[39]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2778,7 @@ func (x *CanWriteEofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanWriteEofResponse.ProtoReflect.Descriptor instead.
 func (*CanWriteEofResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{39}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CanWriteEofResponse) GetCanWriteEof() bool {
@@ -2593,7 +2799,7 @@ type CloseRequest struct {
 
 func (x *CloseRequest) Reset() {
 	*x = CloseRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[40]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2605,7 +2811,7 @@ func (x *CloseRequest) String() string {
 func (*CloseRequest) ProtoMessage() {}
 
 func (x *CloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[40]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2618,7 +2824,7 @@ func (x *CloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseRequest.ProtoReflect.Descriptor instead.
 func (*CloseRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{40}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CloseRequest) GetStreamId() string {
@@ -2637,7 +2843,7 @@ type CloseResponse struct {
 
 func (x *CloseResponse) Reset() {
 	*x = CloseResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[41]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2649,7 +2855,7 @@ func (x *CloseResponse) String() string {
 func (*CloseResponse) ProtoMessage() {}
 
 func (x *CloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[41]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2662,7 +2868,7 @@ func (x *CloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseResponse.ProtoReflect.Descriptor instead.
 func (*CloseResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{41}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{43}
 }
 
 // AbortRequest is transport.abort().
@@ -2676,7 +2882,7 @@ type AbortRequest struct {
 
 func (x *AbortRequest) Reset() {
 	*x = AbortRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[42]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2688,7 +2894,7 @@ func (x *AbortRequest) String() string {
 func (*AbortRequest) ProtoMessage() {}
 
 func (x *AbortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[42]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2701,7 +2907,7 @@ func (x *AbortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRequest.ProtoReflect.Descriptor instead.
 func (*AbortRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{42}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AbortRequest) GetStreamId() string {
@@ -2720,7 +2926,7 @@ type AbortResponse struct {
 
 func (x *AbortResponse) Reset() {
 	*x = AbortResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[43]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2732,7 +2938,7 @@ func (x *AbortResponse) String() string {
 func (*AbortResponse) ProtoMessage() {}
 
 func (x *AbortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[43]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2745,7 +2951,7 @@ func (x *AbortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortResponse.ProtoReflect.Descriptor instead.
 func (*AbortResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{43}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{45}
 }
 
 // WaitClosedRequest is StreamWriter.wait_closed().
@@ -2759,7 +2965,7 @@ type WaitClosedRequest struct {
 
 func (x *WaitClosedRequest) Reset() {
 	*x = WaitClosedRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[44]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2771,7 +2977,7 @@ func (x *WaitClosedRequest) String() string {
 func (*WaitClosedRequest) ProtoMessage() {}
 
 func (x *WaitClosedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[44]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2784,7 +2990,7 @@ func (x *WaitClosedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitClosedRequest.ProtoReflect.Descriptor instead.
 func (*WaitClosedRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{44}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *WaitClosedRequest) GetStreamId() string {
@@ -2803,7 +3009,7 @@ type WaitClosedResponse struct {
 
 func (x *WaitClosedResponse) Reset() {
 	*x = WaitClosedResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[45]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2815,7 +3021,7 @@ func (x *WaitClosedResponse) String() string {
 func (*WaitClosedResponse) ProtoMessage() {}
 
 func (x *WaitClosedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[45]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2828,7 +3034,7 @@ func (x *WaitClosedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitClosedResponse.ProtoReflect.Descriptor instead.
 func (*WaitClosedResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{45}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{47}
 }
 
 // IsClosingRequest is StreamWriter.is_closing().
@@ -2842,7 +3048,7 @@ type IsClosingRequest struct {
 
 func (x *IsClosingRequest) Reset() {
 	*x = IsClosingRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[46]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2854,7 +3060,7 @@ func (x *IsClosingRequest) String() string {
 func (*IsClosingRequest) ProtoMessage() {}
 
 func (x *IsClosingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[46]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2867,7 +3073,7 @@ func (x *IsClosingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsClosingRequest.ProtoReflect.Descriptor instead.
 func (*IsClosingRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{46}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *IsClosingRequest) GetStreamId() string {
@@ -2889,7 +3095,7 @@ type IsClosingResponse struct {
 
 func (x *IsClosingResponse) Reset() {
 	*x = IsClosingResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[47]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2901,7 +3107,7 @@ func (x *IsClosingResponse) String() string {
 func (*IsClosingResponse) ProtoMessage() {}
 
 func (x *IsClosingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[47]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2914,7 +3120,7 @@ func (x *IsClosingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsClosingResponse.ProtoReflect.Descriptor instead.
 func (*IsClosingResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{47}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *IsClosingResponse) GetIsClosing() bool {
@@ -2937,7 +3143,7 @@ type StartTlsRequest struct {
 
 func (x *StartTlsRequest) Reset() {
 	*x = StartTlsRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[48]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2949,7 +3155,7 @@ func (x *StartTlsRequest) String() string {
 func (*StartTlsRequest) ProtoMessage() {}
 
 func (x *StartTlsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[48]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2962,7 +3168,7 @@ func (x *StartTlsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartTlsRequest.ProtoReflect.Descriptor instead.
 func (*StartTlsRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{48}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *StartTlsRequest) GetStreamId() string {
@@ -2988,7 +3194,7 @@ type StartTlsResponse struct {
 
 func (x *StartTlsResponse) Reset() {
 	*x = StartTlsResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[49]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3000,7 +3206,7 @@ func (x *StartTlsResponse) String() string {
 func (*StartTlsResponse) ProtoMessage() {}
 
 func (x *StartTlsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[49]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3013,7 +3219,7 @@ func (x *StartTlsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartTlsResponse.ProtoReflect.Descriptor instead.
 func (*StartTlsResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{49}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{51}
 }
 
 // GetExtraInfoRequest is StreamWriter.get_extra_info(name).
@@ -3029,7 +3235,7 @@ type GetExtraInfoRequest struct {
 
 func (x *GetExtraInfoRequest) Reset() {
 	*x = GetExtraInfoRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[50]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3041,7 +3247,7 @@ func (x *GetExtraInfoRequest) String() string {
 func (*GetExtraInfoRequest) ProtoMessage() {}
 
 func (x *GetExtraInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[50]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3054,7 +3260,7 @@ func (x *GetExtraInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExtraInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetExtraInfoRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{50}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetExtraInfoRequest) GetStreamId() string {
@@ -3083,7 +3289,7 @@ type GetExtraInfoResponse struct {
 
 func (x *GetExtraInfoResponse) Reset() {
 	*x = GetExtraInfoResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[51]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3095,7 +3301,7 @@ func (x *GetExtraInfoResponse) String() string {
 func (*GetExtraInfoResponse) ProtoMessage() {}
 
 func (x *GetExtraInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[51]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3108,7 +3314,7 @@ func (x *GetExtraInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExtraInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetExtraInfoResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{51}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetExtraInfoResponse) GetValue() *structpb.Value {
@@ -3127,7 +3333,7 @@ type ListStreamsRequest struct {
 
 func (x *ListStreamsRequest) Reset() {
 	*x = ListStreamsRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[52]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3139,7 +3345,7 @@ func (x *ListStreamsRequest) String() string {
 func (*ListStreamsRequest) ProtoMessage() {}
 
 func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[52]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3152,7 +3358,7 @@ func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{52}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{54}
 }
 
 // ListStreamsResponse lists streams.
@@ -3172,7 +3378,7 @@ type ListStreamsResponse struct {
 
 func (x *ListStreamsResponse) Reset() {
 	*x = ListStreamsResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[53]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3184,7 +3390,7 @@ func (x *ListStreamsResponse) String() string {
 func (*ListStreamsResponse) ProtoMessage() {}
 
 func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[53]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3197,7 +3403,7 @@ func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamsResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{53}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListStreamsResponse) GetStreams() []*StreamInfo {
@@ -3258,14 +3464,18 @@ type StreamInfo struct {
 	// True while an Attach call owns the stream's inbound bytes.
 	Attached bool `protobuf:"varint,15,opt,name=attached,proto3" json:"attached,omitempty"`
 	// The other stream of a Relay that is running, if any.
-	RelayPeer     string `protobuf:"bytes,16,opt,name=relay_peer,json=relayPeer,proto3" json:"relay_peer,omitempty"`
+	RelayPeer string `protobuf:"bytes,16,opt,name=relay_peer,json=relayPeer,proto3" json:"relay_peer,omitempty"`
+	// The identity that owns the stream.
+	Owner string `protobuf:"bytes,17,opt,name=owner,proto3" json:"owner,omitempty"`
+	// Other identities that may use it (Share).
+	SharedWith    []string `protobuf:"bytes,18,rep,name=shared_with,json=sharedWith,proto3" json:"shared_with,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamInfo) Reset() {
 	*x = StreamInfo{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[54]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3277,7 +3487,7 @@ func (x *StreamInfo) String() string {
 func (*StreamInfo) ProtoMessage() {}
 
 func (x *StreamInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[54]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3290,7 +3500,7 @@ func (x *StreamInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamInfo.ProtoReflect.Descriptor instead.
 func (*StreamInfo) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{54}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *StreamInfo) GetStreamId() string {
@@ -3405,6 +3615,20 @@ func (x *StreamInfo) GetRelayPeer() string {
 	return ""
 }
 
+func (x *StreamInfo) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *StreamInfo) GetSharedWith() []string {
+	if x != nil {
+		return x.SharedWith
+	}
+	return nil
+}
+
 // LimitOverrunError is the error detail of a ReadUntil that found more than
 // limit bytes before a separator (asyncio's LimitOverrunError; the data stays
 // buffered), and of a ReadLine over the limit (LINE_TOO_LONG; the line was
@@ -3426,7 +3650,7 @@ type LimitOverrunError struct {
 
 func (x *LimitOverrunError) Reset() {
 	*x = LimitOverrunError{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[55]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3438,7 +3662,7 @@ func (x *LimitOverrunError) String() string {
 func (*LimitOverrunError) ProtoMessage() {}
 
 func (x *LimitOverrunError) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[55]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3451,7 +3675,7 @@ func (x *LimitOverrunError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimitOverrunError.ProtoReflect.Descriptor instead.
 func (*LimitOverrunError) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{55}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *LimitOverrunError) GetConsumed() int64 {
@@ -3508,6 +3732,7 @@ type SessionRequest struct {
 	//	*SessionRequest_CloseServer
 	//	*SessionRequest_StartServing
 	//	*SessionRequest_Relay
+	//	*SessionRequest_Share
 	//	*SessionRequest_Cancel
 	Op isSessionRequest_Op `protobuf_oneof:"op"`
 	// The operation's deadline, as a unary call's: past it the operation
@@ -3519,7 +3744,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[56]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3531,7 +3756,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[56]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3544,7 +3769,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{56}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *SessionRequest) GetCallId() int64 {
@@ -3768,6 +3993,15 @@ func (x *SessionRequest) GetRelay() *RelayRequest {
 	return nil
 }
 
+func (x *SessionRequest) GetShare() *ShareRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_Share); ok {
+			return x.Share
+		}
+	}
+	return nil
+}
+
 func (x *SessionRequest) GetCancel() *CancelCallRequest {
 	if x != nil {
 		if x, ok := x.Op.(*SessionRequest_Cancel); ok {
@@ -3880,6 +4114,10 @@ type SessionRequest_Relay struct {
 	Relay *RelayRequest `protobuf:"bytes,24,opt,name=relay,proto3,oneof"`
 }
 
+type SessionRequest_Share struct {
+	Share *ShareRequest `protobuf:"bytes,25,opt,name=share,proto3,oneof"`
+}
+
 type SessionRequest_Cancel struct {
 	// Cancels the call in flight with call_id cancel.call_id: it ends with
 	// CANCELLED and consumes nothing, as a cancelled unary call.
@@ -3932,6 +4170,8 @@ func (*SessionRequest_StartServing) isSessionRequest_Op() {}
 
 func (*SessionRequest_Relay) isSessionRequest_Op() {}
 
+func (*SessionRequest_Share) isSessionRequest_Op() {}
+
 func (*SessionRequest_Cancel) isSessionRequest_Op() {}
 
 // SessionResponse is the answer to one SessionRequest.
@@ -3966,6 +4206,7 @@ type SessionResponse struct {
 	//	*SessionResponse_CloseServer
 	//	*SessionResponse_StartServing
 	//	*SessionResponse_Relay
+	//	*SessionResponse_Share
 	//	*SessionResponse_Cancel
 	//	*SessionResponse_Error
 	Result        isSessionResponse_Result `protobuf_oneof:"result"`
@@ -3975,7 +4216,7 @@ type SessionResponse struct {
 
 func (x *SessionResponse) Reset() {
 	*x = SessionResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[57]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3987,7 +4228,7 @@ func (x *SessionResponse) String() string {
 func (*SessionResponse) ProtoMessage() {}
 
 func (x *SessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[57]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4000,7 +4241,7 @@ func (x *SessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
 func (*SessionResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{57}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *SessionResponse) GetCallId() int64 {
@@ -4224,6 +4465,15 @@ func (x *SessionResponse) GetRelay() *RelayResponse {
 	return nil
 }
 
+func (x *SessionResponse) GetShare() *ShareResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_Share); ok {
+			return x.Share
+		}
+	}
+	return nil
+}
+
 func (x *SessionResponse) GetCancel() *CancelCallResponse {
 	if x != nil {
 		if x, ok := x.Result.(*SessionResponse_Cancel); ok {
@@ -4338,6 +4588,10 @@ type SessionResponse_Relay struct {
 	Relay *RelayResponse `protobuf:"bytes,24,opt,name=relay,proto3,oneof"`
 }
 
+type SessionResponse_Share struct {
+	Share *ShareResponse `protobuf:"bytes,25,opt,name=share,proto3,oneof"`
+}
+
 type SessionResponse_Cancel struct {
 	// The answer to cancel.
 	Cancel *CancelCallResponse `protobuf:"bytes,40,opt,name=cancel,proto3,oneof"`
@@ -4395,6 +4649,8 @@ func (*SessionResponse_StartServing) isSessionResponse_Result() {}
 
 func (*SessionResponse_Relay) isSessionResponse_Result() {}
 
+func (*SessionResponse_Share) isSessionResponse_Result() {}
+
 func (*SessionResponse_Cancel) isSessionResponse_Result() {}
 
 func (*SessionResponse_Error) isSessionResponse_Result() {}
@@ -4410,7 +4666,7 @@ type CancelCallRequest struct {
 
 func (x *CancelCallRequest) Reset() {
 	*x = CancelCallRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[58]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4422,7 +4678,7 @@ func (x *CancelCallRequest) String() string {
 func (*CancelCallRequest) ProtoMessage() {}
 
 func (x *CancelCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[58]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4435,7 +4691,7 @@ func (x *CancelCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelCallRequest.ProtoReflect.Descriptor instead.
 func (*CancelCallRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{58}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CancelCallRequest) GetCallId() int64 {
@@ -4456,7 +4712,7 @@ type CancelCallResponse struct {
 
 func (x *CancelCallResponse) Reset() {
 	*x = CancelCallResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[59]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4468,7 +4724,7 @@ func (x *CancelCallResponse) String() string {
 func (*CancelCallResponse) ProtoMessage() {}
 
 func (x *CancelCallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[59]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4481,7 +4737,7 @@ func (x *CancelCallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelCallResponse.ProtoReflect.Descriptor instead.
 func (*CancelCallResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{59}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CancelCallResponse) GetCancelled() bool {
@@ -4509,7 +4765,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[60]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4521,7 +4777,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[60]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4534,7 +4790,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{60}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *Status) GetCode() int32 {
@@ -4585,7 +4841,7 @@ type AttachRequest struct {
 
 func (x *AttachRequest) Reset() {
 	*x = AttachRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[61]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4597,7 +4853,7 @@ func (x *AttachRequest) String() string {
 func (*AttachRequest) ProtoMessage() {}
 
 func (x *AttachRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[61]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4610,7 +4866,7 @@ func (x *AttachRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
 func (*AttachRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{61}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *AttachRequest) GetStreamId() string {
@@ -4674,7 +4930,7 @@ type AttachResponse struct {
 
 func (x *AttachResponse) Reset() {
 	*x = AttachResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[62]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4686,7 +4942,7 @@ func (x *AttachResponse) String() string {
 func (*AttachResponse) ProtoMessage() {}
 
 func (x *AttachResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[62]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4699,7 +4955,7 @@ func (x *AttachResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachResponse.ProtoReflect.Descriptor instead.
 func (*AttachResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{62}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *AttachResponse) GetData() []byte {
@@ -4743,7 +4999,7 @@ type RelayRequest struct {
 
 func (x *RelayRequest) Reset() {
 	*x = RelayRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[63]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4755,7 +5011,7 @@ func (x *RelayRequest) String() string {
 func (*RelayRequest) ProtoMessage() {}
 
 func (x *RelayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[63]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4768,7 +5024,7 @@ func (x *RelayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayRequest.ProtoReflect.Descriptor instead.
 func (*RelayRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{63}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RelayRequest) GetFirstStreamId() string {
@@ -4798,7 +5054,7 @@ type RelayResponse struct {
 
 func (x *RelayResponse) Reset() {
 	*x = RelayResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[64]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4810,7 +5066,7 @@ func (x *RelayResponse) String() string {
 func (*RelayResponse) ProtoMessage() {}
 
 func (x *RelayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[64]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4823,7 +5079,7 @@ func (x *RelayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayResponse.ProtoReflect.Descriptor instead.
 func (*RelayResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{64}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RelayResponse) GetFirstToSecond() int64 {
@@ -4844,7 +5100,17 @@ var File_streammgr_v1_streammgr_proto protoreflect.FileDescriptor
 
 const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\n" +
-	"\x1cstreammgr/v1/streammgr.proto\x12\fstreammgr.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"4\n" +
+	"\x1cstreammgr/v1/streammgr.proto\x12\fstreammgr.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x80\x01\n" +
+	"\fShareRequest\x12\x1d\n" +
+	"\tstream_id\x18\x01 \x01(\tH\x00R\bstreamId\x12\x1d\n" +
+	"\tserver_id\x18\x02 \x01(\tH\x00R\bserverId\x12\x10\n" +
+	"\x03add\x18\x03 \x03(\tR\x03add\x12\x16\n" +
+	"\x06remove\x18\x04 \x03(\tR\x06removeB\b\n" +
+	"\x06handle\"F\n" +
+	"\rShareResponse\x12\x14\n" +
+	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x1f\n" +
+	"\vshared_with\x18\x02 \x03(\tR\n" +
+	"sharedWith\"4\n" +
 	"\n" +
 	"TcpAddress\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x12\n" +
@@ -4860,7 +5126,7 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x0ealpn_protocols\x18\x05 \x03(\tR\ralpnProtocols\x120\n" +
 	"\x14insecure_skip_verify\x18\x06 \x01(\bR\x12insecureSkipVerify\x12F\n" +
 	"\x11handshake_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x10handshakeTimeout\x12\"\n" +
-	"\rclient_ca_pem\x18\b \x01(\tR\vclientCaPem\"\xc5\x02\n" +
+	"\rclient_ca_pem\x18\b \x01(\tR\vclientCaPem\"\xe4\x02\n" +
 	"\vOpenRequest\x12,\n" +
 	"\x03tcp\x18\x01 \x01(\v2\x18.streammgr.v1.TcpAddressH\x00R\x03tcp\x12/\n" +
 	"\x04unix\x18\x02 \x01(\v2\x19.streammgr.v1.UnixAddressH\x00R\x04unix\x12*\n" +
@@ -4868,19 +5134,23 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\x03H\x01R\x05limit\x88\x01\x01\x127\n" +
 	"\n" +
 	"local_addr\x18\x05 \x01(\v2\x18.streammgr.v1.TcpAddressR\tlocalAddr\x12B\n" +
-	"\x0fconnect_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0econnectTimeoutB\t\n" +
+	"\x0fconnect_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0econnectTimeout\x12\x1d\n" +
+	"\n" +
+	"share_with\x18\a \x03(\tR\tshareWithB\t\n" +
 	"\aaddressB\b\n" +
 	"\x06_limit\"c\n" +
 	"\fOpenResponse\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x1a\n" +
 	"\bpeername\x18\x02 \x01(\tR\bpeername\x12\x1a\n" +
-	"\bsockname\x18\x03 \x01(\tR\bsockname\"6\n" +
+	"\bsockname\x18\x03 \x01(\tR\bsockname\"U\n" +
 	"\x0fOpenPairRequest\x12\x19\n" +
-	"\x05limit\x18\x01 \x01(\x03H\x00R\x05limit\x88\x01\x01B\b\n" +
+	"\x05limit\x18\x01 \x01(\x03H\x00R\x05limit\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"share_with\x18\x02 \x03(\tR\tshareWithB\b\n" +
 	"\x06_limit\"d\n" +
 	"\x10OpenPairResponse\x12&\n" +
 	"\x0ffirst_stream_id\x18\x01 \x01(\tR\rfirstStreamId\x12(\n" +
-	"\x10second_stream_id\x18\x02 \x01(\tR\x0esecondStreamId\"\xc4\x02\n" +
+	"\x10second_stream_id\x18\x02 \x01(\tR\x0esecondStreamId\"\xe3\x02\n" +
 	"\x12StartServerRequest\x12,\n" +
 	"\x03tcp\x18\x01 \x01(\v2\x18.streammgr.v1.TcpAddressH\x00R\x03tcp\x12/\n" +
 	"\x04unix\x18\x02 \x01(\v2\x19.streammgr.v1.UnixAddressH\x00R\x04unix\x12*\n" +
@@ -4889,7 +5159,9 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\abacklog\x18\x05 \x01(\x05R\abacklog\x12\x1d\n" +
 	"\n" +
 	"reuse_port\x18\x06 \x01(\bR\treusePort\x12(\n" +
-	"\rstart_serving\x18\a \x01(\bH\x02R\fstartServing\x88\x01\x01B\t\n" +
+	"\rstart_serving\x18\a \x01(\bH\x02R\fstartServing\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"share_with\x18\b \x03(\tR\tshareWithB\t\n" +
 	"\aaddressB\b\n" +
 	"\x06_limitB\x10\n" +
 	"\x0e_start_serving\"L\n" +
@@ -4919,7 +5191,7 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x13ListServersResponse\x122\n" +
 	"\aservers\x18\x01 \x03(\v2\x18.streammgr.v1.ServerInfoR\aservers\x12%\n" +
 	"\x0ebuffered_bytes\x18\x02 \x01(\x03R\rbufferedBytes\x12,\n" +
-	"\x12max_buffered_bytes\x18\x03 \x01(\x03R\x10maxBufferedBytes\"\xaf\x02\n" +
+	"\x12max_buffered_bytes\x18\x03 \x01(\x03R\x10maxBufferedBytes\"\xe6\x02\n" +
 	"\n" +
 	"ServerInfo\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12\x18\n" +
@@ -4933,7 +5205,10 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\brejected\x18\t \x01(\x03R\brejected\x12\x1f\n" +
 	"\vserve_calls\x18\n" +
 	" \x01(\x03R\n" +
-	"serveCalls\"\x8a\x01\n" +
+	"serveCalls\x12\x14\n" +
+	"\x05owner\x18\v \x01(\tR\x05owner\x12\x1f\n" +
+	"\vshared_with\x18\f \x03(\tR\n" +
+	"sharedWith\"\x8a\x01\n" +
 	"\vReadRequest\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x11\n" +
 	"\x01n\x18\x02 \x01(\x03H\x00R\x01n\x88\x01\x01\x12\x1b\n" +
@@ -5051,7 +5326,7 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x13ListStreamsResponse\x122\n" +
 	"\astreams\x18\x01 \x03(\v2\x18.streammgr.v1.StreamInfoR\astreams\x12%\n" +
 	"\x0ebuffered_bytes\x18\x02 \x01(\x03R\rbufferedBytes\x12,\n" +
-	"\x12max_buffered_bytes\x18\x03 \x01(\x03R\x10maxBufferedBytes\"\xfc\x03\n" +
+	"\x12max_buffered_bytes\x18\x03 \x01(\x03R\x10maxBufferedBytes\"\xb3\x04\n" +
 	"\n" +
 	"StreamInfo\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x12\n" +
@@ -5071,12 +5346,15 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x11calls_in_progress\x18\x0e \x01(\x03R\x0fcallsInProgress\x12\x1a\n" +
 	"\battached\x18\x0f \x01(\bR\battached\x12\x1d\n" +
 	"\n" +
-	"relay_peer\x18\x10 \x01(\tR\trelayPeer\"f\n" +
+	"relay_peer\x18\x10 \x01(\tR\trelayPeer\x12\x14\n" +
+	"\x05owner\x18\x11 \x01(\tR\x05owner\x12\x1f\n" +
+	"\vshared_with\x18\x12 \x03(\tR\n" +
+	"sharedWith\"f\n" +
 	"\x11LimitOverrunError\x12\x1a\n" +
 	"\bconsumed\x18\x01 \x01(\x03R\bconsumed\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x12\x1f\n" +
 	"\vnext_offset\x18\x03 \x01(\x03R\n" +
-	"nextOffset\"\xa5\f\n" +
+	"nextOffset\"\xd9\f\n" +
 	"\x0eSessionRequest\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\x03R\x06callId\x12/\n" +
 	"\x04open\x18\x02 \x01(\v2\x19.streammgr.v1.OpenRequestH\x00R\x04open\x12<\n" +
@@ -5106,10 +5384,11 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x0eget_extra_info\x18\x15 \x01(\v2!.streammgr.v1.GetExtraInfoRequestH\x00R\fgetExtraInfo\x12E\n" +
 	"\fclose_server\x18\x16 \x01(\v2 .streammgr.v1.CloseServerRequestH\x00R\vcloseServer\x12H\n" +
 	"\rstart_serving\x18\x17 \x01(\v2!.streammgr.v1.StartServingRequestH\x00R\fstartServing\x122\n" +
-	"\x05relay\x18\x18 \x01(\v2\x1a.streammgr.v1.RelayRequestH\x00R\x05relay\x129\n" +
+	"\x05relay\x18\x18 \x01(\v2\x1a.streammgr.v1.RelayRequestH\x00R\x05relay\x122\n" +
+	"\x05share\x18\x19 \x01(\v2\x1a.streammgr.v1.ShareRequestH\x00R\x05share\x129\n" +
 	"\x06cancel\x18( \x01(\v2\x1f.streammgr.v1.CancelCallRequestH\x00R\x06cancel\x123\n" +
 	"\atimeout\x182 \x01(\v2\x19.google.protobuf.DurationR\atimeoutB\x04\n" +
-	"\x02op\"\xbb\f\n" +
+	"\x02op\"\xf0\f\n" +
 	"\x0fSessionResponse\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\x03R\x06callId\x120\n" +
 	"\x04open\x18\x02 \x01(\v2\x1a.streammgr.v1.OpenResponseH\x00R\x04open\x12=\n" +
@@ -5139,7 +5418,8 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x0eget_extra_info\x18\x15 \x01(\v2\".streammgr.v1.GetExtraInfoResponseH\x00R\fgetExtraInfo\x12F\n" +
 	"\fclose_server\x18\x16 \x01(\v2!.streammgr.v1.CloseServerResponseH\x00R\vcloseServer\x12I\n" +
 	"\rstart_serving\x18\x17 \x01(\v2\".streammgr.v1.StartServingResponseH\x00R\fstartServing\x123\n" +
-	"\x05relay\x18\x18 \x01(\v2\x1b.streammgr.v1.RelayResponseH\x00R\x05relay\x12:\n" +
+	"\x05relay\x18\x18 \x01(\v2\x1b.streammgr.v1.RelayResponseH\x00R\x05relay\x123\n" +
+	"\x05share\x18\x19 \x01(\v2\x1b.streammgr.v1.ShareResponseH\x00R\x05share\x12:\n" +
 	"\x06cancel\x18( \x01(\v2 .streammgr.v1.CancelCallResponseH\x00R\x06cancel\x12,\n" +
 	"\x05error\x182 \x01(\v2\x14.streammgr.v1.StatusH\x00R\x05errorB\b\n" +
 	"\x06result\",\n" +
@@ -5170,7 +5450,7 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x10second_stream_id\x18\x02 \x01(\tR\x0esecondStreamId\"_\n" +
 	"\rRelayResponse\x12&\n" +
 	"\x0ffirst_to_second\x18\x01 \x01(\x03R\rfirstToSecond\x12&\n" +
-	"\x0fsecond_to_first\x18\x02 \x01(\x03R\rsecondToFirst2\xc7\x10\n" +
+	"\x0fsecond_to_first\x18\x02 \x01(\x03R\rsecondToFirst2\x89\x11\n" +
 	"\rStreamService\x12=\n" +
 	"\x04Open\x12\x19.streammgr.v1.OpenRequest\x1a\x1a.streammgr.v1.OpenResponse\x12I\n" +
 	"\bOpenPair\x12\x1d.streammgr.v1.OpenPairRequest\x1a\x1e.streammgr.v1.OpenPairResponse\x12R\n" +
@@ -5201,7 +5481,8 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\vListStreams\x12 .streammgr.v1.ListStreamsRequest\x1a!.streammgr.v1.ListStreamsResponse\x12J\n" +
 	"\aSession\x12\x1c.streammgr.v1.SessionRequest\x1a\x1d.streammgr.v1.SessionResponse(\x010\x01\x12G\n" +
 	"\x06Attach\x12\x1b.streammgr.v1.AttachRequest\x1a\x1c.streammgr.v1.AttachResponse(\x010\x01\x12@\n" +
-	"\x05Relay\x12\x1a.streammgr.v1.RelayRequest\x1a\x1b.streammgr.v1.RelayResponseB=Z;github.com/streammgr/streammgr/api/streammgr/v1;streammgrv1b\x06proto3"
+	"\x05Relay\x12\x1a.streammgr.v1.RelayRequest\x1a\x1b.streammgr.v1.RelayResponse\x12@\n" +
+	"\x05Share\x12\x1a.streammgr.v1.ShareRequest\x1a\x1b.streammgr.v1.ShareResponseB=Z;github.com/streammgr/streammgr/api/streammgr/v1;streammgrv1b\x06proto3"
 
 var (
 	file_streammgr_v1_streammgr_proto_rawDescOnce sync.Once
@@ -5215,206 +5496,212 @@ func file_streammgr_v1_streammgr_proto_rawDescGZIP() []byte {
 	return file_streammgr_v1_streammgr_proto_rawDescData
 }
 
-var file_streammgr_v1_streammgr_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
+var file_streammgr_v1_streammgr_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_streammgr_v1_streammgr_proto_goTypes = []any{
-	(*TcpAddress)(nil),           // 0: streammgr.v1.TcpAddress
-	(*UnixAddress)(nil),          // 1: streammgr.v1.UnixAddress
-	(*TlsOptions)(nil),           // 2: streammgr.v1.TlsOptions
-	(*OpenRequest)(nil),          // 3: streammgr.v1.OpenRequest
-	(*OpenResponse)(nil),         // 4: streammgr.v1.OpenResponse
-	(*OpenPairRequest)(nil),      // 5: streammgr.v1.OpenPairRequest
-	(*OpenPairResponse)(nil),     // 6: streammgr.v1.OpenPairResponse
-	(*StartServerRequest)(nil),   // 7: streammgr.v1.StartServerRequest
-	(*StartServerResponse)(nil),  // 8: streammgr.v1.StartServerResponse
-	(*StartServingRequest)(nil),  // 9: streammgr.v1.StartServingRequest
-	(*StartServingResponse)(nil), // 10: streammgr.v1.StartServingResponse
-	(*AcceptRequest)(nil),        // 11: streammgr.v1.AcceptRequest
-	(*AcceptResponse)(nil),       // 12: streammgr.v1.AcceptResponse
-	(*ServeRequest)(nil),         // 13: streammgr.v1.ServeRequest
-	(*ServeResponse)(nil),        // 14: streammgr.v1.ServeResponse
-	(*CloseServerRequest)(nil),   // 15: streammgr.v1.CloseServerRequest
-	(*CloseServerResponse)(nil),  // 16: streammgr.v1.CloseServerResponse
-	(*ListServersRequest)(nil),   // 17: streammgr.v1.ListServersRequest
-	(*ListServersResponse)(nil),  // 18: streammgr.v1.ListServersResponse
-	(*ServerInfo)(nil),           // 19: streammgr.v1.ServerInfo
-	(*ReadRequest)(nil),          // 20: streammgr.v1.ReadRequest
-	(*ReadResponse)(nil),         // 21: streammgr.v1.ReadResponse
-	(*ReadLineRequest)(nil),      // 22: streammgr.v1.ReadLineRequest
-	(*ReadLineResponse)(nil),     // 23: streammgr.v1.ReadLineResponse
-	(*ReadExactlyRequest)(nil),   // 24: streammgr.v1.ReadExactlyRequest
-	(*ReadExactlyResponse)(nil),  // 25: streammgr.v1.ReadExactlyResponse
-	(*ReadUntilRequest)(nil),     // 26: streammgr.v1.ReadUntilRequest
-	(*ReadUntilResponse)(nil),    // 27: streammgr.v1.ReadUntilResponse
-	(*AtEofRequest)(nil),         // 28: streammgr.v1.AtEofRequest
-	(*AtEofResponse)(nil),        // 29: streammgr.v1.AtEofResponse
-	(*WriteRequest)(nil),         // 30: streammgr.v1.WriteRequest
-	(*WriteResponse)(nil),        // 31: streammgr.v1.WriteResponse
-	(*WriteLinesRequest)(nil),    // 32: streammgr.v1.WriteLinesRequest
-	(*WriteLinesResponse)(nil),   // 33: streammgr.v1.WriteLinesResponse
-	(*DrainRequest)(nil),         // 34: streammgr.v1.DrainRequest
-	(*DrainResponse)(nil),        // 35: streammgr.v1.DrainResponse
-	(*WriteEofRequest)(nil),      // 36: streammgr.v1.WriteEofRequest
-	(*WriteEofResponse)(nil),     // 37: streammgr.v1.WriteEofResponse
-	(*CanWriteEofRequest)(nil),   // 38: streammgr.v1.CanWriteEofRequest
-	(*CanWriteEofResponse)(nil),  // 39: streammgr.v1.CanWriteEofResponse
-	(*CloseRequest)(nil),         // 40: streammgr.v1.CloseRequest
-	(*CloseResponse)(nil),        // 41: streammgr.v1.CloseResponse
-	(*AbortRequest)(nil),         // 42: streammgr.v1.AbortRequest
-	(*AbortResponse)(nil),        // 43: streammgr.v1.AbortResponse
-	(*WaitClosedRequest)(nil),    // 44: streammgr.v1.WaitClosedRequest
-	(*WaitClosedResponse)(nil),   // 45: streammgr.v1.WaitClosedResponse
-	(*IsClosingRequest)(nil),     // 46: streammgr.v1.IsClosingRequest
-	(*IsClosingResponse)(nil),    // 47: streammgr.v1.IsClosingResponse
-	(*StartTlsRequest)(nil),      // 48: streammgr.v1.StartTlsRequest
-	(*StartTlsResponse)(nil),     // 49: streammgr.v1.StartTlsResponse
-	(*GetExtraInfoRequest)(nil),  // 50: streammgr.v1.GetExtraInfoRequest
-	(*GetExtraInfoResponse)(nil), // 51: streammgr.v1.GetExtraInfoResponse
-	(*ListStreamsRequest)(nil),   // 52: streammgr.v1.ListStreamsRequest
-	(*ListStreamsResponse)(nil),  // 53: streammgr.v1.ListStreamsResponse
-	(*StreamInfo)(nil),           // 54: streammgr.v1.StreamInfo
-	(*LimitOverrunError)(nil),    // 55: streammgr.v1.LimitOverrunError
-	(*SessionRequest)(nil),       // 56: streammgr.v1.SessionRequest
-	(*SessionResponse)(nil),      // 57: streammgr.v1.SessionResponse
-	(*CancelCallRequest)(nil),    // 58: streammgr.v1.CancelCallRequest
-	(*CancelCallResponse)(nil),   // 59: streammgr.v1.CancelCallResponse
-	(*Status)(nil),               // 60: streammgr.v1.Status
-	(*AttachRequest)(nil),        // 61: streammgr.v1.AttachRequest
-	(*AttachResponse)(nil),       // 62: streammgr.v1.AttachResponse
-	(*RelayRequest)(nil),         // 63: streammgr.v1.RelayRequest
-	(*RelayResponse)(nil),        // 64: streammgr.v1.RelayResponse
-	(*durationpb.Duration)(nil),  // 65: google.protobuf.Duration
-	(*structpb.Value)(nil),       // 66: google.protobuf.Value
-	(*anypb.Any)(nil),            // 67: google.protobuf.Any
+	(*ShareRequest)(nil),         // 0: streammgr.v1.ShareRequest
+	(*ShareResponse)(nil),        // 1: streammgr.v1.ShareResponse
+	(*TcpAddress)(nil),           // 2: streammgr.v1.TcpAddress
+	(*UnixAddress)(nil),          // 3: streammgr.v1.UnixAddress
+	(*TlsOptions)(nil),           // 4: streammgr.v1.TlsOptions
+	(*OpenRequest)(nil),          // 5: streammgr.v1.OpenRequest
+	(*OpenResponse)(nil),         // 6: streammgr.v1.OpenResponse
+	(*OpenPairRequest)(nil),      // 7: streammgr.v1.OpenPairRequest
+	(*OpenPairResponse)(nil),     // 8: streammgr.v1.OpenPairResponse
+	(*StartServerRequest)(nil),   // 9: streammgr.v1.StartServerRequest
+	(*StartServerResponse)(nil),  // 10: streammgr.v1.StartServerResponse
+	(*StartServingRequest)(nil),  // 11: streammgr.v1.StartServingRequest
+	(*StartServingResponse)(nil), // 12: streammgr.v1.StartServingResponse
+	(*AcceptRequest)(nil),        // 13: streammgr.v1.AcceptRequest
+	(*AcceptResponse)(nil),       // 14: streammgr.v1.AcceptResponse
+	(*ServeRequest)(nil),         // 15: streammgr.v1.ServeRequest
+	(*ServeResponse)(nil),        // 16: streammgr.v1.ServeResponse
+	(*CloseServerRequest)(nil),   // 17: streammgr.v1.CloseServerRequest
+	(*CloseServerResponse)(nil),  // 18: streammgr.v1.CloseServerResponse
+	(*ListServersRequest)(nil),   // 19: streammgr.v1.ListServersRequest
+	(*ListServersResponse)(nil),  // 20: streammgr.v1.ListServersResponse
+	(*ServerInfo)(nil),           // 21: streammgr.v1.ServerInfo
+	(*ReadRequest)(nil),          // 22: streammgr.v1.ReadRequest
+	(*ReadResponse)(nil),         // 23: streammgr.v1.ReadResponse
+	(*ReadLineRequest)(nil),      // 24: streammgr.v1.ReadLineRequest
+	(*ReadLineResponse)(nil),     // 25: streammgr.v1.ReadLineResponse
+	(*ReadExactlyRequest)(nil),   // 26: streammgr.v1.ReadExactlyRequest
+	(*ReadExactlyResponse)(nil),  // 27: streammgr.v1.ReadExactlyResponse
+	(*ReadUntilRequest)(nil),     // 28: streammgr.v1.ReadUntilRequest
+	(*ReadUntilResponse)(nil),    // 29: streammgr.v1.ReadUntilResponse
+	(*AtEofRequest)(nil),         // 30: streammgr.v1.AtEofRequest
+	(*AtEofResponse)(nil),        // 31: streammgr.v1.AtEofResponse
+	(*WriteRequest)(nil),         // 32: streammgr.v1.WriteRequest
+	(*WriteResponse)(nil),        // 33: streammgr.v1.WriteResponse
+	(*WriteLinesRequest)(nil),    // 34: streammgr.v1.WriteLinesRequest
+	(*WriteLinesResponse)(nil),   // 35: streammgr.v1.WriteLinesResponse
+	(*DrainRequest)(nil),         // 36: streammgr.v1.DrainRequest
+	(*DrainResponse)(nil),        // 37: streammgr.v1.DrainResponse
+	(*WriteEofRequest)(nil),      // 38: streammgr.v1.WriteEofRequest
+	(*WriteEofResponse)(nil),     // 39: streammgr.v1.WriteEofResponse
+	(*CanWriteEofRequest)(nil),   // 40: streammgr.v1.CanWriteEofRequest
+	(*CanWriteEofResponse)(nil),  // 41: streammgr.v1.CanWriteEofResponse
+	(*CloseRequest)(nil),         // 42: streammgr.v1.CloseRequest
+	(*CloseResponse)(nil),        // 43: streammgr.v1.CloseResponse
+	(*AbortRequest)(nil),         // 44: streammgr.v1.AbortRequest
+	(*AbortResponse)(nil),        // 45: streammgr.v1.AbortResponse
+	(*WaitClosedRequest)(nil),    // 46: streammgr.v1.WaitClosedRequest
+	(*WaitClosedResponse)(nil),   // 47: streammgr.v1.WaitClosedResponse
+	(*IsClosingRequest)(nil),     // 48: streammgr.v1.IsClosingRequest
+	(*IsClosingResponse)(nil),    // 49: streammgr.v1.IsClosingResponse
+	(*StartTlsRequest)(nil),      // 50: streammgr.v1.StartTlsRequest
+	(*StartTlsResponse)(nil),     // 51: streammgr.v1.StartTlsResponse
+	(*GetExtraInfoRequest)(nil),  // 52: streammgr.v1.GetExtraInfoRequest
+	(*GetExtraInfoResponse)(nil), // 53: streammgr.v1.GetExtraInfoResponse
+	(*ListStreamsRequest)(nil),   // 54: streammgr.v1.ListStreamsRequest
+	(*ListStreamsResponse)(nil),  // 55: streammgr.v1.ListStreamsResponse
+	(*StreamInfo)(nil),           // 56: streammgr.v1.StreamInfo
+	(*LimitOverrunError)(nil),    // 57: streammgr.v1.LimitOverrunError
+	(*SessionRequest)(nil),       // 58: streammgr.v1.SessionRequest
+	(*SessionResponse)(nil),      // 59: streammgr.v1.SessionResponse
+	(*CancelCallRequest)(nil),    // 60: streammgr.v1.CancelCallRequest
+	(*CancelCallResponse)(nil),   // 61: streammgr.v1.CancelCallResponse
+	(*Status)(nil),               // 62: streammgr.v1.Status
+	(*AttachRequest)(nil),        // 63: streammgr.v1.AttachRequest
+	(*AttachResponse)(nil),       // 64: streammgr.v1.AttachResponse
+	(*RelayRequest)(nil),         // 65: streammgr.v1.RelayRequest
+	(*RelayResponse)(nil),        // 66: streammgr.v1.RelayResponse
+	(*durationpb.Duration)(nil),  // 67: google.protobuf.Duration
+	(*structpb.Value)(nil),       // 68: google.protobuf.Value
+	(*anypb.Any)(nil),            // 69: google.protobuf.Any
 }
 var file_streammgr_v1_streammgr_proto_depIdxs = []int32{
-	65, // 0: streammgr.v1.TlsOptions.handshake_timeout:type_name -> google.protobuf.Duration
-	0,  // 1: streammgr.v1.OpenRequest.tcp:type_name -> streammgr.v1.TcpAddress
-	1,  // 2: streammgr.v1.OpenRequest.unix:type_name -> streammgr.v1.UnixAddress
-	2,  // 3: streammgr.v1.OpenRequest.tls:type_name -> streammgr.v1.TlsOptions
-	0,  // 4: streammgr.v1.OpenRequest.local_addr:type_name -> streammgr.v1.TcpAddress
-	65, // 5: streammgr.v1.OpenRequest.connect_timeout:type_name -> google.protobuf.Duration
-	0,  // 6: streammgr.v1.StartServerRequest.tcp:type_name -> streammgr.v1.TcpAddress
-	1,  // 7: streammgr.v1.StartServerRequest.unix:type_name -> streammgr.v1.UnixAddress
-	2,  // 8: streammgr.v1.StartServerRequest.tls:type_name -> streammgr.v1.TlsOptions
-	65, // 9: streammgr.v1.AcceptRequest.timeout:type_name -> google.protobuf.Duration
-	19, // 10: streammgr.v1.ListServersResponse.servers:type_name -> streammgr.v1.ServerInfo
-	65, // 11: streammgr.v1.ServerInfo.age:type_name -> google.protobuf.Duration
-	2,  // 12: streammgr.v1.StartTlsRequest.tls:type_name -> streammgr.v1.TlsOptions
-	66, // 13: streammgr.v1.GetExtraInfoResponse.value:type_name -> google.protobuf.Value
-	54, // 14: streammgr.v1.ListStreamsResponse.streams:type_name -> streammgr.v1.StreamInfo
-	65, // 15: streammgr.v1.StreamInfo.age:type_name -> google.protobuf.Duration
-	3,  // 16: streammgr.v1.SessionRequest.open:type_name -> streammgr.v1.OpenRequest
-	5,  // 17: streammgr.v1.SessionRequest.open_pair:type_name -> streammgr.v1.OpenPairRequest
-	7,  // 18: streammgr.v1.SessionRequest.start_server:type_name -> streammgr.v1.StartServerRequest
-	11, // 19: streammgr.v1.SessionRequest.accept:type_name -> streammgr.v1.AcceptRequest
-	20, // 20: streammgr.v1.SessionRequest.read:type_name -> streammgr.v1.ReadRequest
-	22, // 21: streammgr.v1.SessionRequest.read_line:type_name -> streammgr.v1.ReadLineRequest
-	24, // 22: streammgr.v1.SessionRequest.read_exactly:type_name -> streammgr.v1.ReadExactlyRequest
-	26, // 23: streammgr.v1.SessionRequest.read_until:type_name -> streammgr.v1.ReadUntilRequest
-	28, // 24: streammgr.v1.SessionRequest.at_eof:type_name -> streammgr.v1.AtEofRequest
-	30, // 25: streammgr.v1.SessionRequest.write:type_name -> streammgr.v1.WriteRequest
-	32, // 26: streammgr.v1.SessionRequest.write_lines:type_name -> streammgr.v1.WriteLinesRequest
-	34, // 27: streammgr.v1.SessionRequest.drain:type_name -> streammgr.v1.DrainRequest
-	36, // 28: streammgr.v1.SessionRequest.write_eof:type_name -> streammgr.v1.WriteEofRequest
-	38, // 29: streammgr.v1.SessionRequest.can_write_eof:type_name -> streammgr.v1.CanWriteEofRequest
-	40, // 30: streammgr.v1.SessionRequest.close:type_name -> streammgr.v1.CloseRequest
-	42, // 31: streammgr.v1.SessionRequest.abort:type_name -> streammgr.v1.AbortRequest
-	44, // 32: streammgr.v1.SessionRequest.wait_closed:type_name -> streammgr.v1.WaitClosedRequest
-	46, // 33: streammgr.v1.SessionRequest.is_closing:type_name -> streammgr.v1.IsClosingRequest
-	48, // 34: streammgr.v1.SessionRequest.start_tls:type_name -> streammgr.v1.StartTlsRequest
-	50, // 35: streammgr.v1.SessionRequest.get_extra_info:type_name -> streammgr.v1.GetExtraInfoRequest
-	15, // 36: streammgr.v1.SessionRequest.close_server:type_name -> streammgr.v1.CloseServerRequest
-	9,  // 37: streammgr.v1.SessionRequest.start_serving:type_name -> streammgr.v1.StartServingRequest
-	63, // 38: streammgr.v1.SessionRequest.relay:type_name -> streammgr.v1.RelayRequest
-	58, // 39: streammgr.v1.SessionRequest.cancel:type_name -> streammgr.v1.CancelCallRequest
-	65, // 40: streammgr.v1.SessionRequest.timeout:type_name -> google.protobuf.Duration
-	4,  // 41: streammgr.v1.SessionResponse.open:type_name -> streammgr.v1.OpenResponse
-	6,  // 42: streammgr.v1.SessionResponse.open_pair:type_name -> streammgr.v1.OpenPairResponse
-	8,  // 43: streammgr.v1.SessionResponse.start_server:type_name -> streammgr.v1.StartServerResponse
-	12, // 44: streammgr.v1.SessionResponse.accept:type_name -> streammgr.v1.AcceptResponse
-	21, // 45: streammgr.v1.SessionResponse.read:type_name -> streammgr.v1.ReadResponse
-	23, // 46: streammgr.v1.SessionResponse.read_line:type_name -> streammgr.v1.ReadLineResponse
-	25, // 47: streammgr.v1.SessionResponse.read_exactly:type_name -> streammgr.v1.ReadExactlyResponse
-	27, // 48: streammgr.v1.SessionResponse.read_until:type_name -> streammgr.v1.ReadUntilResponse
-	29, // 49: streammgr.v1.SessionResponse.at_eof:type_name -> streammgr.v1.AtEofResponse
-	31, // 50: streammgr.v1.SessionResponse.write:type_name -> streammgr.v1.WriteResponse
-	33, // 51: streammgr.v1.SessionResponse.write_lines:type_name -> streammgr.v1.WriteLinesResponse
-	35, // 52: streammgr.v1.SessionResponse.drain:type_name -> streammgr.v1.DrainResponse
-	37, // 53: streammgr.v1.SessionResponse.write_eof:type_name -> streammgr.v1.WriteEofResponse
-	39, // 54: streammgr.v1.SessionResponse.can_write_eof:type_name -> streammgr.v1.CanWriteEofResponse
-	41, // 55: streammgr.v1.SessionResponse.close:type_name -> streammgr.v1.CloseResponse
-	43, // 56: streammgr.v1.SessionResponse.abort:type_name -> streammgr.v1.AbortResponse
-	45, // 57: streammgr.v1.SessionResponse.wait_closed:type_name -> streammgr.v1.WaitClosedResponse
-	47, // 58: streammgr.v1.SessionResponse.is_closing:type_name -> streammgr.v1.IsClosingResponse
-	49, // 59: streammgr.v1.SessionResponse.start_tls:type_name -> streammgr.v1.StartTlsResponse
-	51, // 60: streammgr.v1.SessionResponse.get_extra_info:type_name -> streammgr.v1.GetExtraInfoResponse
-	16, // 61: streammgr.v1.SessionResponse.close_server:type_name -> streammgr.v1.CloseServerResponse
-	10, // 62: streammgr.v1.SessionResponse.start_serving:type_name -> streammgr.v1.StartServingResponse
-	64, // 63: streammgr.v1.SessionResponse.relay:type_name -> streammgr.v1.RelayResponse
-	59, // 64: streammgr.v1.SessionResponse.cancel:type_name -> streammgr.v1.CancelCallResponse
-	60, // 65: streammgr.v1.SessionResponse.error:type_name -> streammgr.v1.Status
-	67, // 66: streammgr.v1.Status.details:type_name -> google.protobuf.Any
-	3,  // 67: streammgr.v1.StreamService.Open:input_type -> streammgr.v1.OpenRequest
-	5,  // 68: streammgr.v1.StreamService.OpenPair:input_type -> streammgr.v1.OpenPairRequest
-	7,  // 69: streammgr.v1.StreamService.StartServer:input_type -> streammgr.v1.StartServerRequest
-	9,  // 70: streammgr.v1.StreamService.StartServing:input_type -> streammgr.v1.StartServingRequest
-	11, // 71: streammgr.v1.StreamService.Accept:input_type -> streammgr.v1.AcceptRequest
-	13, // 72: streammgr.v1.StreamService.Serve:input_type -> streammgr.v1.ServeRequest
-	15, // 73: streammgr.v1.StreamService.CloseServer:input_type -> streammgr.v1.CloseServerRequest
-	17, // 74: streammgr.v1.StreamService.ListServers:input_type -> streammgr.v1.ListServersRequest
-	20, // 75: streammgr.v1.StreamService.Read:input_type -> streammgr.v1.ReadRequest
-	22, // 76: streammgr.v1.StreamService.ReadLine:input_type -> streammgr.v1.ReadLineRequest
-	24, // 77: streammgr.v1.StreamService.ReadExactly:input_type -> streammgr.v1.ReadExactlyRequest
-	26, // 78: streammgr.v1.StreamService.ReadUntil:input_type -> streammgr.v1.ReadUntilRequest
-	28, // 79: streammgr.v1.StreamService.AtEof:input_type -> streammgr.v1.AtEofRequest
-	30, // 80: streammgr.v1.StreamService.Write:input_type -> streammgr.v1.WriteRequest
-	32, // 81: streammgr.v1.StreamService.WriteLines:input_type -> streammgr.v1.WriteLinesRequest
-	34, // 82: streammgr.v1.StreamService.Drain:input_type -> streammgr.v1.DrainRequest
-	36, // 83: streammgr.v1.StreamService.WriteEof:input_type -> streammgr.v1.WriteEofRequest
-	38, // 84: streammgr.v1.StreamService.CanWriteEof:input_type -> streammgr.v1.CanWriteEofRequest
-	40, // 85: streammgr.v1.StreamService.Close:input_type -> streammgr.v1.CloseRequest
-	42, // 86: streammgr.v1.StreamService.Abort:input_type -> streammgr.v1.AbortRequest
-	44, // 87: streammgr.v1.StreamService.WaitClosed:input_type -> streammgr.v1.WaitClosedRequest
-	46, // 88: streammgr.v1.StreamService.IsClosing:input_type -> streammgr.v1.IsClosingRequest
-	48, // 89: streammgr.v1.StreamService.StartTls:input_type -> streammgr.v1.StartTlsRequest
-	50, // 90: streammgr.v1.StreamService.GetExtraInfo:input_type -> streammgr.v1.GetExtraInfoRequest
-	52, // 91: streammgr.v1.StreamService.ListStreams:input_type -> streammgr.v1.ListStreamsRequest
-	56, // 92: streammgr.v1.StreamService.Session:input_type -> streammgr.v1.SessionRequest
-	61, // 93: streammgr.v1.StreamService.Attach:input_type -> streammgr.v1.AttachRequest
-	63, // 94: streammgr.v1.StreamService.Relay:input_type -> streammgr.v1.RelayRequest
-	4,  // 95: streammgr.v1.StreamService.Open:output_type -> streammgr.v1.OpenResponse
-	6,  // 96: streammgr.v1.StreamService.OpenPair:output_type -> streammgr.v1.OpenPairResponse
-	8,  // 97: streammgr.v1.StreamService.StartServer:output_type -> streammgr.v1.StartServerResponse
-	10, // 98: streammgr.v1.StreamService.StartServing:output_type -> streammgr.v1.StartServingResponse
-	12, // 99: streammgr.v1.StreamService.Accept:output_type -> streammgr.v1.AcceptResponse
-	14, // 100: streammgr.v1.StreamService.Serve:output_type -> streammgr.v1.ServeResponse
-	16, // 101: streammgr.v1.StreamService.CloseServer:output_type -> streammgr.v1.CloseServerResponse
-	18, // 102: streammgr.v1.StreamService.ListServers:output_type -> streammgr.v1.ListServersResponse
-	21, // 103: streammgr.v1.StreamService.Read:output_type -> streammgr.v1.ReadResponse
-	23, // 104: streammgr.v1.StreamService.ReadLine:output_type -> streammgr.v1.ReadLineResponse
-	25, // 105: streammgr.v1.StreamService.ReadExactly:output_type -> streammgr.v1.ReadExactlyResponse
-	27, // 106: streammgr.v1.StreamService.ReadUntil:output_type -> streammgr.v1.ReadUntilResponse
-	29, // 107: streammgr.v1.StreamService.AtEof:output_type -> streammgr.v1.AtEofResponse
-	31, // 108: streammgr.v1.StreamService.Write:output_type -> streammgr.v1.WriteResponse
-	33, // 109: streammgr.v1.StreamService.WriteLines:output_type -> streammgr.v1.WriteLinesResponse
-	35, // 110: streammgr.v1.StreamService.Drain:output_type -> streammgr.v1.DrainResponse
-	37, // 111: streammgr.v1.StreamService.WriteEof:output_type -> streammgr.v1.WriteEofResponse
-	39, // 112: streammgr.v1.StreamService.CanWriteEof:output_type -> streammgr.v1.CanWriteEofResponse
-	41, // 113: streammgr.v1.StreamService.Close:output_type -> streammgr.v1.CloseResponse
-	43, // 114: streammgr.v1.StreamService.Abort:output_type -> streammgr.v1.AbortResponse
-	45, // 115: streammgr.v1.StreamService.WaitClosed:output_type -> streammgr.v1.WaitClosedResponse
-	47, // 116: streammgr.v1.StreamService.IsClosing:output_type -> streammgr.v1.IsClosingResponse
-	49, // 117: streammgr.v1.StreamService.StartTls:output_type -> streammgr.v1.StartTlsResponse
-	51, // 118: streammgr.v1.StreamService.GetExtraInfo:output_type -> streammgr.v1.GetExtraInfoResponse
-	53, // 119: streammgr.v1.StreamService.ListStreams:output_type -> streammgr.v1.ListStreamsResponse
-	57, // 120: streammgr.v1.StreamService.Session:output_type -> streammgr.v1.SessionResponse
-	62, // 121: streammgr.v1.StreamService.Attach:output_type -> streammgr.v1.AttachResponse
-	64, // 122: streammgr.v1.StreamService.Relay:output_type -> streammgr.v1.RelayResponse
-	95, // [95:123] is the sub-list for method output_type
-	67, // [67:95] is the sub-list for method input_type
-	67, // [67:67] is the sub-list for extension type_name
-	67, // [67:67] is the sub-list for extension extendee
-	0,  // [0:67] is the sub-list for field type_name
+	67, // 0: streammgr.v1.TlsOptions.handshake_timeout:type_name -> google.protobuf.Duration
+	2,  // 1: streammgr.v1.OpenRequest.tcp:type_name -> streammgr.v1.TcpAddress
+	3,  // 2: streammgr.v1.OpenRequest.unix:type_name -> streammgr.v1.UnixAddress
+	4,  // 3: streammgr.v1.OpenRequest.tls:type_name -> streammgr.v1.TlsOptions
+	2,  // 4: streammgr.v1.OpenRequest.local_addr:type_name -> streammgr.v1.TcpAddress
+	67, // 5: streammgr.v1.OpenRequest.connect_timeout:type_name -> google.protobuf.Duration
+	2,  // 6: streammgr.v1.StartServerRequest.tcp:type_name -> streammgr.v1.TcpAddress
+	3,  // 7: streammgr.v1.StartServerRequest.unix:type_name -> streammgr.v1.UnixAddress
+	4,  // 8: streammgr.v1.StartServerRequest.tls:type_name -> streammgr.v1.TlsOptions
+	67, // 9: streammgr.v1.AcceptRequest.timeout:type_name -> google.protobuf.Duration
+	21, // 10: streammgr.v1.ListServersResponse.servers:type_name -> streammgr.v1.ServerInfo
+	67, // 11: streammgr.v1.ServerInfo.age:type_name -> google.protobuf.Duration
+	4,  // 12: streammgr.v1.StartTlsRequest.tls:type_name -> streammgr.v1.TlsOptions
+	68, // 13: streammgr.v1.GetExtraInfoResponse.value:type_name -> google.protobuf.Value
+	56, // 14: streammgr.v1.ListStreamsResponse.streams:type_name -> streammgr.v1.StreamInfo
+	67, // 15: streammgr.v1.StreamInfo.age:type_name -> google.protobuf.Duration
+	5,  // 16: streammgr.v1.SessionRequest.open:type_name -> streammgr.v1.OpenRequest
+	7,  // 17: streammgr.v1.SessionRequest.open_pair:type_name -> streammgr.v1.OpenPairRequest
+	9,  // 18: streammgr.v1.SessionRequest.start_server:type_name -> streammgr.v1.StartServerRequest
+	13, // 19: streammgr.v1.SessionRequest.accept:type_name -> streammgr.v1.AcceptRequest
+	22, // 20: streammgr.v1.SessionRequest.read:type_name -> streammgr.v1.ReadRequest
+	24, // 21: streammgr.v1.SessionRequest.read_line:type_name -> streammgr.v1.ReadLineRequest
+	26, // 22: streammgr.v1.SessionRequest.read_exactly:type_name -> streammgr.v1.ReadExactlyRequest
+	28, // 23: streammgr.v1.SessionRequest.read_until:type_name -> streammgr.v1.ReadUntilRequest
+	30, // 24: streammgr.v1.SessionRequest.at_eof:type_name -> streammgr.v1.AtEofRequest
+	32, // 25: streammgr.v1.SessionRequest.write:type_name -> streammgr.v1.WriteRequest
+	34, // 26: streammgr.v1.SessionRequest.write_lines:type_name -> streammgr.v1.WriteLinesRequest
+	36, // 27: streammgr.v1.SessionRequest.drain:type_name -> streammgr.v1.DrainRequest
+	38, // 28: streammgr.v1.SessionRequest.write_eof:type_name -> streammgr.v1.WriteEofRequest
+	40, // 29: streammgr.v1.SessionRequest.can_write_eof:type_name -> streammgr.v1.CanWriteEofRequest
+	42, // 30: streammgr.v1.SessionRequest.close:type_name -> streammgr.v1.CloseRequest
+	44, // 31: streammgr.v1.SessionRequest.abort:type_name -> streammgr.v1.AbortRequest
+	46, // 32: streammgr.v1.SessionRequest.wait_closed:type_name -> streammgr.v1.WaitClosedRequest
+	48, // 33: streammgr.v1.SessionRequest.is_closing:type_name -> streammgr.v1.IsClosingRequest
+	50, // 34: streammgr.v1.SessionRequest.start_tls:type_name -> streammgr.v1.StartTlsRequest
+	52, // 35: streammgr.v1.SessionRequest.get_extra_info:type_name -> streammgr.v1.GetExtraInfoRequest
+	17, // 36: streammgr.v1.SessionRequest.close_server:type_name -> streammgr.v1.CloseServerRequest
+	11, // 37: streammgr.v1.SessionRequest.start_serving:type_name -> streammgr.v1.StartServingRequest
+	65, // 38: streammgr.v1.SessionRequest.relay:type_name -> streammgr.v1.RelayRequest
+	0,  // 39: streammgr.v1.SessionRequest.share:type_name -> streammgr.v1.ShareRequest
+	60, // 40: streammgr.v1.SessionRequest.cancel:type_name -> streammgr.v1.CancelCallRequest
+	67, // 41: streammgr.v1.SessionRequest.timeout:type_name -> google.protobuf.Duration
+	6,  // 42: streammgr.v1.SessionResponse.open:type_name -> streammgr.v1.OpenResponse
+	8,  // 43: streammgr.v1.SessionResponse.open_pair:type_name -> streammgr.v1.OpenPairResponse
+	10, // 44: streammgr.v1.SessionResponse.start_server:type_name -> streammgr.v1.StartServerResponse
+	14, // 45: streammgr.v1.SessionResponse.accept:type_name -> streammgr.v1.AcceptResponse
+	23, // 46: streammgr.v1.SessionResponse.read:type_name -> streammgr.v1.ReadResponse
+	25, // 47: streammgr.v1.SessionResponse.read_line:type_name -> streammgr.v1.ReadLineResponse
+	27, // 48: streammgr.v1.SessionResponse.read_exactly:type_name -> streammgr.v1.ReadExactlyResponse
+	29, // 49: streammgr.v1.SessionResponse.read_until:type_name -> streammgr.v1.ReadUntilResponse
+	31, // 50: streammgr.v1.SessionResponse.at_eof:type_name -> streammgr.v1.AtEofResponse
+	33, // 51: streammgr.v1.SessionResponse.write:type_name -> streammgr.v1.WriteResponse
+	35, // 52: streammgr.v1.SessionResponse.write_lines:type_name -> streammgr.v1.WriteLinesResponse
+	37, // 53: streammgr.v1.SessionResponse.drain:type_name -> streammgr.v1.DrainResponse
+	39, // 54: streammgr.v1.SessionResponse.write_eof:type_name -> streammgr.v1.WriteEofResponse
+	41, // 55: streammgr.v1.SessionResponse.can_write_eof:type_name -> streammgr.v1.CanWriteEofResponse
+	43, // 56: streammgr.v1.SessionResponse.close:type_name -> streammgr.v1.CloseResponse
+	45, // 57: streammgr.v1.SessionResponse.abort:type_name -> streammgr.v1.AbortResponse
+	47, // 58: streammgr.v1.SessionResponse.wait_closed:type_name -> streammgr.v1.WaitClosedResponse
+	49, // 59: streammgr.v1.SessionResponse.is_closing:type_name -> streammgr.v1.IsClosingResponse
+	51, // 60: streammgr.v1.SessionResponse.start_tls:type_name -> streammgr.v1.StartTlsResponse
+	53, // 61: streammgr.v1.SessionResponse.get_extra_info:type_name -> streammgr.v1.GetExtraInfoResponse
+	18, // 62: streammgr.v1.SessionResponse.close_server:type_name -> streammgr.v1.CloseServerResponse
+	12, // 63: streammgr.v1.SessionResponse.start_serving:type_name -> streammgr.v1.StartServingResponse
+	66, // 64: streammgr.v1.SessionResponse.relay:type_name -> streammgr.v1.RelayResponse
+	1,  // 65: streammgr.v1.SessionResponse.share:type_name -> streammgr.v1.ShareResponse
+	61, // 66: streammgr.v1.SessionResponse.cancel:type_name -> streammgr.v1.CancelCallResponse
+	62, // 67: streammgr.v1.SessionResponse.error:type_name -> streammgr.v1.Status
+	69, // 68: streammgr.v1.Status.details:type_name -> google.protobuf.Any
+	5,  // 69: streammgr.v1.StreamService.Open:input_type -> streammgr.v1.OpenRequest
+	7,  // 70: streammgr.v1.StreamService.OpenPair:input_type -> streammgr.v1.OpenPairRequest
+	9,  // 71: streammgr.v1.StreamService.StartServer:input_type -> streammgr.v1.StartServerRequest
+	11, // 72: streammgr.v1.StreamService.StartServing:input_type -> streammgr.v1.StartServingRequest
+	13, // 73: streammgr.v1.StreamService.Accept:input_type -> streammgr.v1.AcceptRequest
+	15, // 74: streammgr.v1.StreamService.Serve:input_type -> streammgr.v1.ServeRequest
+	17, // 75: streammgr.v1.StreamService.CloseServer:input_type -> streammgr.v1.CloseServerRequest
+	19, // 76: streammgr.v1.StreamService.ListServers:input_type -> streammgr.v1.ListServersRequest
+	22, // 77: streammgr.v1.StreamService.Read:input_type -> streammgr.v1.ReadRequest
+	24, // 78: streammgr.v1.StreamService.ReadLine:input_type -> streammgr.v1.ReadLineRequest
+	26, // 79: streammgr.v1.StreamService.ReadExactly:input_type -> streammgr.v1.ReadExactlyRequest
+	28, // 80: streammgr.v1.StreamService.ReadUntil:input_type -> streammgr.v1.ReadUntilRequest
+	30, // 81: streammgr.v1.StreamService.AtEof:input_type -> streammgr.v1.AtEofRequest
+	32, // 82: streammgr.v1.StreamService.Write:input_type -> streammgr.v1.WriteRequest
+	34, // 83: streammgr.v1.StreamService.WriteLines:input_type -> streammgr.v1.WriteLinesRequest
+	36, // 84: streammgr.v1.StreamService.Drain:input_type -> streammgr.v1.DrainRequest
+	38, // 85: streammgr.v1.StreamService.WriteEof:input_type -> streammgr.v1.WriteEofRequest
+	40, // 86: streammgr.v1.StreamService.CanWriteEof:input_type -> streammgr.v1.CanWriteEofRequest
+	42, // 87: streammgr.v1.StreamService.Close:input_type -> streammgr.v1.CloseRequest
+	44, // 88: streammgr.v1.StreamService.Abort:input_type -> streammgr.v1.AbortRequest
+	46, // 89: streammgr.v1.StreamService.WaitClosed:input_type -> streammgr.v1.WaitClosedRequest
+	48, // 90: streammgr.v1.StreamService.IsClosing:input_type -> streammgr.v1.IsClosingRequest
+	50, // 91: streammgr.v1.StreamService.StartTls:input_type -> streammgr.v1.StartTlsRequest
+	52, // 92: streammgr.v1.StreamService.GetExtraInfo:input_type -> streammgr.v1.GetExtraInfoRequest
+	54, // 93: streammgr.v1.StreamService.ListStreams:input_type -> streammgr.v1.ListStreamsRequest
+	58, // 94: streammgr.v1.StreamService.Session:input_type -> streammgr.v1.SessionRequest
+	63, // 95: streammgr.v1.StreamService.Attach:input_type -> streammgr.v1.AttachRequest
+	65, // 96: streammgr.v1.StreamService.Relay:input_type -> streammgr.v1.RelayRequest
+	0,  // 97: streammgr.v1.StreamService.Share:input_type -> streammgr.v1.ShareRequest
+	6,  // 98: streammgr.v1.StreamService.Open:output_type -> streammgr.v1.OpenResponse
+	8,  // 99: streammgr.v1.StreamService.OpenPair:output_type -> streammgr.v1.OpenPairResponse
+	10, // 100: streammgr.v1.StreamService.StartServer:output_type -> streammgr.v1.StartServerResponse
+	12, // 101: streammgr.v1.StreamService.StartServing:output_type -> streammgr.v1.StartServingResponse
+	14, // 102: streammgr.v1.StreamService.Accept:output_type -> streammgr.v1.AcceptResponse
+	16, // 103: streammgr.v1.StreamService.Serve:output_type -> streammgr.v1.ServeResponse
+	18, // 104: streammgr.v1.StreamService.CloseServer:output_type -> streammgr.v1.CloseServerResponse
+	20, // 105: streammgr.v1.StreamService.ListServers:output_type -> streammgr.v1.ListServersResponse
+	23, // 106: streammgr.v1.StreamService.Read:output_type -> streammgr.v1.ReadResponse
+	25, // 107: streammgr.v1.StreamService.ReadLine:output_type -> streammgr.v1.ReadLineResponse
+	27, // 108: streammgr.v1.StreamService.ReadExactly:output_type -> streammgr.v1.ReadExactlyResponse
+	29, // 109: streammgr.v1.StreamService.ReadUntil:output_type -> streammgr.v1.ReadUntilResponse
+	31, // 110: streammgr.v1.StreamService.AtEof:output_type -> streammgr.v1.AtEofResponse
+	33, // 111: streammgr.v1.StreamService.Write:output_type -> streammgr.v1.WriteResponse
+	35, // 112: streammgr.v1.StreamService.WriteLines:output_type -> streammgr.v1.WriteLinesResponse
+	37, // 113: streammgr.v1.StreamService.Drain:output_type -> streammgr.v1.DrainResponse
+	39, // 114: streammgr.v1.StreamService.WriteEof:output_type -> streammgr.v1.WriteEofResponse
+	41, // 115: streammgr.v1.StreamService.CanWriteEof:output_type -> streammgr.v1.CanWriteEofResponse
+	43, // 116: streammgr.v1.StreamService.Close:output_type -> streammgr.v1.CloseResponse
+	45, // 117: streammgr.v1.StreamService.Abort:output_type -> streammgr.v1.AbortResponse
+	47, // 118: streammgr.v1.StreamService.WaitClosed:output_type -> streammgr.v1.WaitClosedResponse
+	49, // 119: streammgr.v1.StreamService.IsClosing:output_type -> streammgr.v1.IsClosingResponse
+	51, // 120: streammgr.v1.StreamService.StartTls:output_type -> streammgr.v1.StartTlsResponse
+	53, // 121: streammgr.v1.StreamService.GetExtraInfo:output_type -> streammgr.v1.GetExtraInfoResponse
+	55, // 122: streammgr.v1.StreamService.ListStreams:output_type -> streammgr.v1.ListStreamsResponse
+	59, // 123: streammgr.v1.StreamService.Session:output_type -> streammgr.v1.SessionResponse
+	64, // 124: streammgr.v1.StreamService.Attach:output_type -> streammgr.v1.AttachResponse
+	66, // 125: streammgr.v1.StreamService.Relay:output_type -> streammgr.v1.RelayResponse
+	1,  // 126: streammgr.v1.StreamService.Share:output_type -> streammgr.v1.ShareResponse
+	98, // [98:127] is the sub-list for method output_type
+	69, // [69:98] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_streammgr_v1_streammgr_proto_init() }
@@ -5422,22 +5709,26 @@ func file_streammgr_v1_streammgr_proto_init() {
 	if File_streammgr_v1_streammgr_proto != nil {
 		return
 	}
-	file_streammgr_v1_streammgr_proto_msgTypes[3].OneofWrappers = []any{
+	file_streammgr_v1_streammgr_proto_msgTypes[0].OneofWrappers = []any{
+		(*ShareRequest_StreamId)(nil),
+		(*ShareRequest_ServerId)(nil),
+	}
+	file_streammgr_v1_streammgr_proto_msgTypes[5].OneofWrappers = []any{
 		(*OpenRequest_Tcp)(nil),
 		(*OpenRequest_Unix)(nil),
 	}
-	file_streammgr_v1_streammgr_proto_msgTypes[5].OneofWrappers = []any{}
-	file_streammgr_v1_streammgr_proto_msgTypes[7].OneofWrappers = []any{
+	file_streammgr_v1_streammgr_proto_msgTypes[7].OneofWrappers = []any{}
+	file_streammgr_v1_streammgr_proto_msgTypes[9].OneofWrappers = []any{
 		(*StartServerRequest_Tcp)(nil),
 		(*StartServerRequest_Unix)(nil),
 	}
-	file_streammgr_v1_streammgr_proto_msgTypes[20].OneofWrappers = []any{}
 	file_streammgr_v1_streammgr_proto_msgTypes[22].OneofWrappers = []any{}
 	file_streammgr_v1_streammgr_proto_msgTypes[24].OneofWrappers = []any{}
 	file_streammgr_v1_streammgr_proto_msgTypes[26].OneofWrappers = []any{}
-	file_streammgr_v1_streammgr_proto_msgTypes[30].OneofWrappers = []any{}
+	file_streammgr_v1_streammgr_proto_msgTypes[28].OneofWrappers = []any{}
 	file_streammgr_v1_streammgr_proto_msgTypes[32].OneofWrappers = []any{}
-	file_streammgr_v1_streammgr_proto_msgTypes[56].OneofWrappers = []any{
+	file_streammgr_v1_streammgr_proto_msgTypes[34].OneofWrappers = []any{}
+	file_streammgr_v1_streammgr_proto_msgTypes[58].OneofWrappers = []any{
 		(*SessionRequest_Open)(nil),
 		(*SessionRequest_OpenPair)(nil),
 		(*SessionRequest_StartServer)(nil),
@@ -5461,9 +5752,10 @@ func file_streammgr_v1_streammgr_proto_init() {
 		(*SessionRequest_CloseServer)(nil),
 		(*SessionRequest_StartServing)(nil),
 		(*SessionRequest_Relay)(nil),
+		(*SessionRequest_Share)(nil),
 		(*SessionRequest_Cancel)(nil),
 	}
-	file_streammgr_v1_streammgr_proto_msgTypes[57].OneofWrappers = []any{
+	file_streammgr_v1_streammgr_proto_msgTypes[59].OneofWrappers = []any{
 		(*SessionResponse_Open)(nil),
 		(*SessionResponse_OpenPair)(nil),
 		(*SessionResponse_StartServer)(nil),
@@ -5487,17 +5779,18 @@ func file_streammgr_v1_streammgr_proto_init() {
 		(*SessionResponse_CloseServer)(nil),
 		(*SessionResponse_StartServing)(nil),
 		(*SessionResponse_Relay)(nil),
+		(*SessionResponse_Share)(nil),
 		(*SessionResponse_Cancel)(nil),
 		(*SessionResponse_Error)(nil),
 	}
-	file_streammgr_v1_streammgr_proto_msgTypes[61].OneofWrappers = []any{}
+	file_streammgr_v1_streammgr_proto_msgTypes[63].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streammgr_v1_streammgr_proto_rawDesc), len(file_streammgr_v1_streammgr_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   65,
+			NumMessages:   67,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -52,6 +52,7 @@ const (
 	StreamService_Session_FullMethodName      = "/streammgr.v1.StreamService/Session"
 	StreamService_Attach_FullMethodName       = "/streammgr.v1.StreamService/Attach"
 	StreamService_Relay_FullMethodName        = "/streammgr.v1.StreamService/Relay"
+	StreamService_Share_FullMethodName        = "/streammgr.v1.StreamService/Share"
 )
 
 // StreamServiceClient is the client API for StreamService service.
@@ -81,6 +82,18 @@ const (
 // its first byte skips what was already accepted. So a client that keeps its
 // offsets and retries after a deadline, a cancel or a lost connection
 // receives and sends every byte exactly once, also on a new gRPC connection.
+//
+// Every call runs as an identity: "uid:N" for a caller on a Unix control
+// socket (the kernel's peer credentials), the subject of a verified client
+// certificate or the name of a bearer token on TCP (TLS), "anonymous" on a
+// TCP listener the operator declared insecure; without one a call fails
+// with UNAUTHENTICATED. Handles belong to the identity that created them
+// (accepted connections to the server's owner): other identities get
+// NOT_FOUND, as for an unknown id, unless the handle is shared with them
+// (share_with, Share) or they are admins. The operator's policy decides
+// where Open may connect and StartServer may bind (PERMISSION_DENIED,
+// reasons DESTINATION_DENIED and BIND_DENIED, naming the rule) and each
+// identity's quotas (RESOURCE_EXHAUSTED, reason QUOTA_EXCEEDED).
 type StreamServiceClient interface {
 	// Open connects to a TCP or Unix address (asyncio's open_connection and
 	// open_unix_connection), optionally with TLS, and returns a stream handle.
@@ -107,7 +120,8 @@ type StreamServiceClient interface {
 	// keep working unless close_clients or abort_clients is set. The server
 	// handle is released.
 	CloseServer(ctx context.Context, in *CloseServerRequest, opts ...grpc.CallOption) (*CloseServerResponse, error)
-	// ListServers lists the servers the daemon owns.
+	// ListServers lists the servers the caller may use (an admin: all of
+	// them).
 	ListServers(ctx context.Context, in *ListServersRequest, opts ...grpc.CallOption) (*ListServersResponse, error)
 	// Read is StreamReader.read(n): up to n bytes as soon as any are buffered;
 	// n absent or negative (-1) reads until EOF; n = 0 returns at once.
@@ -163,7 +177,8 @@ type StreamServiceClient interface {
 	// peercert, cipher, compression, sslcontext, socket. Unknown names give a
 	// null value, as asyncio gives the default.
 	GetExtraInfo(ctx context.Context, in *GetExtraInfoRequest, opts ...grpc.CallOption) (*GetExtraInfoResponse, error)
-	// ListStreams lists the streams the daemon owns.
+	// ListStreams lists the streams the caller may use (an admin: all of
+	// them).
 	ListStreams(ctx context.Context, in *ListStreamsRequest, opts ...grpc.CallOption) (*ListStreamsResponse, error)
 	// Session runs the per-stream API pipelined on one bidirectional stream:
 	// each SessionRequest names one operation (the field names are the unary
@@ -223,6 +238,17 @@ type StreamServiceClient interface {
 	// again, the other one usable as it was, the reset one answering its
 	// reads with the error, as without the relay.
 	Relay(ctx context.Context, in *RelayRequest, opts ...grpc.CallOption) (*RelayResponse, error)
+	// Share lets other identities use a stream or a server of the caller's:
+	// read, write, close, accept, attach and relay, and see it in their List
+	// calls. Only the handle's owner (the identity that created it; for an
+	// accepted connection, its server's) or an admin may share or unshare;
+	// another identity that may use the handle gets PERMISSION_DENIED,
+	// reason NOT_OWNER, and one that may not sees NOT_FOUND as for an
+	// unknown id. Streams a shared server accepts are shared with the same
+	// identities. Identities are named as the daemon names callers:
+	// "uid:1000" for a local Unix-socket caller, the certificate subject or
+	// token name of a TCP caller.
+	Share(ctx context.Context, in *ShareRequest, opts ...grpc.CallOption) (*ShareResponse, error)
 }
 
 type streamServiceClient struct {
@@ -528,6 +554,16 @@ func (c *streamServiceClient) Relay(ctx context.Context, in *RelayRequest, opts 
 	return out, nil
 }
 
+func (c *streamServiceClient) Share(ctx context.Context, in *ShareRequest, opts ...grpc.CallOption) (*ShareResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShareResponse)
+	err := c.cc.Invoke(ctx, StreamService_Share_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StreamServiceServer is the server API for StreamService service.
 // All implementations must embed UnimplementedStreamServiceServer
 // for forward compatibility.
@@ -555,6 +591,18 @@ func (c *streamServiceClient) Relay(ctx context.Context, in *RelayRequest, opts 
 // its first byte skips what was already accepted. So a client that keeps its
 // offsets and retries after a deadline, a cancel or a lost connection
 // receives and sends every byte exactly once, also on a new gRPC connection.
+//
+// Every call runs as an identity: "uid:N" for a caller on a Unix control
+// socket (the kernel's peer credentials), the subject of a verified client
+// certificate or the name of a bearer token on TCP (TLS), "anonymous" on a
+// TCP listener the operator declared insecure; without one a call fails
+// with UNAUTHENTICATED. Handles belong to the identity that created them
+// (accepted connections to the server's owner): other identities get
+// NOT_FOUND, as for an unknown id, unless the handle is shared with them
+// (share_with, Share) or they are admins. The operator's policy decides
+// where Open may connect and StartServer may bind (PERMISSION_DENIED,
+// reasons DESTINATION_DENIED and BIND_DENIED, naming the rule) and each
+// identity's quotas (RESOURCE_EXHAUSTED, reason QUOTA_EXCEEDED).
 type StreamServiceServer interface {
 	// Open connects to a TCP or Unix address (asyncio's open_connection and
 	// open_unix_connection), optionally with TLS, and returns a stream handle.
@@ -581,7 +629,8 @@ type StreamServiceServer interface {
 	// keep working unless close_clients or abort_clients is set. The server
 	// handle is released.
 	CloseServer(context.Context, *CloseServerRequest) (*CloseServerResponse, error)
-	// ListServers lists the servers the daemon owns.
+	// ListServers lists the servers the caller may use (an admin: all of
+	// them).
 	ListServers(context.Context, *ListServersRequest) (*ListServersResponse, error)
 	// Read is StreamReader.read(n): up to n bytes as soon as any are buffered;
 	// n absent or negative (-1) reads until EOF; n = 0 returns at once.
@@ -637,7 +686,8 @@ type StreamServiceServer interface {
 	// peercert, cipher, compression, sslcontext, socket. Unknown names give a
 	// null value, as asyncio gives the default.
 	GetExtraInfo(context.Context, *GetExtraInfoRequest) (*GetExtraInfoResponse, error)
-	// ListStreams lists the streams the daemon owns.
+	// ListStreams lists the streams the caller may use (an admin: all of
+	// them).
 	ListStreams(context.Context, *ListStreamsRequest) (*ListStreamsResponse, error)
 	// Session runs the per-stream API pipelined on one bidirectional stream:
 	// each SessionRequest names one operation (the field names are the unary
@@ -697,6 +747,17 @@ type StreamServiceServer interface {
 	// again, the other one usable as it was, the reset one answering its
 	// reads with the error, as without the relay.
 	Relay(context.Context, *RelayRequest) (*RelayResponse, error)
+	// Share lets other identities use a stream or a server of the caller's:
+	// read, write, close, accept, attach and relay, and see it in their List
+	// calls. Only the handle's owner (the identity that created it; for an
+	// accepted connection, its server's) or an admin may share or unshare;
+	// another identity that may use the handle gets PERMISSION_DENIED,
+	// reason NOT_OWNER, and one that may not sees NOT_FOUND as for an
+	// unknown id. Streams a shared server accepts are shared with the same
+	// identities. Identities are named as the daemon names callers:
+	// "uid:1000" for a local Unix-socket caller, the certificate subject or
+	// token name of a TCP caller.
+	Share(context.Context, *ShareRequest) (*ShareResponse, error)
 	mustEmbedUnimplementedStreamServiceServer()
 }
 
@@ -790,6 +851,9 @@ func (UnimplementedStreamServiceServer) Attach(grpc.BidiStreamingServer[AttachRe
 }
 func (UnimplementedStreamServiceServer) Relay(context.Context, *RelayRequest) (*RelayResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Relay not implemented")
+}
+func (UnimplementedStreamServiceServer) Share(context.Context, *ShareRequest) (*ShareResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Share not implemented")
 }
 func (UnimplementedStreamServiceServer) mustEmbedUnimplementedStreamServiceServer() {}
 func (UnimplementedStreamServiceServer) testEmbeddedByValue()                       {}
@@ -1287,6 +1351,24 @@ func _StreamService_Relay_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StreamService_Share_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShareRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamServiceServer).Share(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StreamService_Share_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamServiceServer).Share(ctx, req.(*ShareRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // StreamService_ServiceDesc is the grpc.ServiceDesc for StreamService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1393,6 +1475,10 @@ var StreamService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Relay",
 			Handler:    _StreamService_Relay_Handler,
+		},
+		{
+			MethodName: "Share",
+			Handler:    _StreamService_Share_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
