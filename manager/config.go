@@ -260,7 +260,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxServers, "max-servers", DefaultMaxServers, "maximum listening servers")
 	fs.IntVar(&c.MaxAcceptQueue, "max-accept-queue", DefaultMaxAcceptQueue, "accepted connections waiting to be claimed, per server")
 	fs.IntVar(&c.MaxMessageSize, "max-message-size", DefaultMaxMessageSize, "largest gRPC message in bytes, either direction")
-	fs.IntVar(&c.MaxWriteBuffer, "max-write-buffer", DefaultMaxWriteBuffer, "largest unsent byte count per stream")
+	fs.IntVar(&c.MaxWriteBuffer, "max-write-buffer", DefaultMaxWriteBuffer, "largest unsent byte count per stream (a write into an empty buffer may be larger)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", DefaultIdleTimeout, "release a stream after this long without an RPC on it (0 disables)")
 	fs.DurationVar(&c.ClosedLinger, "closed-linger", DefaultClosedLinger, "keep a closed stream's handle this long after its last RPC")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, "how long shutdown waits for in-flight calls")

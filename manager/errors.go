@@ -90,6 +90,10 @@ const (
 	// MetaQuota, MetaLimit and MetaIdentity are QUOTA_EXCEEDED's quota
 	// ("streams", "servers"), its limit and whose it is.
 	MetaQuota, MetaLimit, MetaIdentity = "quota", "limit", "identity"
+	// MetaBuffered, MetaCap and MetaRoom are WRITE_BUFFER_FULL's unsent
+	// bytes, the stream's cap, and how many bytes a write may carry now
+	// (once nothing is unsent, a write of any size is taken).
+	MetaBuffered, MetaCap, MetaRoom = "buffered", "cap", "room"
 )
 
 // readError is a read's error with the stream's inbound offset after it,
@@ -155,8 +159,11 @@ func metadata(err error) map[string]string {
 		ahead  *streamcore.OffsetAheadError
 		denied *policy.Denied
 		quota  *quotaError
+		full   *streamcore.WriteBufferFullError
 	)
 	switch {
+	case errors.As(err, &full):
+		return map[string]string{MetaBuffered: strconv.Itoa(full.Buffered), MetaCap: strconv.Itoa(full.Cap), MetaRoom: strconv.Itoa(full.Room())}
 	case errors.As(err, &denied):
 		return map[string]string{MetaRule: denied.Rule, MetaTarget: denied.Target}
 	case errors.As(err, &quota):

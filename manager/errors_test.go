@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
@@ -800,4 +801,46 @@ func TestShuttingDown(t *testing.T) {
 	wantStatus(t, err, codes.Unavailable, ReasonShuttingDown)
 	_, err = e.c.StartServer(bg(t), &smv1.StartServerRequest{Address: &smv1.StartServerRequest_Tcp{Tcp: &smv1.TcpAddress{Host: "127.0.0.1"}}})
 	wantStatus(t, err, codes.Unavailable, ReasonShuttingDown)
+}
+
+// TestWriteLargerThanCap: a single write larger than --max-write-buffer is
+// taken when nothing is unsent, so any write (up to the message size) can
+// eventually succeed; while bytes are unsent, WRITE_BUFFER_FULL says how
+// much may be sent now.
+func TestWriteLargerThanCap(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{MaxWriteBuffer: 64 << 10})
+	a, b := e.openPair(t, nil)
+	big := pattern(2<<20, 7)
+	if _, err := e.c.Write(bg(t), &smv1.WriteRequest{StreamId: a, Data: big}); err != nil {
+		t.Fatalf("a 2 MiB write into an empty buffer with a 64 KiB cap: %v", err)
+	}
+	// The peer has not read: most of it is unsent, and the next write must
+	// wait for Drain.
+	_, err := e.c.Write(bg(t), &smv1.WriteRequest{StreamId: a, Data: []byte("more")})
+	wantStatus(t, err, codes.ResourceExhausted, ReasonWriteBufferFull)
+	md := errorInfo(status.Convert(err)).GetMetadata()
+	if md[MetaRoom] != "0" || md[MetaCap] != "65536" || md[MetaBuffered] == "" || md[MetaBuffered] == "0" {
+		t.Fatalf("WRITE_BUFFER_FULL metadata %v: want room 0, cap 65536 and the unsent bytes", md)
+	}
+	var got []byte
+	drained := make(chan error, 1)
+	go func() {
+		_, err := e.c.Drain(bg(t), &smv1.DrainRequest{StreamId: a})
+		drained <- err
+	}()
+	for len(got) < len(big) {
+		r, err := e.c.Read(bg(t), &smv1.ReadRequest{StreamId: b, N: i64(1 << 20)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r.Data...)
+	}
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.Write(bg(t), &smv1.WriteRequest{StreamId: a, Data: big}); err != nil {
+		t.Fatalf("the same write after Drain: %v", err)
+	}
+	wantBytes(t, "bytes received", got, big)
 }

@@ -92,7 +92,9 @@ type LineTooLongError struct {
 }
 
 // WriteBufferFullError reports a write refused because the unsent bytes
-// would exceed Options.MaxWriteBuffer. Nothing was accepted.
+// would exceed Options.MaxWriteBuffer. Nothing was accepted. Room says how
+// much a write may carry now; once the buffer has drained, a write of any
+// size is taken.
 type WriteBufferFullError struct {
 	Buffered int // bytes unsent before the write
 	Size     int // bytes the write offered
@@ -100,8 +102,11 @@ type WriteBufferFullError struct {
 }
 
 func (e *WriteBufferFullError) Error() string {
-	return fmt.Sprintf("write of %d bytes refused: %d bytes unsent, cap %d", e.Size, e.Buffered, e.Cap)
+	return fmt.Sprintf("write of %d bytes refused: %d bytes unsent, cap %d (room for %d now; any size once drained)", e.Size, e.Buffered, e.Cap, e.Room())
 }
+
+// Room is the largest write the buffer takes now.
+func (e *WriteBufferFullError) Room() int { return max(e.Cap-e.Buffered, 0) }
 
 // ResultTooLargeError reports a read whose result would exceed the caller's
 // maximum. Nothing was consumed.

@@ -47,8 +47,11 @@ type Options struct {
 	// high = 4*low.
 	WriteHigh, WriteLow int
 	// MaxWriteBuffer caps the unsent bytes; a write that would go past it
-	// fails with *WriteBufferFullError and accepts nothing. 0 means
-	// DefaultMaxWriteBufferFactor * high; negative means no cap.
+	// fails with *WriteBufferFullError and accepts nothing, unless nothing
+	// is unsent: a write into an empty buffer is taken whatever its size
+	// (within the memory budget), so any single write succeeds once the
+	// buffer has drained. 0 means DefaultMaxWriteBufferFactor * high;
+	// negative means no cap.
 	MaxWriteBuffer int
 	// Replay keeps the bytes of each read until a later read acknowledges
 	// them, so that a caller whose result was lost on the way can read them

@@ -71,7 +71,10 @@ func (w *Writer) writeLinesLocked(lines [][]byte) error {
 	if size == 0 {
 		return nil
 	}
-	if limit := t.maxWriteLocked(); len(t.wbuf)+size > limit {
+	// A write into an empty buffer is taken whatever its size (the memory
+	// budget still applies), so that any single write can succeed once
+	// the buffer has drained.
+	if limit := t.maxWriteLocked(); len(t.wbuf) > 0 && len(t.wbuf)+size > limit {
 		return &WriteBufferFullError{Buffered: len(t.wbuf), Size: size, Cap: limit}
 	}
 	if b := t.budget; b != nil {
