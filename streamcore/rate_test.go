@@ -266,8 +266,15 @@ func waitStopped(t *testing.T, w *Writer, start time.Time) {
 // holds 320 KiB, not consumed.
 func throttled(t *testing.T, open func(testing.TB, *Options) *env) *env {
 	t.Helper()
-	e := open(t, &Options{Limit: 1 << 20, InRate: rate.NewLimiter(1<<10, 256<<10)})
-	e.send(string(make([]byte, 320<<10)))
+	// The burst holds the whole first send, however it arrives; then the
+	// limiter is put a minute into debt, and one more byte makes the reader
+	// owe it.
+	lim := rate.NewLimiter(1<<10, 320<<10)
+	e := open(t, &Options{Limit: 1 << 20, InRate: lim})
+	e.send(string(make([]byte, 320<<10-1)))
+	e.synced()
+	lim.ReserveN(time.Now(), 64<<10)
+	e.send("x")
 	e.synced()
 	waitUntil(t, "the reader owes a minute", func() bool {
 		e.r.t.mu.Lock()
