@@ -74,6 +74,7 @@ const (
 	ReasonBindDenied          = "BIND_DENIED"
 	ReasonQuotaExceeded       = "QUOTA_EXCEEDED"
 	ReasonNotOwner            = "NOT_OWNER"
+	ReasonSocketOption        = "SOCKET_OPTION"
 )
 
 // ErrorInfo metadata keys.
@@ -212,8 +213,16 @@ func classify(err error) (codes.Code, string, []protoadapt.MessageV1) {
 	if p := (*readError)(nil); errors.As(err, &p) {
 		re = *p
 	}
-	var denied *policy.Denied
+	var (
+		denied *policy.Denied
+		so     *sockOptError
+	)
 	switch {
+	case errors.As(err, &so):
+		if so.notApplicable() {
+			return codes.FailedPrecondition, ReasonSocketOption, nil
+		}
+		return codes.InvalidArgument, ReasonSocketOption, nil
 	case identity.IsError(err):
 		return codes.Unauthenticated, ReasonUnauthenticated, nil
 	case errors.As(err, &denied):

@@ -417,6 +417,10 @@ func laneOf(req *smv1.SessionRequest) (key laneKey, inline, own bool) {
 		return laneKey{'w', op.StartTls.GetStreamId()}, false, false
 	case *smv1.SessionRequest_GetExtraInfo:
 		return laneKey{'w', op.GetExtraInfo.GetStreamId()}, true, false
+	case *smv1.SessionRequest_SetSockOpt:
+		return laneKey{'w', op.SetSockOpt.GetStreamId()}, true, false
+	case *smv1.SessionRequest_GetSockOpt:
+		return laneKey{'w', op.GetSockOpt.GetStreamId()}, true, false
 	case *smv1.SessionRequest_Accept:
 		return laneKey{'a', op.Accept.GetServerId()}, false, false
 	case *smv1.SessionRequest_CloseServer:
@@ -553,6 +557,16 @@ func (ss *session) exec(c *sessionCall) (resp *smv1.SessionResponse) {
 		var r *smv1.GetExtraInfoResponse
 		if r, err = s.GetExtraInfo(ctx, op.GetExtraInfo); err == nil {
 			resp.Result = &smv1.SessionResponse_GetExtraInfo{GetExtraInfo: r}
+		}
+	case *smv1.SessionRequest_SetSockOpt:
+		var r *smv1.SetSockOptResponse
+		if r, err = s.SetSockOpt(ctx, op.SetSockOpt); err == nil {
+			resp.Result = &smv1.SessionResponse_SetSockOpt{SetSockOpt: r}
+		}
+	case *smv1.SessionRequest_GetSockOpt:
+		var r *smv1.GetSockOptResponse
+		if r, err = s.GetSockOpt(ctx, op.GetSockOpt); err == nil {
+			resp.Result = &smv1.SessionResponse_GetSockOpt{GetSockOpt: r}
 		}
 	case *smv1.SessionRequest_Share:
 		var r *smv1.ShareResponse

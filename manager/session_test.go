@@ -809,6 +809,17 @@ func TestSessionParity(t *testing.T) {
 					t.Fatalf("Share = %v, want bob and uid:4242", x)
 				}
 			}},
+		{name: "set_sock_opt", prep: fresh, op: func(s side) proto.Message {
+			return &smv1.SetSockOptRequest{StreamId: s.id, Name: "TCP_NODELAY", Value: 1}
+		}},
+		{name: "set_sock_opt/unknown name", code: codes.InvalidArgument, reason: ReasonInvalidArgument, prep: fresh, op: func(s side) proto.Message {
+			return &smv1.SetSockOptRequest{StreamId: s.id, Name: "IP_TTL", Value: 1}
+		}},
+		{name: "get_sock_opt", prep: fresh, op: func(s side) proto.Message {
+			return &smv1.GetSockOptRequest{StreamId: s.id, Name: "SO_KEEPALIVE"}
+		}},
+		{name: "get_sock_opt/unknown", code: codes.NotFound, reason: ReasonStreamNotFound, prep: none,
+			op: func(side) proto.Message { return &smv1.GetSockOptRequest{StreamId: unknownID, Name: "SO_KEEPALIVE"} }},
 		{name: "share/no handle", code: codes.InvalidArgument, reason: ReasonInvalidArgument, prep: none,
 			op: func(side) proto.Message { return &smv1.ShareRequest{Add: []string{"bob"}} }},
 		{name: "share/unknown", code: codes.NotFound, reason: ReasonServerNotFound, prep: none,

@@ -32,9 +32,9 @@ import (
 
 // allMethods is every RPC of StreamService.
 var allMethods = []string{
-	"Abort", "Accept", "AtEof", "Attach", "CanWriteEof", "Close", "CloseServer", "Drain", "GetExtraInfo",
+	"Abort", "Accept", "AtEof", "Attach", "CanWriteEof", "Close", "CloseServer", "Drain", "GetExtraInfo", "GetSockOpt",
 	"IsClosing", "ListServers", "ListStreams", "Open", "OpenPair", "Read", "ReadExactly",
-	"ReadLine", "ReadUntil", "Relay", "Serve", "Session", "Share", "StartServer", "StartServing", "StartTls", "WaitClosed",
+	"ReadLine", "ReadUntil", "Relay", "Serve", "Session", "SetSockOpt", "Share", "StartServer", "StartServing", "StartTls", "WaitClosed",
 	"Write", "WriteEof", "WriteLines",
 }
 
@@ -110,6 +110,15 @@ func testEcho(t *testing.T, tg target) {
 	}
 	sawEOF := echo(c)
 	id := o.StreamID
+
+	// Socket options, as redis-py sets them on get_extra_info('socket').
+	if r := loose(t, tg, "SetSockOpt", m{"streamId": id, "name": "TCP_NODELAY", "value": 1}); r["value"] != "1" {
+		t.Errorf("SetSockOpt TCP_NODELAY = %v, want 1", r)
+	}
+	// Go turns TCP keepalive on for every connection it makes.
+	if r := loose(t, tg, "GetSockOpt", m{"streamId": id, "name": "SO_KEEPALIVE"}); r["value"] != "1" {
+		t.Errorf("GetSockOpt SO_KEEPALIVE = %v, want 1", r)
+	}
 	st := m{"streamId": id}
 
 	// write, drain, read(100)

@@ -29,6 +29,219 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// SetSockOptRequest sets one socket option.
+type SetSockOptRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stream handle.
+	StreamId string `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	// The option: "TCP_NODELAY", "SO_KEEPALIVE", "TCP_KEEPIDLE",
+	// "TCP_KEEPINTVL", "TCP_KEEPCNT", "SO_RCVBUF", "SO_SNDBUF" or "SO_LINGER".
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The value: 0 or 1 for flags, a count, seconds or bytes; for SO_LINGER
+	// the linger time in seconds, or -1 to turn lingering off.
+	Value         int64 `protobuf:"varint,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSockOptRequest) Reset() {
+	*x = SetSockOptRequest{}
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSockOptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSockOptRequest) ProtoMessage() {}
+
+func (x *SetSockOptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSockOptRequest.ProtoReflect.Descriptor instead.
+func (*SetSockOptRequest) Descriptor() ([]byte, []int) {
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SetSockOptRequest) GetStreamId() string {
+	if x != nil {
+		return x.StreamId
+	}
+	return ""
+}
+
+func (x *SetSockOptRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetSockOptRequest) GetValue() int64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+// SetSockOptResponse is the option's value after setting it.
+type SetSockOptResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What the socket reports now (getsockopt).
+	Value         int64 `protobuf:"varint,1,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSockOptResponse) Reset() {
+	*x = SetSockOptResponse{}
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSockOptResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSockOptResponse) ProtoMessage() {}
+
+func (x *SetSockOptResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSockOptResponse.ProtoReflect.Descriptor instead.
+func (*SetSockOptResponse) Descriptor() ([]byte, []int) {
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SetSockOptResponse) GetValue() int64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+// GetSockOptRequest names a socket option to read.
+type GetSockOptRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stream handle.
+	StreamId string `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	// The option, as in SetSockOptRequest.
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSockOptRequest) Reset() {
+	*x = GetSockOptRequest{}
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSockOptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSockOptRequest) ProtoMessage() {}
+
+func (x *GetSockOptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSockOptRequest.ProtoReflect.Descriptor instead.
+func (*GetSockOptRequest) Descriptor() ([]byte, []int) {
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetSockOptRequest) GetStreamId() string {
+	if x != nil {
+		return x.StreamId
+	}
+	return ""
+}
+
+func (x *GetSockOptRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// GetSockOptResponse is an option's value.
+type GetSockOptResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The value, as in SetSockOptRequest (SO_LINGER: -1 when off).
+	Value         int64 `protobuf:"varint,1,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSockOptResponse) Reset() {
+	*x = GetSockOptResponse{}
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSockOptResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSockOptResponse) ProtoMessage() {}
+
+func (x *GetSockOptResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSockOptResponse.ProtoReflect.Descriptor instead.
+func (*GetSockOptResponse) Descriptor() ([]byte, []int) {
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetSockOptResponse) GetValue() int64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
 // ShareRequest names a handle and the identities to add to or remove from
 // the ones that may use it.
 type ShareRequest struct {
@@ -50,7 +263,7 @@ type ShareRequest struct {
 
 func (x *ShareRequest) Reset() {
 	*x = ShareRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[0]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -62,7 +275,7 @@ func (x *ShareRequest) String() string {
 func (*ShareRequest) ProtoMessage() {}
 
 func (x *ShareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[0]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -75,7 +288,7 @@ func (x *ShareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareRequest.ProtoReflect.Descriptor instead.
 func (*ShareRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{0}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ShareRequest) GetHandle() isShareRequest_Handle {
@@ -146,7 +359,7 @@ type ShareResponse struct {
 
 func (x *ShareResponse) Reset() {
 	*x = ShareResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[1]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -158,7 +371,7 @@ func (x *ShareResponse) String() string {
 func (*ShareResponse) ProtoMessage() {}
 
 func (x *ShareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[1]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -171,7 +384,7 @@ func (x *ShareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareResponse.ProtoReflect.Descriptor instead.
 func (*ShareResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{1}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ShareResponse) GetOwner() string {
@@ -202,7 +415,7 @@ type TcpAddress struct {
 
 func (x *TcpAddress) Reset() {
 	*x = TcpAddress{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[2]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -214,7 +427,7 @@ func (x *TcpAddress) String() string {
 func (*TcpAddress) ProtoMessage() {}
 
 func (x *TcpAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[2]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -227,7 +440,7 @@ func (x *TcpAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpAddress.ProtoReflect.Descriptor instead.
 func (*TcpAddress) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{2}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TcpAddress) GetHost() string {
@@ -257,7 +470,7 @@ type UnixAddress struct {
 
 func (x *UnixAddress) Reset() {
 	*x = UnixAddress{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[3]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -269,7 +482,7 @@ func (x *UnixAddress) String() string {
 func (*UnixAddress) ProtoMessage() {}
 
 func (x *UnixAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[3]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -282,7 +495,7 @@ func (x *UnixAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnixAddress.ProtoReflect.Descriptor instead.
 func (*UnixAddress) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{3}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UnixAddress) GetPath() string {
@@ -323,7 +536,7 @@ type TlsOptions struct {
 
 func (x *TlsOptions) Reset() {
 	*x = TlsOptions{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[4]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +548,7 @@ func (x *TlsOptions) String() string {
 func (*TlsOptions) ProtoMessage() {}
 
 func (x *TlsOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[4]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +561,7 @@ func (x *TlsOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TlsOptions.ProtoReflect.Descriptor instead.
 func (*TlsOptions) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{4}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TlsOptions) GetServerHostname() string {
@@ -434,7 +647,7 @@ type OpenRequest struct {
 
 func (x *OpenRequest) Reset() {
 	*x = OpenRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[5]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +659,7 @@ func (x *OpenRequest) String() string {
 func (*OpenRequest) ProtoMessage() {}
 
 func (x *OpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[5]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +672,7 @@ func (x *OpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRequest.ProtoReflect.Descriptor instead.
 func (*OpenRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{5}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *OpenRequest) GetAddress() isOpenRequest_Address {
@@ -555,7 +768,7 @@ type OpenResponse struct {
 
 func (x *OpenResponse) Reset() {
 	*x = OpenResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[6]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -567,7 +780,7 @@ func (x *OpenResponse) String() string {
 func (*OpenResponse) ProtoMessage() {}
 
 func (x *OpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[6]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -580,7 +793,7 @@ func (x *OpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenResponse.ProtoReflect.Descriptor instead.
 func (*OpenResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{6}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *OpenResponse) GetStreamId() string {
@@ -618,7 +831,7 @@ type OpenPairRequest struct {
 
 func (x *OpenPairRequest) Reset() {
 	*x = OpenPairRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[7]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +843,7 @@ func (x *OpenPairRequest) String() string {
 func (*OpenPairRequest) ProtoMessage() {}
 
 func (x *OpenPairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[7]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +856,7 @@ func (x *OpenPairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenPairRequest.ProtoReflect.Descriptor instead.
 func (*OpenPairRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{7}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *OpenPairRequest) GetLimit() int64 {
@@ -673,7 +886,7 @@ type OpenPairResponse struct {
 
 func (x *OpenPairResponse) Reset() {
 	*x = OpenPairResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[8]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +898,7 @@ func (x *OpenPairResponse) String() string {
 func (*OpenPairResponse) ProtoMessage() {}
 
 func (x *OpenPairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[8]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +911,7 @@ func (x *OpenPairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenPairResponse.ProtoReflect.Descriptor instead.
 func (*OpenPairResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{8}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *OpenPairResponse) GetFirstStreamId() string {
@@ -746,7 +959,7 @@ type StartServerRequest struct {
 
 func (x *StartServerRequest) Reset() {
 	*x = StartServerRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[9]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +971,7 @@ func (x *StartServerRequest) String() string {
 func (*StartServerRequest) ProtoMessage() {}
 
 func (x *StartServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[9]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +984,7 @@ func (x *StartServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartServerRequest.ProtoReflect.Descriptor instead.
 func (*StartServerRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{9}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StartServerRequest) GetAddress() isStartServerRequest_Address {
@@ -873,7 +1086,7 @@ type StartServerResponse struct {
 
 func (x *StartServerResponse) Reset() {
 	*x = StartServerResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[10]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +1098,7 @@ func (x *StartServerResponse) String() string {
 func (*StartServerResponse) ProtoMessage() {}
 
 func (x *StartServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[10]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +1111,7 @@ func (x *StartServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartServerResponse.ProtoReflect.Descriptor instead.
 func (*StartServerResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{10}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StartServerResponse) GetServerId() string {
@@ -926,7 +1139,7 @@ type StartServingRequest struct {
 
 func (x *StartServingRequest) Reset() {
 	*x = StartServingRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[11]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1151,7 @@ func (x *StartServingRequest) String() string {
 func (*StartServingRequest) ProtoMessage() {}
 
 func (x *StartServingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[11]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1164,7 @@ func (x *StartServingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartServingRequest.ProtoReflect.Descriptor instead.
 func (*StartServingRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{11}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StartServingRequest) GetServerId() string {
@@ -970,7 +1183,7 @@ type StartServingResponse struct {
 
 func (x *StartServingResponse) Reset() {
 	*x = StartServingResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[12]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1195,7 @@ func (x *StartServingResponse) String() string {
 func (*StartServingResponse) ProtoMessage() {}
 
 func (x *StartServingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[12]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1208,7 @@ func (x *StartServingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartServingResponse.ProtoReflect.Descriptor instead.
 func (*StartServingResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{12}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{16}
 }
 
 // AcceptRequest claims a queued connection.
@@ -1011,7 +1224,7 @@ type AcceptRequest struct {
 
 func (x *AcceptRequest) Reset() {
 	*x = AcceptRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[13]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1236,7 @@ func (x *AcceptRequest) String() string {
 func (*AcceptRequest) ProtoMessage() {}
 
 func (x *AcceptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[13]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1249,7 @@ func (x *AcceptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptRequest.ProtoReflect.Descriptor instead.
 func (*AcceptRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{13}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AcceptRequest) GetServerId() string {
@@ -1066,7 +1279,7 @@ type AcceptResponse struct {
 
 func (x *AcceptResponse) Reset() {
 	*x = AcceptResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[14]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1291,7 @@ func (x *AcceptResponse) String() string {
 func (*AcceptResponse) ProtoMessage() {}
 
 func (x *AcceptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[14]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1304,7 @@ func (x *AcceptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptResponse.ProtoReflect.Descriptor instead.
 func (*AcceptResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{14}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AcceptResponse) GetStreamId() string {
@@ -1119,7 +1332,7 @@ type ServeRequest struct {
 
 func (x *ServeRequest) Reset() {
 	*x = ServeRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[15]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1344,7 @@ func (x *ServeRequest) String() string {
 func (*ServeRequest) ProtoMessage() {}
 
 func (x *ServeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[15]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1357,7 @@ func (x *ServeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeRequest.ProtoReflect.Descriptor instead.
 func (*ServeRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{15}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ServeRequest) GetServerId() string {
@@ -1167,7 +1380,7 @@ type ServeResponse struct {
 
 func (x *ServeResponse) Reset() {
 	*x = ServeResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[16]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1392,7 @@ func (x *ServeResponse) String() string {
 func (*ServeResponse) ProtoMessage() {}
 
 func (x *ServeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[16]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1405,7 @@ func (x *ServeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeResponse.ProtoReflect.Descriptor instead.
 func (*ServeResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{16}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ServeResponse) GetStreamId() string {
@@ -1226,7 +1439,7 @@ type CloseServerRequest struct {
 
 func (x *CloseServerRequest) Reset() {
 	*x = CloseServerRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[17]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1451,7 @@ func (x *CloseServerRequest) String() string {
 func (*CloseServerRequest) ProtoMessage() {}
 
 func (x *CloseServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[17]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1464,7 @@ func (x *CloseServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseServerRequest.ProtoReflect.Descriptor instead.
 func (*CloseServerRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{17}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CloseServerRequest) GetServerId() string {
@@ -1284,7 +1497,7 @@ type CloseServerResponse struct {
 
 func (x *CloseServerResponse) Reset() {
 	*x = CloseServerResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[18]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1509,7 @@ func (x *CloseServerResponse) String() string {
 func (*CloseServerResponse) ProtoMessage() {}
 
 func (x *CloseServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[18]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1522,7 @@ func (x *CloseServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseServerResponse.ProtoReflect.Descriptor instead.
 func (*CloseServerResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{18}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{22}
 }
 
 // ListServersRequest has no fields.
@@ -1321,7 +1534,7 @@ type ListServersRequest struct {
 
 func (x *ListServersRequest) Reset() {
 	*x = ListServersRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[19]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1333,7 +1546,7 @@ func (x *ListServersRequest) String() string {
 func (*ListServersRequest) ProtoMessage() {}
 
 func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[19]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1346,7 +1559,7 @@ func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersRequest.ProtoReflect.Descriptor instead.
 func (*ListServersRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{19}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{23}
 }
 
 // ListServersResponse lists servers.
@@ -1364,7 +1577,7 @@ type ListServersResponse struct {
 
 func (x *ListServersResponse) Reset() {
 	*x = ListServersResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[20]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1589,7 @@ func (x *ListServersResponse) String() string {
 func (*ListServersResponse) ProtoMessage() {}
 
 func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[20]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1602,7 @@ func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersResponse.ProtoReflect.Descriptor instead.
 func (*ListServersResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{20}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListServersResponse) GetServers() []*ServerInfo {
@@ -1448,7 +1661,7 @@ type ServerInfo struct {
 
 func (x *ServerInfo) Reset() {
 	*x = ServerInfo{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[21]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1673,7 @@ func (x *ServerInfo) String() string {
 func (*ServerInfo) ProtoMessage() {}
 
 func (x *ServerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[21]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1686,7 @@ func (x *ServerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerInfo.ProtoReflect.Descriptor instead.
 func (*ServerInfo) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{21}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ServerInfo) GetServerId() string {
@@ -1594,7 +1807,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[22]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1819,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[22]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1832,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{22}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReadRequest) GetStreamId() string {
@@ -1666,7 +1879,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[23]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +1891,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[23]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +1904,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{23}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadResponse) GetData() []byte {
@@ -1746,7 +1959,7 @@ type ReadLineRequest struct {
 
 func (x *ReadLineRequest) Reset() {
 	*x = ReadLineRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[24]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1971,7 @@ func (x *ReadLineRequest) String() string {
 func (*ReadLineRequest) ProtoMessage() {}
 
 func (x *ReadLineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[24]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1984,7 @@ func (x *ReadLineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLineRequest.ProtoReflect.Descriptor instead.
 func (*ReadLineRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{24}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadLineRequest) GetStreamId() string {
@@ -1811,7 +2024,7 @@ type ReadLineResponse struct {
 
 func (x *ReadLineResponse) Reset() {
 	*x = ReadLineResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[25]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +2036,7 @@ func (x *ReadLineResponse) String() string {
 func (*ReadLineResponse) ProtoMessage() {}
 
 func (x *ReadLineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[25]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +2049,7 @@ func (x *ReadLineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLineResponse.ProtoReflect.Descriptor instead.
 func (*ReadLineResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{25}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReadLineResponse) GetData() []byte {
@@ -1893,7 +2106,7 @@ type ReadExactlyRequest struct {
 
 func (x *ReadExactlyRequest) Reset() {
 	*x = ReadExactlyRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[26]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +2118,7 @@ func (x *ReadExactlyRequest) String() string {
 func (*ReadExactlyRequest) ProtoMessage() {}
 
 func (x *ReadExactlyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[26]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2131,7 @@ func (x *ReadExactlyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadExactlyRequest.ProtoReflect.Descriptor instead.
 func (*ReadExactlyRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{26}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReadExactlyRequest) GetStreamId() string {
@@ -1968,7 +2181,7 @@ type ReadExactlyResponse struct {
 
 func (x *ReadExactlyResponse) Reset() {
 	*x = ReadExactlyResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[27]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2193,7 @@ func (x *ReadExactlyResponse) String() string {
 func (*ReadExactlyResponse) ProtoMessage() {}
 
 func (x *ReadExactlyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[27]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2206,7 @@ func (x *ReadExactlyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadExactlyResponse.ProtoReflect.Descriptor instead.
 func (*ReadExactlyResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{27}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReadExactlyResponse) GetData() []byte {
@@ -2062,7 +2275,7 @@ type ReadUntilRequest struct {
 
 func (x *ReadUntilRequest) Reset() {
 	*x = ReadUntilRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[28]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2074,7 +2287,7 @@ func (x *ReadUntilRequest) String() string {
 func (*ReadUntilRequest) ProtoMessage() {}
 
 func (x *ReadUntilRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[28]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2087,7 +2300,7 @@ func (x *ReadUntilRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadUntilRequest.ProtoReflect.Descriptor instead.
 func (*ReadUntilRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{28}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReadUntilRequest) GetStreamId() string {
@@ -2142,7 +2355,7 @@ type ReadUntilResponse struct {
 
 func (x *ReadUntilResponse) Reset() {
 	*x = ReadUntilResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[29]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2367,7 @@ func (x *ReadUntilResponse) String() string {
 func (*ReadUntilResponse) ProtoMessage() {}
 
 func (x *ReadUntilResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[29]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2380,7 @@ func (x *ReadUntilResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadUntilResponse.ProtoReflect.Descriptor instead.
 func (*ReadUntilResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{29}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReadUntilResponse) GetData() []byte {
@@ -2202,7 +2415,7 @@ type AtEofRequest struct {
 
 func (x *AtEofRequest) Reset() {
 	*x = AtEofRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[30]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2214,7 +2427,7 @@ func (x *AtEofRequest) String() string {
 func (*AtEofRequest) ProtoMessage() {}
 
 func (x *AtEofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[30]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2227,7 +2440,7 @@ func (x *AtEofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AtEofRequest.ProtoReflect.Descriptor instead.
 func (*AtEofRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{30}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AtEofRequest) GetStreamId() string {
@@ -2248,7 +2461,7 @@ type AtEofResponse struct {
 
 func (x *AtEofResponse) Reset() {
 	*x = AtEofResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[31]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2260,7 +2473,7 @@ func (x *AtEofResponse) String() string {
 func (*AtEofResponse) ProtoMessage() {}
 
 func (x *AtEofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[31]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2273,7 +2486,7 @@ func (x *AtEofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AtEofResponse.ProtoReflect.Descriptor instead.
 func (*AtEofResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{31}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AtEofResponse) GetAtEof() bool {
@@ -2302,7 +2515,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[32]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2314,7 +2527,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[32]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2327,7 +2540,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{32}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WriteRequest) GetStreamId() string {
@@ -2365,7 +2578,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[33]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2377,7 +2590,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[33]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2390,7 +2603,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{33}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WriteResponse) GetBuffered() int64 {
@@ -2426,7 +2639,7 @@ type WriteLinesRequest struct {
 
 func (x *WriteLinesRequest) Reset() {
 	*x = WriteLinesRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[34]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2438,7 +2651,7 @@ func (x *WriteLinesRequest) String() string {
 func (*WriteLinesRequest) ProtoMessage() {}
 
 func (x *WriteLinesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[34]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2451,7 +2664,7 @@ func (x *WriteLinesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteLinesRequest.ProtoReflect.Descriptor instead.
 func (*WriteLinesRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{34}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WriteLinesRequest) GetStreamId() string {
@@ -2488,7 +2701,7 @@ type WriteLinesResponse struct {
 
 func (x *WriteLinesResponse) Reset() {
 	*x = WriteLinesResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[35]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2500,7 +2713,7 @@ func (x *WriteLinesResponse) String() string {
 func (*WriteLinesResponse) ProtoMessage() {}
 
 func (x *WriteLinesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[35]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2513,7 +2726,7 @@ func (x *WriteLinesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteLinesResponse.ProtoReflect.Descriptor instead.
 func (*WriteLinesResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{35}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WriteLinesResponse) GetBuffered() int64 {
@@ -2541,7 +2754,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[36]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +2766,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[36]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +2779,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{36}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DrainRequest) GetStreamId() string {
@@ -2585,7 +2798,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[37]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2597,7 +2810,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[37]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2610,7 +2823,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{37}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{41}
 }
 
 // WriteEofRequest is StreamWriter.write_eof().
@@ -2624,7 +2837,7 @@ type WriteEofRequest struct {
 
 func (x *WriteEofRequest) Reset() {
 	*x = WriteEofRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[38]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2636,7 +2849,7 @@ func (x *WriteEofRequest) String() string {
 func (*WriteEofRequest) ProtoMessage() {}
 
 func (x *WriteEofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[38]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2649,7 +2862,7 @@ func (x *WriteEofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteEofRequest.ProtoReflect.Descriptor instead.
 func (*WriteEofRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{38}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *WriteEofRequest) GetStreamId() string {
@@ -2668,7 +2881,7 @@ type WriteEofResponse struct {
 
 func (x *WriteEofResponse) Reset() {
 	*x = WriteEofResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[39]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2680,7 +2893,7 @@ func (x *WriteEofResponse) String() string {
 func (*WriteEofResponse) ProtoMessage() {}
 
 func (x *WriteEofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[39]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2693,7 +2906,7 @@ func (x *WriteEofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteEofResponse.ProtoReflect.Descriptor instead.
 func (*WriteEofResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{39}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{43}
 }
 
 // CanWriteEofRequest is StreamWriter.can_write_eof().
@@ -2707,7 +2920,7 @@ type CanWriteEofRequest struct {
 
 func (x *CanWriteEofRequest) Reset() {
 	*x = CanWriteEofRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[40]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2719,7 +2932,7 @@ func (x *CanWriteEofRequest) String() string {
 func (*CanWriteEofRequest) ProtoMessage() {}
 
 func (x *CanWriteEofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[40]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2732,7 +2945,7 @@ func (x *CanWriteEofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanWriteEofRequest.ProtoReflect.Descriptor instead.
 func (*CanWriteEofRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{40}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CanWriteEofRequest) GetStreamId() string {
@@ -2753,7 +2966,7 @@ type CanWriteEofResponse struct {
 
 func (x *CanWriteEofResponse) Reset() {
 	*x = CanWriteEofResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[41]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2765,7 +2978,7 @@ func (x *CanWriteEofResponse) String() string {
 func (*CanWriteEofResponse) ProtoMessage() {}
 
 func (x *CanWriteEofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[41]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2778,7 +2991,7 @@ func (x *CanWriteEofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanWriteEofResponse.ProtoReflect.Descriptor instead.
 func (*CanWriteEofResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{41}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CanWriteEofResponse) GetCanWriteEof() bool {
@@ -2799,7 +3012,7 @@ type CloseRequest struct {
 
 func (x *CloseRequest) Reset() {
 	*x = CloseRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[42]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2811,7 +3024,7 @@ func (x *CloseRequest) String() string {
 func (*CloseRequest) ProtoMessage() {}
 
 func (x *CloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[42]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2824,7 +3037,7 @@ func (x *CloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseRequest.ProtoReflect.Descriptor instead.
 func (*CloseRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{42}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CloseRequest) GetStreamId() string {
@@ -2843,7 +3056,7 @@ type CloseResponse struct {
 
 func (x *CloseResponse) Reset() {
 	*x = CloseResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[43]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2855,7 +3068,7 @@ func (x *CloseResponse) String() string {
 func (*CloseResponse) ProtoMessage() {}
 
 func (x *CloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[43]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2868,7 +3081,7 @@ func (x *CloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseResponse.ProtoReflect.Descriptor instead.
 func (*CloseResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{43}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{47}
 }
 
 // AbortRequest is transport.abort().
@@ -2882,7 +3095,7 @@ type AbortRequest struct {
 
 func (x *AbortRequest) Reset() {
 	*x = AbortRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[44]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2894,7 +3107,7 @@ func (x *AbortRequest) String() string {
 func (*AbortRequest) ProtoMessage() {}
 
 func (x *AbortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[44]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2907,7 +3120,7 @@ func (x *AbortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRequest.ProtoReflect.Descriptor instead.
 func (*AbortRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{44}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AbortRequest) GetStreamId() string {
@@ -2926,7 +3139,7 @@ type AbortResponse struct {
 
 func (x *AbortResponse) Reset() {
 	*x = AbortResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[45]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2938,7 +3151,7 @@ func (x *AbortResponse) String() string {
 func (*AbortResponse) ProtoMessage() {}
 
 func (x *AbortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[45]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2951,7 +3164,7 @@ func (x *AbortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortResponse.ProtoReflect.Descriptor instead.
 func (*AbortResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{45}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{49}
 }
 
 // WaitClosedRequest is StreamWriter.wait_closed().
@@ -2965,7 +3178,7 @@ type WaitClosedRequest struct {
 
 func (x *WaitClosedRequest) Reset() {
 	*x = WaitClosedRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[46]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2977,7 +3190,7 @@ func (x *WaitClosedRequest) String() string {
 func (*WaitClosedRequest) ProtoMessage() {}
 
 func (x *WaitClosedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[46]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2990,7 +3203,7 @@ func (x *WaitClosedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitClosedRequest.ProtoReflect.Descriptor instead.
 func (*WaitClosedRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{46}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *WaitClosedRequest) GetStreamId() string {
@@ -3009,7 +3222,7 @@ type WaitClosedResponse struct {
 
 func (x *WaitClosedResponse) Reset() {
 	*x = WaitClosedResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[47]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3021,7 +3234,7 @@ func (x *WaitClosedResponse) String() string {
 func (*WaitClosedResponse) ProtoMessage() {}
 
 func (x *WaitClosedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[47]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3034,7 +3247,7 @@ func (x *WaitClosedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitClosedResponse.ProtoReflect.Descriptor instead.
 func (*WaitClosedResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{47}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{51}
 }
 
 // IsClosingRequest is StreamWriter.is_closing().
@@ -3048,7 +3261,7 @@ type IsClosingRequest struct {
 
 func (x *IsClosingRequest) Reset() {
 	*x = IsClosingRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[48]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3060,7 +3273,7 @@ func (x *IsClosingRequest) String() string {
 func (*IsClosingRequest) ProtoMessage() {}
 
 func (x *IsClosingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[48]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3073,7 +3286,7 @@ func (x *IsClosingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsClosingRequest.ProtoReflect.Descriptor instead.
 func (*IsClosingRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{48}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *IsClosingRequest) GetStreamId() string {
@@ -3095,7 +3308,7 @@ type IsClosingResponse struct {
 
 func (x *IsClosingResponse) Reset() {
 	*x = IsClosingResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[49]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3107,7 +3320,7 @@ func (x *IsClosingResponse) String() string {
 func (*IsClosingResponse) ProtoMessage() {}
 
 func (x *IsClosingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[49]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3120,7 +3333,7 @@ func (x *IsClosingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IsClosingResponse.ProtoReflect.Descriptor instead.
 func (*IsClosingResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{49}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *IsClosingResponse) GetIsClosing() bool {
@@ -3143,7 +3356,7 @@ type StartTlsRequest struct {
 
 func (x *StartTlsRequest) Reset() {
 	*x = StartTlsRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[50]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3155,7 +3368,7 @@ func (x *StartTlsRequest) String() string {
 func (*StartTlsRequest) ProtoMessage() {}
 
 func (x *StartTlsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[50]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3168,7 +3381,7 @@ func (x *StartTlsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartTlsRequest.ProtoReflect.Descriptor instead.
 func (*StartTlsRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{50}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *StartTlsRequest) GetStreamId() string {
@@ -3194,7 +3407,7 @@ type StartTlsResponse struct {
 
 func (x *StartTlsResponse) Reset() {
 	*x = StartTlsResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[51]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3206,7 +3419,7 @@ func (x *StartTlsResponse) String() string {
 func (*StartTlsResponse) ProtoMessage() {}
 
 func (x *StartTlsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[51]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3219,7 +3432,7 @@ func (x *StartTlsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartTlsResponse.ProtoReflect.Descriptor instead.
 func (*StartTlsResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{51}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{55}
 }
 
 // GetExtraInfoRequest is StreamWriter.get_extra_info(name).
@@ -3235,7 +3448,7 @@ type GetExtraInfoRequest struct {
 
 func (x *GetExtraInfoRequest) Reset() {
 	*x = GetExtraInfoRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[52]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3247,7 +3460,7 @@ func (x *GetExtraInfoRequest) String() string {
 func (*GetExtraInfoRequest) ProtoMessage() {}
 
 func (x *GetExtraInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[52]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3260,7 +3473,7 @@ func (x *GetExtraInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExtraInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetExtraInfoRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{52}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetExtraInfoRequest) GetStreamId() string {
@@ -3289,7 +3502,7 @@ type GetExtraInfoResponse struct {
 
 func (x *GetExtraInfoResponse) Reset() {
 	*x = GetExtraInfoResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[53]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3301,7 +3514,7 @@ func (x *GetExtraInfoResponse) String() string {
 func (*GetExtraInfoResponse) ProtoMessage() {}
 
 func (x *GetExtraInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[53]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3314,7 +3527,7 @@ func (x *GetExtraInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetExtraInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetExtraInfoResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{53}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetExtraInfoResponse) GetValue() *structpb.Value {
@@ -3333,7 +3546,7 @@ type ListStreamsRequest struct {
 
 func (x *ListStreamsRequest) Reset() {
 	*x = ListStreamsRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[54]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3345,7 +3558,7 @@ func (x *ListStreamsRequest) String() string {
 func (*ListStreamsRequest) ProtoMessage() {}
 
 func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[54]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3358,7 +3571,7 @@ func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{54}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{58}
 }
 
 // ListStreamsResponse lists streams.
@@ -3378,7 +3591,7 @@ type ListStreamsResponse struct {
 
 func (x *ListStreamsResponse) Reset() {
 	*x = ListStreamsResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[55]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3390,7 +3603,7 @@ func (x *ListStreamsResponse) String() string {
 func (*ListStreamsResponse) ProtoMessage() {}
 
 func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[55]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3403,7 +3616,7 @@ func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamsResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{55}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListStreamsResponse) GetStreams() []*StreamInfo {
@@ -3475,7 +3688,7 @@ type StreamInfo struct {
 
 func (x *StreamInfo) Reset() {
 	*x = StreamInfo{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[56]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3487,7 +3700,7 @@ func (x *StreamInfo) String() string {
 func (*StreamInfo) ProtoMessage() {}
 
 func (x *StreamInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[56]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3500,7 +3713,7 @@ func (x *StreamInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamInfo.ProtoReflect.Descriptor instead.
 func (*StreamInfo) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{56}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *StreamInfo) GetStreamId() string {
@@ -3650,7 +3863,7 @@ type LimitOverrunError struct {
 
 func (x *LimitOverrunError) Reset() {
 	*x = LimitOverrunError{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[57]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3662,7 +3875,7 @@ func (x *LimitOverrunError) String() string {
 func (*LimitOverrunError) ProtoMessage() {}
 
 func (x *LimitOverrunError) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[57]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3675,7 +3888,7 @@ func (x *LimitOverrunError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimitOverrunError.ProtoReflect.Descriptor instead.
 func (*LimitOverrunError) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{57}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *LimitOverrunError) GetConsumed() int64 {
@@ -3733,6 +3946,8 @@ type SessionRequest struct {
 	//	*SessionRequest_StartServing
 	//	*SessionRequest_Relay
 	//	*SessionRequest_Share
+	//	*SessionRequest_SetSockOpt
+	//	*SessionRequest_GetSockOpt
 	//	*SessionRequest_Cancel
 	Op isSessionRequest_Op `protobuf_oneof:"op"`
 	// The operation's deadline, as a unary call's: past it the operation
@@ -3744,7 +3959,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[58]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3756,7 +3971,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[58]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3769,7 +3984,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{58}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SessionRequest) GetCallId() int64 {
@@ -4002,6 +4217,24 @@ func (x *SessionRequest) GetShare() *ShareRequest {
 	return nil
 }
 
+func (x *SessionRequest) GetSetSockOpt() *SetSockOptRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_SetSockOpt); ok {
+			return x.SetSockOpt
+		}
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetGetSockOpt() *GetSockOptRequest {
+	if x != nil {
+		if x, ok := x.Op.(*SessionRequest_GetSockOpt); ok {
+			return x.GetSockOpt
+		}
+	}
+	return nil
+}
+
 func (x *SessionRequest) GetCancel() *CancelCallRequest {
 	if x != nil {
 		if x, ok := x.Op.(*SessionRequest_Cancel); ok {
@@ -4118,6 +4351,14 @@ type SessionRequest_Share struct {
 	Share *ShareRequest `protobuf:"bytes,25,opt,name=share,proto3,oneof"`
 }
 
+type SessionRequest_SetSockOpt struct {
+	SetSockOpt *SetSockOptRequest `protobuf:"bytes,26,opt,name=set_sock_opt,json=setSockOpt,proto3,oneof"`
+}
+
+type SessionRequest_GetSockOpt struct {
+	GetSockOpt *GetSockOptRequest `protobuf:"bytes,27,opt,name=get_sock_opt,json=getSockOpt,proto3,oneof"`
+}
+
 type SessionRequest_Cancel struct {
 	// Cancels the call in flight with call_id cancel.call_id: it ends with
 	// CANCELLED and consumes nothing, as a cancelled unary call.
@@ -4172,6 +4413,10 @@ func (*SessionRequest_Relay) isSessionRequest_Op() {}
 
 func (*SessionRequest_Share) isSessionRequest_Op() {}
 
+func (*SessionRequest_SetSockOpt) isSessionRequest_Op() {}
+
+func (*SessionRequest_GetSockOpt) isSessionRequest_Op() {}
+
 func (*SessionRequest_Cancel) isSessionRequest_Op() {}
 
 // SessionResponse is the answer to one SessionRequest.
@@ -4207,6 +4452,8 @@ type SessionResponse struct {
 	//	*SessionResponse_StartServing
 	//	*SessionResponse_Relay
 	//	*SessionResponse_Share
+	//	*SessionResponse_SetSockOpt
+	//	*SessionResponse_GetSockOpt
 	//	*SessionResponse_Cancel
 	//	*SessionResponse_Error
 	Result        isSessionResponse_Result `protobuf_oneof:"result"`
@@ -4216,7 +4463,7 @@ type SessionResponse struct {
 
 func (x *SessionResponse) Reset() {
 	*x = SessionResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[59]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4228,7 +4475,7 @@ func (x *SessionResponse) String() string {
 func (*SessionResponse) ProtoMessage() {}
 
 func (x *SessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[59]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4241,7 +4488,7 @@ func (x *SessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
 func (*SessionResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{59}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SessionResponse) GetCallId() int64 {
@@ -4474,6 +4721,24 @@ func (x *SessionResponse) GetShare() *ShareResponse {
 	return nil
 }
 
+func (x *SessionResponse) GetSetSockOpt() *SetSockOptResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_SetSockOpt); ok {
+			return x.SetSockOpt
+		}
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetGetSockOpt() *GetSockOptResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SessionResponse_GetSockOpt); ok {
+			return x.GetSockOpt
+		}
+	}
+	return nil
+}
+
 func (x *SessionResponse) GetCancel() *CancelCallResponse {
 	if x != nil {
 		if x, ok := x.Result.(*SessionResponse_Cancel); ok {
@@ -4592,6 +4857,14 @@ type SessionResponse_Share struct {
 	Share *ShareResponse `protobuf:"bytes,25,opt,name=share,proto3,oneof"`
 }
 
+type SessionResponse_SetSockOpt struct {
+	SetSockOpt *SetSockOptResponse `protobuf:"bytes,26,opt,name=set_sock_opt,json=setSockOpt,proto3,oneof"`
+}
+
+type SessionResponse_GetSockOpt struct {
+	GetSockOpt *GetSockOptResponse `protobuf:"bytes,27,opt,name=get_sock_opt,json=getSockOpt,proto3,oneof"`
+}
+
 type SessionResponse_Cancel struct {
 	// The answer to cancel.
 	Cancel *CancelCallResponse `protobuf:"bytes,40,opt,name=cancel,proto3,oneof"`
@@ -4651,6 +4924,10 @@ func (*SessionResponse_Relay) isSessionResponse_Result() {}
 
 func (*SessionResponse_Share) isSessionResponse_Result() {}
 
+func (*SessionResponse_SetSockOpt) isSessionResponse_Result() {}
+
+func (*SessionResponse_GetSockOpt) isSessionResponse_Result() {}
+
 func (*SessionResponse_Cancel) isSessionResponse_Result() {}
 
 func (*SessionResponse_Error) isSessionResponse_Result() {}
@@ -4666,7 +4943,7 @@ type CancelCallRequest struct {
 
 func (x *CancelCallRequest) Reset() {
 	*x = CancelCallRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[60]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4678,7 +4955,7 @@ func (x *CancelCallRequest) String() string {
 func (*CancelCallRequest) ProtoMessage() {}
 
 func (x *CancelCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[60]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4691,7 +4968,7 @@ func (x *CancelCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelCallRequest.ProtoReflect.Descriptor instead.
 func (*CancelCallRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{60}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *CancelCallRequest) GetCallId() int64 {
@@ -4712,7 +4989,7 @@ type CancelCallResponse struct {
 
 func (x *CancelCallResponse) Reset() {
 	*x = CancelCallResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[61]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4724,7 +5001,7 @@ func (x *CancelCallResponse) String() string {
 func (*CancelCallResponse) ProtoMessage() {}
 
 func (x *CancelCallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[61]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4737,7 +5014,7 @@ func (x *CancelCallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelCallResponse.ProtoReflect.Descriptor instead.
 func (*CancelCallResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{61}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *CancelCallResponse) GetCancelled() bool {
@@ -4765,7 +5042,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[62]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4777,7 +5054,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[62]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4790,7 +5067,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{62}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *Status) GetCode() int32 {
@@ -4841,7 +5118,7 @@ type AttachRequest struct {
 
 func (x *AttachRequest) Reset() {
 	*x = AttachRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[63]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4853,7 +5130,7 @@ func (x *AttachRequest) String() string {
 func (*AttachRequest) ProtoMessage() {}
 
 func (x *AttachRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[63]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4866,7 +5143,7 @@ func (x *AttachRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
 func (*AttachRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{63}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *AttachRequest) GetStreamId() string {
@@ -4930,7 +5207,7 @@ type AttachResponse struct {
 
 func (x *AttachResponse) Reset() {
 	*x = AttachResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[64]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4942,7 +5219,7 @@ func (x *AttachResponse) String() string {
 func (*AttachResponse) ProtoMessage() {}
 
 func (x *AttachResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[64]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4955,7 +5232,7 @@ func (x *AttachResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachResponse.ProtoReflect.Descriptor instead.
 func (*AttachResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{64}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *AttachResponse) GetData() []byte {
@@ -4999,7 +5276,7 @@ type RelayRequest struct {
 
 func (x *RelayRequest) Reset() {
 	*x = RelayRequest{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[65]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5011,7 +5288,7 @@ func (x *RelayRequest) String() string {
 func (*RelayRequest) ProtoMessage() {}
 
 func (x *RelayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[65]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5024,7 +5301,7 @@ func (x *RelayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayRequest.ProtoReflect.Descriptor instead.
 func (*RelayRequest) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{65}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *RelayRequest) GetFirstStreamId() string {
@@ -5054,7 +5331,7 @@ type RelayResponse struct {
 
 func (x *RelayResponse) Reset() {
 	*x = RelayResponse{}
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[66]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5066,7 +5343,7 @@ func (x *RelayResponse) String() string {
 func (*RelayResponse) ProtoMessage() {}
 
 func (x *RelayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streammgr_v1_streammgr_proto_msgTypes[66]
+	mi := &file_streammgr_v1_streammgr_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5079,7 +5356,7 @@ func (x *RelayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayResponse.ProtoReflect.Descriptor instead.
 func (*RelayResponse) Descriptor() ([]byte, []int) {
-	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{66}
+	return file_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *RelayResponse) GetFirstToSecond() int64 {
@@ -5100,7 +5377,18 @@ var File_streammgr_v1_streammgr_proto protoreflect.FileDescriptor
 
 const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\n" +
-	"\x1cstreammgr/v1/streammgr.proto\x12\fstreammgr.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x80\x01\n" +
+	"\x1cstreammgr/v1/streammgr.proto\x12\fstreammgr.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"Z\n" +
+	"\x11SetSockOptRequest\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\x03R\x05value\"*\n" +
+	"\x12SetSockOptResponse\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\x03R\x05value\"D\n" +
+	"\x11GetSockOptRequest\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"*\n" +
+	"\x12GetSockOptResponse\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\x03R\x05value\"\x80\x01\n" +
 	"\fShareRequest\x12\x1d\n" +
 	"\tstream_id\x18\x01 \x01(\tH\x00R\bstreamId\x12\x1d\n" +
 	"\tserver_id\x18\x02 \x01(\tH\x00R\bserverId\x12\x10\n" +
@@ -5354,7 +5642,7 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\bconsumed\x18\x01 \x01(\x03R\bconsumed\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x12\x1f\n" +
 	"\vnext_offset\x18\x03 \x01(\x03R\n" +
-	"nextOffset\"\xd9\f\n" +
+	"nextOffset\"\xe3\r\n" +
 	"\x0eSessionRequest\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\x03R\x06callId\x12/\n" +
 	"\x04open\x18\x02 \x01(\v2\x19.streammgr.v1.OpenRequestH\x00R\x04open\x12<\n" +
@@ -5385,10 +5673,14 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\fclose_server\x18\x16 \x01(\v2 .streammgr.v1.CloseServerRequestH\x00R\vcloseServer\x12H\n" +
 	"\rstart_serving\x18\x17 \x01(\v2!.streammgr.v1.StartServingRequestH\x00R\fstartServing\x122\n" +
 	"\x05relay\x18\x18 \x01(\v2\x1a.streammgr.v1.RelayRequestH\x00R\x05relay\x122\n" +
-	"\x05share\x18\x19 \x01(\v2\x1a.streammgr.v1.ShareRequestH\x00R\x05share\x129\n" +
+	"\x05share\x18\x19 \x01(\v2\x1a.streammgr.v1.ShareRequestH\x00R\x05share\x12C\n" +
+	"\fset_sock_opt\x18\x1a \x01(\v2\x1f.streammgr.v1.SetSockOptRequestH\x00R\n" +
+	"setSockOpt\x12C\n" +
+	"\fget_sock_opt\x18\x1b \x01(\v2\x1f.streammgr.v1.GetSockOptRequestH\x00R\n" +
+	"getSockOpt\x129\n" +
 	"\x06cancel\x18( \x01(\v2\x1f.streammgr.v1.CancelCallRequestH\x00R\x06cancel\x123\n" +
 	"\atimeout\x182 \x01(\v2\x19.google.protobuf.DurationR\atimeoutB\x04\n" +
-	"\x02op\"\xf0\f\n" +
+	"\x02op\"\xfc\r\n" +
 	"\x0fSessionResponse\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\x03R\x06callId\x120\n" +
 	"\x04open\x18\x02 \x01(\v2\x1a.streammgr.v1.OpenResponseH\x00R\x04open\x12=\n" +
@@ -5419,7 +5711,11 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\fclose_server\x18\x16 \x01(\v2!.streammgr.v1.CloseServerResponseH\x00R\vcloseServer\x12I\n" +
 	"\rstart_serving\x18\x17 \x01(\v2\".streammgr.v1.StartServingResponseH\x00R\fstartServing\x123\n" +
 	"\x05relay\x18\x18 \x01(\v2\x1b.streammgr.v1.RelayResponseH\x00R\x05relay\x123\n" +
-	"\x05share\x18\x19 \x01(\v2\x1b.streammgr.v1.ShareResponseH\x00R\x05share\x12:\n" +
+	"\x05share\x18\x19 \x01(\v2\x1b.streammgr.v1.ShareResponseH\x00R\x05share\x12D\n" +
+	"\fset_sock_opt\x18\x1a \x01(\v2 .streammgr.v1.SetSockOptResponseH\x00R\n" +
+	"setSockOpt\x12D\n" +
+	"\fget_sock_opt\x18\x1b \x01(\v2 .streammgr.v1.GetSockOptResponseH\x00R\n" +
+	"getSockOpt\x12:\n" +
 	"\x06cancel\x18( \x01(\v2 .streammgr.v1.CancelCallResponseH\x00R\x06cancel\x12,\n" +
 	"\x05error\x182 \x01(\v2\x14.streammgr.v1.StatusH\x00R\x05errorB\b\n" +
 	"\x06result\",\n" +
@@ -5450,7 +5746,7 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x10second_stream_id\x18\x02 \x01(\tR\x0esecondStreamId\"_\n" +
 	"\rRelayResponse\x12&\n" +
 	"\x0ffirst_to_second\x18\x01 \x01(\x03R\rfirstToSecond\x12&\n" +
-	"\x0fsecond_to_first\x18\x02 \x01(\x03R\rsecondToFirst2\x89\x11\n" +
+	"\x0fsecond_to_first\x18\x02 \x01(\x03R\rsecondToFirst2\xab\x12\n" +
 	"\rStreamService\x12=\n" +
 	"\x04Open\x12\x19.streammgr.v1.OpenRequest\x1a\x1a.streammgr.v1.OpenResponse\x12I\n" +
 	"\bOpenPair\x12\x1d.streammgr.v1.OpenPairRequest\x1a\x1e.streammgr.v1.OpenPairResponse\x12R\n" +
@@ -5482,7 +5778,11 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\aSession\x12\x1c.streammgr.v1.SessionRequest\x1a\x1d.streammgr.v1.SessionResponse(\x010\x01\x12G\n" +
 	"\x06Attach\x12\x1b.streammgr.v1.AttachRequest\x1a\x1c.streammgr.v1.AttachResponse(\x010\x01\x12@\n" +
 	"\x05Relay\x12\x1a.streammgr.v1.RelayRequest\x1a\x1b.streammgr.v1.RelayResponse\x12@\n" +
-	"\x05Share\x12\x1a.streammgr.v1.ShareRequest\x1a\x1b.streammgr.v1.ShareResponseB=Z;github.com/streammgr/streammgr/api/streammgr/v1;streammgrv1b\x06proto3"
+	"\x05Share\x12\x1a.streammgr.v1.ShareRequest\x1a\x1b.streammgr.v1.ShareResponse\x12O\n" +
+	"\n" +
+	"SetSockOpt\x12\x1f.streammgr.v1.SetSockOptRequest\x1a .streammgr.v1.SetSockOptResponse\x12O\n" +
+	"\n" +
+	"GetSockOpt\x12\x1f.streammgr.v1.GetSockOptRequest\x1a .streammgr.v1.GetSockOptResponseB=Z;github.com/streammgr/streammgr/api/streammgr/v1;streammgrv1b\x06proto3"
 
 var (
 	file_streammgr_v1_streammgr_proto_rawDescOnce sync.Once
@@ -5496,212 +5796,224 @@ func file_streammgr_v1_streammgr_proto_rawDescGZIP() []byte {
 	return file_streammgr_v1_streammgr_proto_rawDescData
 }
 
-var file_streammgr_v1_streammgr_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
+var file_streammgr_v1_streammgr_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_streammgr_v1_streammgr_proto_goTypes = []any{
-	(*ShareRequest)(nil),         // 0: streammgr.v1.ShareRequest
-	(*ShareResponse)(nil),        // 1: streammgr.v1.ShareResponse
-	(*TcpAddress)(nil),           // 2: streammgr.v1.TcpAddress
-	(*UnixAddress)(nil),          // 3: streammgr.v1.UnixAddress
-	(*TlsOptions)(nil),           // 4: streammgr.v1.TlsOptions
-	(*OpenRequest)(nil),          // 5: streammgr.v1.OpenRequest
-	(*OpenResponse)(nil),         // 6: streammgr.v1.OpenResponse
-	(*OpenPairRequest)(nil),      // 7: streammgr.v1.OpenPairRequest
-	(*OpenPairResponse)(nil),     // 8: streammgr.v1.OpenPairResponse
-	(*StartServerRequest)(nil),   // 9: streammgr.v1.StartServerRequest
-	(*StartServerResponse)(nil),  // 10: streammgr.v1.StartServerResponse
-	(*StartServingRequest)(nil),  // 11: streammgr.v1.StartServingRequest
-	(*StartServingResponse)(nil), // 12: streammgr.v1.StartServingResponse
-	(*AcceptRequest)(nil),        // 13: streammgr.v1.AcceptRequest
-	(*AcceptResponse)(nil),       // 14: streammgr.v1.AcceptResponse
-	(*ServeRequest)(nil),         // 15: streammgr.v1.ServeRequest
-	(*ServeResponse)(nil),        // 16: streammgr.v1.ServeResponse
-	(*CloseServerRequest)(nil),   // 17: streammgr.v1.CloseServerRequest
-	(*CloseServerResponse)(nil),  // 18: streammgr.v1.CloseServerResponse
-	(*ListServersRequest)(nil),   // 19: streammgr.v1.ListServersRequest
-	(*ListServersResponse)(nil),  // 20: streammgr.v1.ListServersResponse
-	(*ServerInfo)(nil),           // 21: streammgr.v1.ServerInfo
-	(*ReadRequest)(nil),          // 22: streammgr.v1.ReadRequest
-	(*ReadResponse)(nil),         // 23: streammgr.v1.ReadResponse
-	(*ReadLineRequest)(nil),      // 24: streammgr.v1.ReadLineRequest
-	(*ReadLineResponse)(nil),     // 25: streammgr.v1.ReadLineResponse
-	(*ReadExactlyRequest)(nil),   // 26: streammgr.v1.ReadExactlyRequest
-	(*ReadExactlyResponse)(nil),  // 27: streammgr.v1.ReadExactlyResponse
-	(*ReadUntilRequest)(nil),     // 28: streammgr.v1.ReadUntilRequest
-	(*ReadUntilResponse)(nil),    // 29: streammgr.v1.ReadUntilResponse
-	(*AtEofRequest)(nil),         // 30: streammgr.v1.AtEofRequest
-	(*AtEofResponse)(nil),        // 31: streammgr.v1.AtEofResponse
-	(*WriteRequest)(nil),         // 32: streammgr.v1.WriteRequest
-	(*WriteResponse)(nil),        // 33: streammgr.v1.WriteResponse
-	(*WriteLinesRequest)(nil),    // 34: streammgr.v1.WriteLinesRequest
-	(*WriteLinesResponse)(nil),   // 35: streammgr.v1.WriteLinesResponse
-	(*DrainRequest)(nil),         // 36: streammgr.v1.DrainRequest
-	(*DrainResponse)(nil),        // 37: streammgr.v1.DrainResponse
-	(*WriteEofRequest)(nil),      // 38: streammgr.v1.WriteEofRequest
-	(*WriteEofResponse)(nil),     // 39: streammgr.v1.WriteEofResponse
-	(*CanWriteEofRequest)(nil),   // 40: streammgr.v1.CanWriteEofRequest
-	(*CanWriteEofResponse)(nil),  // 41: streammgr.v1.CanWriteEofResponse
-	(*CloseRequest)(nil),         // 42: streammgr.v1.CloseRequest
-	(*CloseResponse)(nil),        // 43: streammgr.v1.CloseResponse
-	(*AbortRequest)(nil),         // 44: streammgr.v1.AbortRequest
-	(*AbortResponse)(nil),        // 45: streammgr.v1.AbortResponse
-	(*WaitClosedRequest)(nil),    // 46: streammgr.v1.WaitClosedRequest
-	(*WaitClosedResponse)(nil),   // 47: streammgr.v1.WaitClosedResponse
-	(*IsClosingRequest)(nil),     // 48: streammgr.v1.IsClosingRequest
-	(*IsClosingResponse)(nil),    // 49: streammgr.v1.IsClosingResponse
-	(*StartTlsRequest)(nil),      // 50: streammgr.v1.StartTlsRequest
-	(*StartTlsResponse)(nil),     // 51: streammgr.v1.StartTlsResponse
-	(*GetExtraInfoRequest)(nil),  // 52: streammgr.v1.GetExtraInfoRequest
-	(*GetExtraInfoResponse)(nil), // 53: streammgr.v1.GetExtraInfoResponse
-	(*ListStreamsRequest)(nil),   // 54: streammgr.v1.ListStreamsRequest
-	(*ListStreamsResponse)(nil),  // 55: streammgr.v1.ListStreamsResponse
-	(*StreamInfo)(nil),           // 56: streammgr.v1.StreamInfo
-	(*LimitOverrunError)(nil),    // 57: streammgr.v1.LimitOverrunError
-	(*SessionRequest)(nil),       // 58: streammgr.v1.SessionRequest
-	(*SessionResponse)(nil),      // 59: streammgr.v1.SessionResponse
-	(*CancelCallRequest)(nil),    // 60: streammgr.v1.CancelCallRequest
-	(*CancelCallResponse)(nil),   // 61: streammgr.v1.CancelCallResponse
-	(*Status)(nil),               // 62: streammgr.v1.Status
-	(*AttachRequest)(nil),        // 63: streammgr.v1.AttachRequest
-	(*AttachResponse)(nil),       // 64: streammgr.v1.AttachResponse
-	(*RelayRequest)(nil),         // 65: streammgr.v1.RelayRequest
-	(*RelayResponse)(nil),        // 66: streammgr.v1.RelayResponse
-	(*durationpb.Duration)(nil),  // 67: google.protobuf.Duration
-	(*structpb.Value)(nil),       // 68: google.protobuf.Value
-	(*anypb.Any)(nil),            // 69: google.protobuf.Any
+	(*SetSockOptRequest)(nil),    // 0: streammgr.v1.SetSockOptRequest
+	(*SetSockOptResponse)(nil),   // 1: streammgr.v1.SetSockOptResponse
+	(*GetSockOptRequest)(nil),    // 2: streammgr.v1.GetSockOptRequest
+	(*GetSockOptResponse)(nil),   // 3: streammgr.v1.GetSockOptResponse
+	(*ShareRequest)(nil),         // 4: streammgr.v1.ShareRequest
+	(*ShareResponse)(nil),        // 5: streammgr.v1.ShareResponse
+	(*TcpAddress)(nil),           // 6: streammgr.v1.TcpAddress
+	(*UnixAddress)(nil),          // 7: streammgr.v1.UnixAddress
+	(*TlsOptions)(nil),           // 8: streammgr.v1.TlsOptions
+	(*OpenRequest)(nil),          // 9: streammgr.v1.OpenRequest
+	(*OpenResponse)(nil),         // 10: streammgr.v1.OpenResponse
+	(*OpenPairRequest)(nil),      // 11: streammgr.v1.OpenPairRequest
+	(*OpenPairResponse)(nil),     // 12: streammgr.v1.OpenPairResponse
+	(*StartServerRequest)(nil),   // 13: streammgr.v1.StartServerRequest
+	(*StartServerResponse)(nil),  // 14: streammgr.v1.StartServerResponse
+	(*StartServingRequest)(nil),  // 15: streammgr.v1.StartServingRequest
+	(*StartServingResponse)(nil), // 16: streammgr.v1.StartServingResponse
+	(*AcceptRequest)(nil),        // 17: streammgr.v1.AcceptRequest
+	(*AcceptResponse)(nil),       // 18: streammgr.v1.AcceptResponse
+	(*ServeRequest)(nil),         // 19: streammgr.v1.ServeRequest
+	(*ServeResponse)(nil),        // 20: streammgr.v1.ServeResponse
+	(*CloseServerRequest)(nil),   // 21: streammgr.v1.CloseServerRequest
+	(*CloseServerResponse)(nil),  // 22: streammgr.v1.CloseServerResponse
+	(*ListServersRequest)(nil),   // 23: streammgr.v1.ListServersRequest
+	(*ListServersResponse)(nil),  // 24: streammgr.v1.ListServersResponse
+	(*ServerInfo)(nil),           // 25: streammgr.v1.ServerInfo
+	(*ReadRequest)(nil),          // 26: streammgr.v1.ReadRequest
+	(*ReadResponse)(nil),         // 27: streammgr.v1.ReadResponse
+	(*ReadLineRequest)(nil),      // 28: streammgr.v1.ReadLineRequest
+	(*ReadLineResponse)(nil),     // 29: streammgr.v1.ReadLineResponse
+	(*ReadExactlyRequest)(nil),   // 30: streammgr.v1.ReadExactlyRequest
+	(*ReadExactlyResponse)(nil),  // 31: streammgr.v1.ReadExactlyResponse
+	(*ReadUntilRequest)(nil),     // 32: streammgr.v1.ReadUntilRequest
+	(*ReadUntilResponse)(nil),    // 33: streammgr.v1.ReadUntilResponse
+	(*AtEofRequest)(nil),         // 34: streammgr.v1.AtEofRequest
+	(*AtEofResponse)(nil),        // 35: streammgr.v1.AtEofResponse
+	(*WriteRequest)(nil),         // 36: streammgr.v1.WriteRequest
+	(*WriteResponse)(nil),        // 37: streammgr.v1.WriteResponse
+	(*WriteLinesRequest)(nil),    // 38: streammgr.v1.WriteLinesRequest
+	(*WriteLinesResponse)(nil),   // 39: streammgr.v1.WriteLinesResponse
+	(*DrainRequest)(nil),         // 40: streammgr.v1.DrainRequest
+	(*DrainResponse)(nil),        // 41: streammgr.v1.DrainResponse
+	(*WriteEofRequest)(nil),      // 42: streammgr.v1.WriteEofRequest
+	(*WriteEofResponse)(nil),     // 43: streammgr.v1.WriteEofResponse
+	(*CanWriteEofRequest)(nil),   // 44: streammgr.v1.CanWriteEofRequest
+	(*CanWriteEofResponse)(nil),  // 45: streammgr.v1.CanWriteEofResponse
+	(*CloseRequest)(nil),         // 46: streammgr.v1.CloseRequest
+	(*CloseResponse)(nil),        // 47: streammgr.v1.CloseResponse
+	(*AbortRequest)(nil),         // 48: streammgr.v1.AbortRequest
+	(*AbortResponse)(nil),        // 49: streammgr.v1.AbortResponse
+	(*WaitClosedRequest)(nil),    // 50: streammgr.v1.WaitClosedRequest
+	(*WaitClosedResponse)(nil),   // 51: streammgr.v1.WaitClosedResponse
+	(*IsClosingRequest)(nil),     // 52: streammgr.v1.IsClosingRequest
+	(*IsClosingResponse)(nil),    // 53: streammgr.v1.IsClosingResponse
+	(*StartTlsRequest)(nil),      // 54: streammgr.v1.StartTlsRequest
+	(*StartTlsResponse)(nil),     // 55: streammgr.v1.StartTlsResponse
+	(*GetExtraInfoRequest)(nil),  // 56: streammgr.v1.GetExtraInfoRequest
+	(*GetExtraInfoResponse)(nil), // 57: streammgr.v1.GetExtraInfoResponse
+	(*ListStreamsRequest)(nil),   // 58: streammgr.v1.ListStreamsRequest
+	(*ListStreamsResponse)(nil),  // 59: streammgr.v1.ListStreamsResponse
+	(*StreamInfo)(nil),           // 60: streammgr.v1.StreamInfo
+	(*LimitOverrunError)(nil),    // 61: streammgr.v1.LimitOverrunError
+	(*SessionRequest)(nil),       // 62: streammgr.v1.SessionRequest
+	(*SessionResponse)(nil),      // 63: streammgr.v1.SessionResponse
+	(*CancelCallRequest)(nil),    // 64: streammgr.v1.CancelCallRequest
+	(*CancelCallResponse)(nil),   // 65: streammgr.v1.CancelCallResponse
+	(*Status)(nil),               // 66: streammgr.v1.Status
+	(*AttachRequest)(nil),        // 67: streammgr.v1.AttachRequest
+	(*AttachResponse)(nil),       // 68: streammgr.v1.AttachResponse
+	(*RelayRequest)(nil),         // 69: streammgr.v1.RelayRequest
+	(*RelayResponse)(nil),        // 70: streammgr.v1.RelayResponse
+	(*durationpb.Duration)(nil),  // 71: google.protobuf.Duration
+	(*structpb.Value)(nil),       // 72: google.protobuf.Value
+	(*anypb.Any)(nil),            // 73: google.protobuf.Any
 }
 var file_streammgr_v1_streammgr_proto_depIdxs = []int32{
-	67, // 0: streammgr.v1.TlsOptions.handshake_timeout:type_name -> google.protobuf.Duration
-	2,  // 1: streammgr.v1.OpenRequest.tcp:type_name -> streammgr.v1.TcpAddress
-	3,  // 2: streammgr.v1.OpenRequest.unix:type_name -> streammgr.v1.UnixAddress
-	4,  // 3: streammgr.v1.OpenRequest.tls:type_name -> streammgr.v1.TlsOptions
-	2,  // 4: streammgr.v1.OpenRequest.local_addr:type_name -> streammgr.v1.TcpAddress
-	67, // 5: streammgr.v1.OpenRequest.connect_timeout:type_name -> google.protobuf.Duration
-	2,  // 6: streammgr.v1.StartServerRequest.tcp:type_name -> streammgr.v1.TcpAddress
-	3,  // 7: streammgr.v1.StartServerRequest.unix:type_name -> streammgr.v1.UnixAddress
-	4,  // 8: streammgr.v1.StartServerRequest.tls:type_name -> streammgr.v1.TlsOptions
-	67, // 9: streammgr.v1.AcceptRequest.timeout:type_name -> google.protobuf.Duration
-	21, // 10: streammgr.v1.ListServersResponse.servers:type_name -> streammgr.v1.ServerInfo
-	67, // 11: streammgr.v1.ServerInfo.age:type_name -> google.protobuf.Duration
-	4,  // 12: streammgr.v1.StartTlsRequest.tls:type_name -> streammgr.v1.TlsOptions
-	68, // 13: streammgr.v1.GetExtraInfoResponse.value:type_name -> google.protobuf.Value
-	56, // 14: streammgr.v1.ListStreamsResponse.streams:type_name -> streammgr.v1.StreamInfo
-	67, // 15: streammgr.v1.StreamInfo.age:type_name -> google.protobuf.Duration
-	5,  // 16: streammgr.v1.SessionRequest.open:type_name -> streammgr.v1.OpenRequest
-	7,  // 17: streammgr.v1.SessionRequest.open_pair:type_name -> streammgr.v1.OpenPairRequest
-	9,  // 18: streammgr.v1.SessionRequest.start_server:type_name -> streammgr.v1.StartServerRequest
-	13, // 19: streammgr.v1.SessionRequest.accept:type_name -> streammgr.v1.AcceptRequest
-	22, // 20: streammgr.v1.SessionRequest.read:type_name -> streammgr.v1.ReadRequest
-	24, // 21: streammgr.v1.SessionRequest.read_line:type_name -> streammgr.v1.ReadLineRequest
-	26, // 22: streammgr.v1.SessionRequest.read_exactly:type_name -> streammgr.v1.ReadExactlyRequest
-	28, // 23: streammgr.v1.SessionRequest.read_until:type_name -> streammgr.v1.ReadUntilRequest
-	30, // 24: streammgr.v1.SessionRequest.at_eof:type_name -> streammgr.v1.AtEofRequest
-	32, // 25: streammgr.v1.SessionRequest.write:type_name -> streammgr.v1.WriteRequest
-	34, // 26: streammgr.v1.SessionRequest.write_lines:type_name -> streammgr.v1.WriteLinesRequest
-	36, // 27: streammgr.v1.SessionRequest.drain:type_name -> streammgr.v1.DrainRequest
-	38, // 28: streammgr.v1.SessionRequest.write_eof:type_name -> streammgr.v1.WriteEofRequest
-	40, // 29: streammgr.v1.SessionRequest.can_write_eof:type_name -> streammgr.v1.CanWriteEofRequest
-	42, // 30: streammgr.v1.SessionRequest.close:type_name -> streammgr.v1.CloseRequest
-	44, // 31: streammgr.v1.SessionRequest.abort:type_name -> streammgr.v1.AbortRequest
-	46, // 32: streammgr.v1.SessionRequest.wait_closed:type_name -> streammgr.v1.WaitClosedRequest
-	48, // 33: streammgr.v1.SessionRequest.is_closing:type_name -> streammgr.v1.IsClosingRequest
-	50, // 34: streammgr.v1.SessionRequest.start_tls:type_name -> streammgr.v1.StartTlsRequest
-	52, // 35: streammgr.v1.SessionRequest.get_extra_info:type_name -> streammgr.v1.GetExtraInfoRequest
-	17, // 36: streammgr.v1.SessionRequest.close_server:type_name -> streammgr.v1.CloseServerRequest
-	11, // 37: streammgr.v1.SessionRequest.start_serving:type_name -> streammgr.v1.StartServingRequest
-	65, // 38: streammgr.v1.SessionRequest.relay:type_name -> streammgr.v1.RelayRequest
-	0,  // 39: streammgr.v1.SessionRequest.share:type_name -> streammgr.v1.ShareRequest
-	60, // 40: streammgr.v1.SessionRequest.cancel:type_name -> streammgr.v1.CancelCallRequest
-	67, // 41: streammgr.v1.SessionRequest.timeout:type_name -> google.protobuf.Duration
-	6,  // 42: streammgr.v1.SessionResponse.open:type_name -> streammgr.v1.OpenResponse
-	8,  // 43: streammgr.v1.SessionResponse.open_pair:type_name -> streammgr.v1.OpenPairResponse
-	10, // 44: streammgr.v1.SessionResponse.start_server:type_name -> streammgr.v1.StartServerResponse
-	14, // 45: streammgr.v1.SessionResponse.accept:type_name -> streammgr.v1.AcceptResponse
-	23, // 46: streammgr.v1.SessionResponse.read:type_name -> streammgr.v1.ReadResponse
-	25, // 47: streammgr.v1.SessionResponse.read_line:type_name -> streammgr.v1.ReadLineResponse
-	27, // 48: streammgr.v1.SessionResponse.read_exactly:type_name -> streammgr.v1.ReadExactlyResponse
-	29, // 49: streammgr.v1.SessionResponse.read_until:type_name -> streammgr.v1.ReadUntilResponse
-	31, // 50: streammgr.v1.SessionResponse.at_eof:type_name -> streammgr.v1.AtEofResponse
-	33, // 51: streammgr.v1.SessionResponse.write:type_name -> streammgr.v1.WriteResponse
-	35, // 52: streammgr.v1.SessionResponse.write_lines:type_name -> streammgr.v1.WriteLinesResponse
-	37, // 53: streammgr.v1.SessionResponse.drain:type_name -> streammgr.v1.DrainResponse
-	39, // 54: streammgr.v1.SessionResponse.write_eof:type_name -> streammgr.v1.WriteEofResponse
-	41, // 55: streammgr.v1.SessionResponse.can_write_eof:type_name -> streammgr.v1.CanWriteEofResponse
-	43, // 56: streammgr.v1.SessionResponse.close:type_name -> streammgr.v1.CloseResponse
-	45, // 57: streammgr.v1.SessionResponse.abort:type_name -> streammgr.v1.AbortResponse
-	47, // 58: streammgr.v1.SessionResponse.wait_closed:type_name -> streammgr.v1.WaitClosedResponse
-	49, // 59: streammgr.v1.SessionResponse.is_closing:type_name -> streammgr.v1.IsClosingResponse
-	51, // 60: streammgr.v1.SessionResponse.start_tls:type_name -> streammgr.v1.StartTlsResponse
-	53, // 61: streammgr.v1.SessionResponse.get_extra_info:type_name -> streammgr.v1.GetExtraInfoResponse
-	18, // 62: streammgr.v1.SessionResponse.close_server:type_name -> streammgr.v1.CloseServerResponse
-	12, // 63: streammgr.v1.SessionResponse.start_serving:type_name -> streammgr.v1.StartServingResponse
-	66, // 64: streammgr.v1.SessionResponse.relay:type_name -> streammgr.v1.RelayResponse
-	1,  // 65: streammgr.v1.SessionResponse.share:type_name -> streammgr.v1.ShareResponse
-	61, // 66: streammgr.v1.SessionResponse.cancel:type_name -> streammgr.v1.CancelCallResponse
-	62, // 67: streammgr.v1.SessionResponse.error:type_name -> streammgr.v1.Status
-	69, // 68: streammgr.v1.Status.details:type_name -> google.protobuf.Any
-	5,  // 69: streammgr.v1.StreamService.Open:input_type -> streammgr.v1.OpenRequest
-	7,  // 70: streammgr.v1.StreamService.OpenPair:input_type -> streammgr.v1.OpenPairRequest
-	9,  // 71: streammgr.v1.StreamService.StartServer:input_type -> streammgr.v1.StartServerRequest
-	11, // 72: streammgr.v1.StreamService.StartServing:input_type -> streammgr.v1.StartServingRequest
-	13, // 73: streammgr.v1.StreamService.Accept:input_type -> streammgr.v1.AcceptRequest
-	15, // 74: streammgr.v1.StreamService.Serve:input_type -> streammgr.v1.ServeRequest
-	17, // 75: streammgr.v1.StreamService.CloseServer:input_type -> streammgr.v1.CloseServerRequest
-	19, // 76: streammgr.v1.StreamService.ListServers:input_type -> streammgr.v1.ListServersRequest
-	22, // 77: streammgr.v1.StreamService.Read:input_type -> streammgr.v1.ReadRequest
-	24, // 78: streammgr.v1.StreamService.ReadLine:input_type -> streammgr.v1.ReadLineRequest
-	26, // 79: streammgr.v1.StreamService.ReadExactly:input_type -> streammgr.v1.ReadExactlyRequest
-	28, // 80: streammgr.v1.StreamService.ReadUntil:input_type -> streammgr.v1.ReadUntilRequest
-	30, // 81: streammgr.v1.StreamService.AtEof:input_type -> streammgr.v1.AtEofRequest
-	32, // 82: streammgr.v1.StreamService.Write:input_type -> streammgr.v1.WriteRequest
-	34, // 83: streammgr.v1.StreamService.WriteLines:input_type -> streammgr.v1.WriteLinesRequest
-	36, // 84: streammgr.v1.StreamService.Drain:input_type -> streammgr.v1.DrainRequest
-	38, // 85: streammgr.v1.StreamService.WriteEof:input_type -> streammgr.v1.WriteEofRequest
-	40, // 86: streammgr.v1.StreamService.CanWriteEof:input_type -> streammgr.v1.CanWriteEofRequest
-	42, // 87: streammgr.v1.StreamService.Close:input_type -> streammgr.v1.CloseRequest
-	44, // 88: streammgr.v1.StreamService.Abort:input_type -> streammgr.v1.AbortRequest
-	46, // 89: streammgr.v1.StreamService.WaitClosed:input_type -> streammgr.v1.WaitClosedRequest
-	48, // 90: streammgr.v1.StreamService.IsClosing:input_type -> streammgr.v1.IsClosingRequest
-	50, // 91: streammgr.v1.StreamService.StartTls:input_type -> streammgr.v1.StartTlsRequest
-	52, // 92: streammgr.v1.StreamService.GetExtraInfo:input_type -> streammgr.v1.GetExtraInfoRequest
-	54, // 93: streammgr.v1.StreamService.ListStreams:input_type -> streammgr.v1.ListStreamsRequest
-	58, // 94: streammgr.v1.StreamService.Session:input_type -> streammgr.v1.SessionRequest
-	63, // 95: streammgr.v1.StreamService.Attach:input_type -> streammgr.v1.AttachRequest
-	65, // 96: streammgr.v1.StreamService.Relay:input_type -> streammgr.v1.RelayRequest
-	0,  // 97: streammgr.v1.StreamService.Share:input_type -> streammgr.v1.ShareRequest
-	6,  // 98: streammgr.v1.StreamService.Open:output_type -> streammgr.v1.OpenResponse
-	8,  // 99: streammgr.v1.StreamService.OpenPair:output_type -> streammgr.v1.OpenPairResponse
-	10, // 100: streammgr.v1.StreamService.StartServer:output_type -> streammgr.v1.StartServerResponse
-	12, // 101: streammgr.v1.StreamService.StartServing:output_type -> streammgr.v1.StartServingResponse
-	14, // 102: streammgr.v1.StreamService.Accept:output_type -> streammgr.v1.AcceptResponse
-	16, // 103: streammgr.v1.StreamService.Serve:output_type -> streammgr.v1.ServeResponse
-	18, // 104: streammgr.v1.StreamService.CloseServer:output_type -> streammgr.v1.CloseServerResponse
-	20, // 105: streammgr.v1.StreamService.ListServers:output_type -> streammgr.v1.ListServersResponse
-	23, // 106: streammgr.v1.StreamService.Read:output_type -> streammgr.v1.ReadResponse
-	25, // 107: streammgr.v1.StreamService.ReadLine:output_type -> streammgr.v1.ReadLineResponse
-	27, // 108: streammgr.v1.StreamService.ReadExactly:output_type -> streammgr.v1.ReadExactlyResponse
-	29, // 109: streammgr.v1.StreamService.ReadUntil:output_type -> streammgr.v1.ReadUntilResponse
-	31, // 110: streammgr.v1.StreamService.AtEof:output_type -> streammgr.v1.AtEofResponse
-	33, // 111: streammgr.v1.StreamService.Write:output_type -> streammgr.v1.WriteResponse
-	35, // 112: streammgr.v1.StreamService.WriteLines:output_type -> streammgr.v1.WriteLinesResponse
-	37, // 113: streammgr.v1.StreamService.Drain:output_type -> streammgr.v1.DrainResponse
-	39, // 114: streammgr.v1.StreamService.WriteEof:output_type -> streammgr.v1.WriteEofResponse
-	41, // 115: streammgr.v1.StreamService.CanWriteEof:output_type -> streammgr.v1.CanWriteEofResponse
-	43, // 116: streammgr.v1.StreamService.Close:output_type -> streammgr.v1.CloseResponse
-	45, // 117: streammgr.v1.StreamService.Abort:output_type -> streammgr.v1.AbortResponse
-	47, // 118: streammgr.v1.StreamService.WaitClosed:output_type -> streammgr.v1.WaitClosedResponse
-	49, // 119: streammgr.v1.StreamService.IsClosing:output_type -> streammgr.v1.IsClosingResponse
-	51, // 120: streammgr.v1.StreamService.StartTls:output_type -> streammgr.v1.StartTlsResponse
-	53, // 121: streammgr.v1.StreamService.GetExtraInfo:output_type -> streammgr.v1.GetExtraInfoResponse
-	55, // 122: streammgr.v1.StreamService.ListStreams:output_type -> streammgr.v1.ListStreamsResponse
-	59, // 123: streammgr.v1.StreamService.Session:output_type -> streammgr.v1.SessionResponse
-	64, // 124: streammgr.v1.StreamService.Attach:output_type -> streammgr.v1.AttachResponse
-	66, // 125: streammgr.v1.StreamService.Relay:output_type -> streammgr.v1.RelayResponse
-	1,  // 126: streammgr.v1.StreamService.Share:output_type -> streammgr.v1.ShareResponse
-	98, // [98:127] is the sub-list for method output_type
-	69, // [69:98] is the sub-list for method input_type
-	69, // [69:69] is the sub-list for extension type_name
-	69, // [69:69] is the sub-list for extension extendee
-	0,  // [0:69] is the sub-list for field type_name
+	71,  // 0: streammgr.v1.TlsOptions.handshake_timeout:type_name -> google.protobuf.Duration
+	6,   // 1: streammgr.v1.OpenRequest.tcp:type_name -> streammgr.v1.TcpAddress
+	7,   // 2: streammgr.v1.OpenRequest.unix:type_name -> streammgr.v1.UnixAddress
+	8,   // 3: streammgr.v1.OpenRequest.tls:type_name -> streammgr.v1.TlsOptions
+	6,   // 4: streammgr.v1.OpenRequest.local_addr:type_name -> streammgr.v1.TcpAddress
+	71,  // 5: streammgr.v1.OpenRequest.connect_timeout:type_name -> google.protobuf.Duration
+	6,   // 6: streammgr.v1.StartServerRequest.tcp:type_name -> streammgr.v1.TcpAddress
+	7,   // 7: streammgr.v1.StartServerRequest.unix:type_name -> streammgr.v1.UnixAddress
+	8,   // 8: streammgr.v1.StartServerRequest.tls:type_name -> streammgr.v1.TlsOptions
+	71,  // 9: streammgr.v1.AcceptRequest.timeout:type_name -> google.protobuf.Duration
+	25,  // 10: streammgr.v1.ListServersResponse.servers:type_name -> streammgr.v1.ServerInfo
+	71,  // 11: streammgr.v1.ServerInfo.age:type_name -> google.protobuf.Duration
+	8,   // 12: streammgr.v1.StartTlsRequest.tls:type_name -> streammgr.v1.TlsOptions
+	72,  // 13: streammgr.v1.GetExtraInfoResponse.value:type_name -> google.protobuf.Value
+	60,  // 14: streammgr.v1.ListStreamsResponse.streams:type_name -> streammgr.v1.StreamInfo
+	71,  // 15: streammgr.v1.StreamInfo.age:type_name -> google.protobuf.Duration
+	9,   // 16: streammgr.v1.SessionRequest.open:type_name -> streammgr.v1.OpenRequest
+	11,  // 17: streammgr.v1.SessionRequest.open_pair:type_name -> streammgr.v1.OpenPairRequest
+	13,  // 18: streammgr.v1.SessionRequest.start_server:type_name -> streammgr.v1.StartServerRequest
+	17,  // 19: streammgr.v1.SessionRequest.accept:type_name -> streammgr.v1.AcceptRequest
+	26,  // 20: streammgr.v1.SessionRequest.read:type_name -> streammgr.v1.ReadRequest
+	28,  // 21: streammgr.v1.SessionRequest.read_line:type_name -> streammgr.v1.ReadLineRequest
+	30,  // 22: streammgr.v1.SessionRequest.read_exactly:type_name -> streammgr.v1.ReadExactlyRequest
+	32,  // 23: streammgr.v1.SessionRequest.read_until:type_name -> streammgr.v1.ReadUntilRequest
+	34,  // 24: streammgr.v1.SessionRequest.at_eof:type_name -> streammgr.v1.AtEofRequest
+	36,  // 25: streammgr.v1.SessionRequest.write:type_name -> streammgr.v1.WriteRequest
+	38,  // 26: streammgr.v1.SessionRequest.write_lines:type_name -> streammgr.v1.WriteLinesRequest
+	40,  // 27: streammgr.v1.SessionRequest.drain:type_name -> streammgr.v1.DrainRequest
+	42,  // 28: streammgr.v1.SessionRequest.write_eof:type_name -> streammgr.v1.WriteEofRequest
+	44,  // 29: streammgr.v1.SessionRequest.can_write_eof:type_name -> streammgr.v1.CanWriteEofRequest
+	46,  // 30: streammgr.v1.SessionRequest.close:type_name -> streammgr.v1.CloseRequest
+	48,  // 31: streammgr.v1.SessionRequest.abort:type_name -> streammgr.v1.AbortRequest
+	50,  // 32: streammgr.v1.SessionRequest.wait_closed:type_name -> streammgr.v1.WaitClosedRequest
+	52,  // 33: streammgr.v1.SessionRequest.is_closing:type_name -> streammgr.v1.IsClosingRequest
+	54,  // 34: streammgr.v1.SessionRequest.start_tls:type_name -> streammgr.v1.StartTlsRequest
+	56,  // 35: streammgr.v1.SessionRequest.get_extra_info:type_name -> streammgr.v1.GetExtraInfoRequest
+	21,  // 36: streammgr.v1.SessionRequest.close_server:type_name -> streammgr.v1.CloseServerRequest
+	15,  // 37: streammgr.v1.SessionRequest.start_serving:type_name -> streammgr.v1.StartServingRequest
+	69,  // 38: streammgr.v1.SessionRequest.relay:type_name -> streammgr.v1.RelayRequest
+	4,   // 39: streammgr.v1.SessionRequest.share:type_name -> streammgr.v1.ShareRequest
+	0,   // 40: streammgr.v1.SessionRequest.set_sock_opt:type_name -> streammgr.v1.SetSockOptRequest
+	2,   // 41: streammgr.v1.SessionRequest.get_sock_opt:type_name -> streammgr.v1.GetSockOptRequest
+	64,  // 42: streammgr.v1.SessionRequest.cancel:type_name -> streammgr.v1.CancelCallRequest
+	71,  // 43: streammgr.v1.SessionRequest.timeout:type_name -> google.protobuf.Duration
+	10,  // 44: streammgr.v1.SessionResponse.open:type_name -> streammgr.v1.OpenResponse
+	12,  // 45: streammgr.v1.SessionResponse.open_pair:type_name -> streammgr.v1.OpenPairResponse
+	14,  // 46: streammgr.v1.SessionResponse.start_server:type_name -> streammgr.v1.StartServerResponse
+	18,  // 47: streammgr.v1.SessionResponse.accept:type_name -> streammgr.v1.AcceptResponse
+	27,  // 48: streammgr.v1.SessionResponse.read:type_name -> streammgr.v1.ReadResponse
+	29,  // 49: streammgr.v1.SessionResponse.read_line:type_name -> streammgr.v1.ReadLineResponse
+	31,  // 50: streammgr.v1.SessionResponse.read_exactly:type_name -> streammgr.v1.ReadExactlyResponse
+	33,  // 51: streammgr.v1.SessionResponse.read_until:type_name -> streammgr.v1.ReadUntilResponse
+	35,  // 52: streammgr.v1.SessionResponse.at_eof:type_name -> streammgr.v1.AtEofResponse
+	37,  // 53: streammgr.v1.SessionResponse.write:type_name -> streammgr.v1.WriteResponse
+	39,  // 54: streammgr.v1.SessionResponse.write_lines:type_name -> streammgr.v1.WriteLinesResponse
+	41,  // 55: streammgr.v1.SessionResponse.drain:type_name -> streammgr.v1.DrainResponse
+	43,  // 56: streammgr.v1.SessionResponse.write_eof:type_name -> streammgr.v1.WriteEofResponse
+	45,  // 57: streammgr.v1.SessionResponse.can_write_eof:type_name -> streammgr.v1.CanWriteEofResponse
+	47,  // 58: streammgr.v1.SessionResponse.close:type_name -> streammgr.v1.CloseResponse
+	49,  // 59: streammgr.v1.SessionResponse.abort:type_name -> streammgr.v1.AbortResponse
+	51,  // 60: streammgr.v1.SessionResponse.wait_closed:type_name -> streammgr.v1.WaitClosedResponse
+	53,  // 61: streammgr.v1.SessionResponse.is_closing:type_name -> streammgr.v1.IsClosingResponse
+	55,  // 62: streammgr.v1.SessionResponse.start_tls:type_name -> streammgr.v1.StartTlsResponse
+	57,  // 63: streammgr.v1.SessionResponse.get_extra_info:type_name -> streammgr.v1.GetExtraInfoResponse
+	22,  // 64: streammgr.v1.SessionResponse.close_server:type_name -> streammgr.v1.CloseServerResponse
+	16,  // 65: streammgr.v1.SessionResponse.start_serving:type_name -> streammgr.v1.StartServingResponse
+	70,  // 66: streammgr.v1.SessionResponse.relay:type_name -> streammgr.v1.RelayResponse
+	5,   // 67: streammgr.v1.SessionResponse.share:type_name -> streammgr.v1.ShareResponse
+	1,   // 68: streammgr.v1.SessionResponse.set_sock_opt:type_name -> streammgr.v1.SetSockOptResponse
+	3,   // 69: streammgr.v1.SessionResponse.get_sock_opt:type_name -> streammgr.v1.GetSockOptResponse
+	65,  // 70: streammgr.v1.SessionResponse.cancel:type_name -> streammgr.v1.CancelCallResponse
+	66,  // 71: streammgr.v1.SessionResponse.error:type_name -> streammgr.v1.Status
+	73,  // 72: streammgr.v1.Status.details:type_name -> google.protobuf.Any
+	9,   // 73: streammgr.v1.StreamService.Open:input_type -> streammgr.v1.OpenRequest
+	11,  // 74: streammgr.v1.StreamService.OpenPair:input_type -> streammgr.v1.OpenPairRequest
+	13,  // 75: streammgr.v1.StreamService.StartServer:input_type -> streammgr.v1.StartServerRequest
+	15,  // 76: streammgr.v1.StreamService.StartServing:input_type -> streammgr.v1.StartServingRequest
+	17,  // 77: streammgr.v1.StreamService.Accept:input_type -> streammgr.v1.AcceptRequest
+	19,  // 78: streammgr.v1.StreamService.Serve:input_type -> streammgr.v1.ServeRequest
+	21,  // 79: streammgr.v1.StreamService.CloseServer:input_type -> streammgr.v1.CloseServerRequest
+	23,  // 80: streammgr.v1.StreamService.ListServers:input_type -> streammgr.v1.ListServersRequest
+	26,  // 81: streammgr.v1.StreamService.Read:input_type -> streammgr.v1.ReadRequest
+	28,  // 82: streammgr.v1.StreamService.ReadLine:input_type -> streammgr.v1.ReadLineRequest
+	30,  // 83: streammgr.v1.StreamService.ReadExactly:input_type -> streammgr.v1.ReadExactlyRequest
+	32,  // 84: streammgr.v1.StreamService.ReadUntil:input_type -> streammgr.v1.ReadUntilRequest
+	34,  // 85: streammgr.v1.StreamService.AtEof:input_type -> streammgr.v1.AtEofRequest
+	36,  // 86: streammgr.v1.StreamService.Write:input_type -> streammgr.v1.WriteRequest
+	38,  // 87: streammgr.v1.StreamService.WriteLines:input_type -> streammgr.v1.WriteLinesRequest
+	40,  // 88: streammgr.v1.StreamService.Drain:input_type -> streammgr.v1.DrainRequest
+	42,  // 89: streammgr.v1.StreamService.WriteEof:input_type -> streammgr.v1.WriteEofRequest
+	44,  // 90: streammgr.v1.StreamService.CanWriteEof:input_type -> streammgr.v1.CanWriteEofRequest
+	46,  // 91: streammgr.v1.StreamService.Close:input_type -> streammgr.v1.CloseRequest
+	48,  // 92: streammgr.v1.StreamService.Abort:input_type -> streammgr.v1.AbortRequest
+	50,  // 93: streammgr.v1.StreamService.WaitClosed:input_type -> streammgr.v1.WaitClosedRequest
+	52,  // 94: streammgr.v1.StreamService.IsClosing:input_type -> streammgr.v1.IsClosingRequest
+	54,  // 95: streammgr.v1.StreamService.StartTls:input_type -> streammgr.v1.StartTlsRequest
+	56,  // 96: streammgr.v1.StreamService.GetExtraInfo:input_type -> streammgr.v1.GetExtraInfoRequest
+	58,  // 97: streammgr.v1.StreamService.ListStreams:input_type -> streammgr.v1.ListStreamsRequest
+	62,  // 98: streammgr.v1.StreamService.Session:input_type -> streammgr.v1.SessionRequest
+	67,  // 99: streammgr.v1.StreamService.Attach:input_type -> streammgr.v1.AttachRequest
+	69,  // 100: streammgr.v1.StreamService.Relay:input_type -> streammgr.v1.RelayRequest
+	4,   // 101: streammgr.v1.StreamService.Share:input_type -> streammgr.v1.ShareRequest
+	0,   // 102: streammgr.v1.StreamService.SetSockOpt:input_type -> streammgr.v1.SetSockOptRequest
+	2,   // 103: streammgr.v1.StreamService.GetSockOpt:input_type -> streammgr.v1.GetSockOptRequest
+	10,  // 104: streammgr.v1.StreamService.Open:output_type -> streammgr.v1.OpenResponse
+	12,  // 105: streammgr.v1.StreamService.OpenPair:output_type -> streammgr.v1.OpenPairResponse
+	14,  // 106: streammgr.v1.StreamService.StartServer:output_type -> streammgr.v1.StartServerResponse
+	16,  // 107: streammgr.v1.StreamService.StartServing:output_type -> streammgr.v1.StartServingResponse
+	18,  // 108: streammgr.v1.StreamService.Accept:output_type -> streammgr.v1.AcceptResponse
+	20,  // 109: streammgr.v1.StreamService.Serve:output_type -> streammgr.v1.ServeResponse
+	22,  // 110: streammgr.v1.StreamService.CloseServer:output_type -> streammgr.v1.CloseServerResponse
+	24,  // 111: streammgr.v1.StreamService.ListServers:output_type -> streammgr.v1.ListServersResponse
+	27,  // 112: streammgr.v1.StreamService.Read:output_type -> streammgr.v1.ReadResponse
+	29,  // 113: streammgr.v1.StreamService.ReadLine:output_type -> streammgr.v1.ReadLineResponse
+	31,  // 114: streammgr.v1.StreamService.ReadExactly:output_type -> streammgr.v1.ReadExactlyResponse
+	33,  // 115: streammgr.v1.StreamService.ReadUntil:output_type -> streammgr.v1.ReadUntilResponse
+	35,  // 116: streammgr.v1.StreamService.AtEof:output_type -> streammgr.v1.AtEofResponse
+	37,  // 117: streammgr.v1.StreamService.Write:output_type -> streammgr.v1.WriteResponse
+	39,  // 118: streammgr.v1.StreamService.WriteLines:output_type -> streammgr.v1.WriteLinesResponse
+	41,  // 119: streammgr.v1.StreamService.Drain:output_type -> streammgr.v1.DrainResponse
+	43,  // 120: streammgr.v1.StreamService.WriteEof:output_type -> streammgr.v1.WriteEofResponse
+	45,  // 121: streammgr.v1.StreamService.CanWriteEof:output_type -> streammgr.v1.CanWriteEofResponse
+	47,  // 122: streammgr.v1.StreamService.Close:output_type -> streammgr.v1.CloseResponse
+	49,  // 123: streammgr.v1.StreamService.Abort:output_type -> streammgr.v1.AbortResponse
+	51,  // 124: streammgr.v1.StreamService.WaitClosed:output_type -> streammgr.v1.WaitClosedResponse
+	53,  // 125: streammgr.v1.StreamService.IsClosing:output_type -> streammgr.v1.IsClosingResponse
+	55,  // 126: streammgr.v1.StreamService.StartTls:output_type -> streammgr.v1.StartTlsResponse
+	57,  // 127: streammgr.v1.StreamService.GetExtraInfo:output_type -> streammgr.v1.GetExtraInfoResponse
+	59,  // 128: streammgr.v1.StreamService.ListStreams:output_type -> streammgr.v1.ListStreamsResponse
+	63,  // 129: streammgr.v1.StreamService.Session:output_type -> streammgr.v1.SessionResponse
+	68,  // 130: streammgr.v1.StreamService.Attach:output_type -> streammgr.v1.AttachResponse
+	70,  // 131: streammgr.v1.StreamService.Relay:output_type -> streammgr.v1.RelayResponse
+	5,   // 132: streammgr.v1.StreamService.Share:output_type -> streammgr.v1.ShareResponse
+	1,   // 133: streammgr.v1.StreamService.SetSockOpt:output_type -> streammgr.v1.SetSockOptResponse
+	3,   // 134: streammgr.v1.StreamService.GetSockOpt:output_type -> streammgr.v1.GetSockOptResponse
+	104, // [104:135] is the sub-list for method output_type
+	73,  // [73:104] is the sub-list for method input_type
+	73,  // [73:73] is the sub-list for extension type_name
+	73,  // [73:73] is the sub-list for extension extendee
+	0,   // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_streammgr_v1_streammgr_proto_init() }
@@ -5709,26 +6021,26 @@ func file_streammgr_v1_streammgr_proto_init() {
 	if File_streammgr_v1_streammgr_proto != nil {
 		return
 	}
-	file_streammgr_v1_streammgr_proto_msgTypes[0].OneofWrappers = []any{
+	file_streammgr_v1_streammgr_proto_msgTypes[4].OneofWrappers = []any{
 		(*ShareRequest_StreamId)(nil),
 		(*ShareRequest_ServerId)(nil),
 	}
-	file_streammgr_v1_streammgr_proto_msgTypes[5].OneofWrappers = []any{
+	file_streammgr_v1_streammgr_proto_msgTypes[9].OneofWrappers = []any{
 		(*OpenRequest_Tcp)(nil),
 		(*OpenRequest_Unix)(nil),
 	}
-	file_streammgr_v1_streammgr_proto_msgTypes[7].OneofWrappers = []any{}
-	file_streammgr_v1_streammgr_proto_msgTypes[9].OneofWrappers = []any{
+	file_streammgr_v1_streammgr_proto_msgTypes[11].OneofWrappers = []any{}
+	file_streammgr_v1_streammgr_proto_msgTypes[13].OneofWrappers = []any{
 		(*StartServerRequest_Tcp)(nil),
 		(*StartServerRequest_Unix)(nil),
 	}
-	file_streammgr_v1_streammgr_proto_msgTypes[22].OneofWrappers = []any{}
-	file_streammgr_v1_streammgr_proto_msgTypes[24].OneofWrappers = []any{}
 	file_streammgr_v1_streammgr_proto_msgTypes[26].OneofWrappers = []any{}
 	file_streammgr_v1_streammgr_proto_msgTypes[28].OneofWrappers = []any{}
+	file_streammgr_v1_streammgr_proto_msgTypes[30].OneofWrappers = []any{}
 	file_streammgr_v1_streammgr_proto_msgTypes[32].OneofWrappers = []any{}
-	file_streammgr_v1_streammgr_proto_msgTypes[34].OneofWrappers = []any{}
-	file_streammgr_v1_streammgr_proto_msgTypes[58].OneofWrappers = []any{
+	file_streammgr_v1_streammgr_proto_msgTypes[36].OneofWrappers = []any{}
+	file_streammgr_v1_streammgr_proto_msgTypes[38].OneofWrappers = []any{}
+	file_streammgr_v1_streammgr_proto_msgTypes[62].OneofWrappers = []any{
 		(*SessionRequest_Open)(nil),
 		(*SessionRequest_OpenPair)(nil),
 		(*SessionRequest_StartServer)(nil),
@@ -5753,9 +6065,11 @@ func file_streammgr_v1_streammgr_proto_init() {
 		(*SessionRequest_StartServing)(nil),
 		(*SessionRequest_Relay)(nil),
 		(*SessionRequest_Share)(nil),
+		(*SessionRequest_SetSockOpt)(nil),
+		(*SessionRequest_GetSockOpt)(nil),
 		(*SessionRequest_Cancel)(nil),
 	}
-	file_streammgr_v1_streammgr_proto_msgTypes[59].OneofWrappers = []any{
+	file_streammgr_v1_streammgr_proto_msgTypes[63].OneofWrappers = []any{
 		(*SessionResponse_Open)(nil),
 		(*SessionResponse_OpenPair)(nil),
 		(*SessionResponse_StartServer)(nil),
@@ -5780,17 +6094,19 @@ func file_streammgr_v1_streammgr_proto_init() {
 		(*SessionResponse_StartServing)(nil),
 		(*SessionResponse_Relay)(nil),
 		(*SessionResponse_Share)(nil),
+		(*SessionResponse_SetSockOpt)(nil),
+		(*SessionResponse_GetSockOpt)(nil),
 		(*SessionResponse_Cancel)(nil),
 		(*SessionResponse_Error)(nil),
 	}
-	file_streammgr_v1_streammgr_proto_msgTypes[63].OneofWrappers = []any{}
+	file_streammgr_v1_streammgr_proto_msgTypes[67].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streammgr_v1_streammgr_proto_rawDesc), len(file_streammgr_v1_streammgr_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   67,
+			NumMessages:   71,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

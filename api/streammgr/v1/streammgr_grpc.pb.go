@@ -53,6 +53,8 @@ const (
 	StreamService_Attach_FullMethodName       = "/streammgr.v1.StreamService/Attach"
 	StreamService_Relay_FullMethodName        = "/streammgr.v1.StreamService/Relay"
 	StreamService_Share_FullMethodName        = "/streammgr.v1.StreamService/Share"
+	StreamService_SetSockOpt_FullMethodName   = "/streammgr.v1.StreamService/SetSockOpt"
+	StreamService_GetSockOpt_FullMethodName   = "/streammgr.v1.StreamService/GetSockOpt"
 )
 
 // StreamServiceClient is the client API for StreamService service.
@@ -249,6 +251,18 @@ type StreamServiceClient interface {
 	// "uid:1000" for a local Unix-socket caller, the certificate subject or
 	// token name of a TCP caller.
 	Share(ctx context.Context, in *ShareRequest, opts ...grpc.CallOption) (*ShareResponse, error)
+	// SetSockOpt sets an option of a stream's socket (the socket beneath TLS),
+	// as socket.setsockopt on get_extra_info('socket') does, and answers the
+	// value the socket reports afterwards. Options, by name: TCP_NODELAY,
+	// SO_KEEPALIVE (0 or 1), TCP_KEEPIDLE, TCP_KEEPINTVL (seconds),
+	// TCP_KEEPCNT (probes), SO_RCVBUF, SO_SNDBUF (bytes; Linux reports twice
+	// what was set), SO_LINGER (seconds, or -1 for off). Another name is
+	// INVALID_ARGUMENT; an option the socket does not have (a TCP option on a
+	// Unix socket) is FAILED_PRECONDITION, and a value the kernel refuses
+	// INVALID_ARGUMENT, both with reason SOCKET_OPTION and the errno.
+	SetSockOpt(ctx context.Context, in *SetSockOptRequest, opts ...grpc.CallOption) (*SetSockOptResponse, error)
+	// GetSockOpt reads one of SetSockOpt's options.
+	GetSockOpt(ctx context.Context, in *GetSockOptRequest, opts ...grpc.CallOption) (*GetSockOptResponse, error)
 }
 
 type streamServiceClient struct {
@@ -564,6 +578,26 @@ func (c *streamServiceClient) Share(ctx context.Context, in *ShareRequest, opts 
 	return out, nil
 }
 
+func (c *streamServiceClient) SetSockOpt(ctx context.Context, in *SetSockOptRequest, opts ...grpc.CallOption) (*SetSockOptResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetSockOptResponse)
+	err := c.cc.Invoke(ctx, StreamService_SetSockOpt_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *streamServiceClient) GetSockOpt(ctx context.Context, in *GetSockOptRequest, opts ...grpc.CallOption) (*GetSockOptResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSockOptResponse)
+	err := c.cc.Invoke(ctx, StreamService_GetSockOpt_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StreamServiceServer is the server API for StreamService service.
 // All implementations must embed UnimplementedStreamServiceServer
 // for forward compatibility.
@@ -758,6 +792,18 @@ type StreamServiceServer interface {
 	// "uid:1000" for a local Unix-socket caller, the certificate subject or
 	// token name of a TCP caller.
 	Share(context.Context, *ShareRequest) (*ShareResponse, error)
+	// SetSockOpt sets an option of a stream's socket (the socket beneath TLS),
+	// as socket.setsockopt on get_extra_info('socket') does, and answers the
+	// value the socket reports afterwards. Options, by name: TCP_NODELAY,
+	// SO_KEEPALIVE (0 or 1), TCP_KEEPIDLE, TCP_KEEPINTVL (seconds),
+	// TCP_KEEPCNT (probes), SO_RCVBUF, SO_SNDBUF (bytes; Linux reports twice
+	// what was set), SO_LINGER (seconds, or -1 for off). Another name is
+	// INVALID_ARGUMENT; an option the socket does not have (a TCP option on a
+	// Unix socket) is FAILED_PRECONDITION, and a value the kernel refuses
+	// INVALID_ARGUMENT, both with reason SOCKET_OPTION and the errno.
+	SetSockOpt(context.Context, *SetSockOptRequest) (*SetSockOptResponse, error)
+	// GetSockOpt reads one of SetSockOpt's options.
+	GetSockOpt(context.Context, *GetSockOptRequest) (*GetSockOptResponse, error)
 	mustEmbedUnimplementedStreamServiceServer()
 }
 
@@ -854,6 +900,12 @@ func (UnimplementedStreamServiceServer) Relay(context.Context, *RelayRequest) (*
 }
 func (UnimplementedStreamServiceServer) Share(context.Context, *ShareRequest) (*ShareResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Share not implemented")
+}
+func (UnimplementedStreamServiceServer) SetSockOpt(context.Context, *SetSockOptRequest) (*SetSockOptResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetSockOpt not implemented")
+}
+func (UnimplementedStreamServiceServer) GetSockOpt(context.Context, *GetSockOptRequest) (*GetSockOptResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSockOpt not implemented")
 }
 func (UnimplementedStreamServiceServer) mustEmbedUnimplementedStreamServiceServer() {}
 func (UnimplementedStreamServiceServer) testEmbeddedByValue()                       {}
@@ -1369,6 +1421,42 @@ func _StreamService_Share_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StreamService_SetSockOpt_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetSockOptRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamServiceServer).SetSockOpt(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StreamService_SetSockOpt_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamServiceServer).SetSockOpt(ctx, req.(*SetSockOptRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StreamService_GetSockOpt_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSockOptRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StreamServiceServer).GetSockOpt(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StreamService_GetSockOpt_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StreamServiceServer).GetSockOpt(ctx, req.(*GetSockOptRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // StreamService_ServiceDesc is the grpc.ServiceDesc for StreamService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1479,6 +1567,14 @@ var StreamService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Share",
 			Handler:    _StreamService_Share_Handler,
+		},
+		{
+			MethodName: "SetSockOpt",
+			Handler:    _StreamService_SetSockOpt_Handler,
+		},
+		{
+			MethodName: "GetSockOpt",
+			Handler:    _StreamService_GetSockOpt_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
