@@ -111,6 +111,10 @@ type Config struct {
 	// AuditLog's, or the daemon's log).
 	AuditLog string
 	Audit    *slog.Logger
+	// OrphanGrace is how long a stream whose Open (with a request_id) lost
+	// its caller before the answer waits for a retry of that Open, or any
+	// call, before it is released. 0 means DefaultOrphanGrace.
+	OrphanGrace time.Duration
 }
 
 // Defaults.
@@ -123,6 +127,7 @@ const (
 	DefaultIdleTimeout     = 10 * time.Minute
 	DefaultClosedLinger    = time.Minute
 	DefaultShutdownTimeout = 5 * time.Second
+	DefaultOrphanGrace     = 30 * time.Second
 
 	DefaultMaxConnections       = 1024
 	DefaultMaxConcurrentStreams = 256
@@ -221,6 +226,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.OrphanGrace <= 0 {
+		c.OrphanGrace = DefaultOrphanGrace
 	}
 	def(&c.MaxConnections, DefaultMaxConnections)
 	def(&c.MaxConcurrentStreams, DefaultMaxConcurrentStreams)

@@ -37,7 +37,8 @@ type Manager struct {
 	order   *list.List // every stream, oldest first
 	lost    *list.List // streams whose connection is gone, in the order lost
 	servers map[string]*Server
-	owners  map[string]*owner // identities holding handles
+	owners  map[string]*owner  // identities holding handles
+	opened  map[string]*Stream // by identity and Open request_id
 	closed  bool
 
 	stop     chan struct{}
@@ -59,6 +60,9 @@ type Stream struct {
 	queued   atomic.Bool                // accepted by srv and not yet claimed
 	attached atomic.Pointer[attachment] // the live Attach call, if any
 	relay    atomic.Pointer[relayRun]   // the running Relay, if any
+	claimed  atomic.Bool                // a call has used the handle since it was answered
+	openKey  string                     // its key in Manager.opened (guarded by Manager.mu)
+	orphaned atomic.Int64               // unix nanoseconds its Open's caller left at, 0 if it did not
 	claimMu  sync.Mutex                 // orders Attach and Relay claims
 
 	// guarded by Manager.mu
@@ -85,6 +89,7 @@ type Server struct {
 	rejected                atomic.Int64
 	serveCalls              atomic.Int64
 	lastUsed                atomic.Int64 // unix nanoseconds of its last RPC
+	claimed                 atomic.Bool  // a call has used the handle since it was answered
 	active                  atomic.Int32 // Accept calls in progress
 	closeOnce               sync.Once
 }
@@ -94,7 +99,7 @@ type Server struct {
 func New(cfg Config) *Manager {
 	cfg = cfg.withDefaults()
 	m := &Manager{cfg: cfg, budget: streamcore.NewBudget(cfg.MaxBufferedBytes), fds: newFDCount(cfg), policy: cfg.Policy, audit: cfg.Audit,
-		streams: map[string]*Stream{}, order: list.New(), lost: list.New(), servers: map[string]*Server{}, owners: map[string]*owner{}, stop: make(chan struct{})}
+		streams: map[string]*Stream{}, order: list.New(), lost: list.New(), servers: map[string]*Server{}, owners: map[string]*owner{}, opened: map[string]*Stream{}, stop: make(chan struct{})}
 	if m.policy == nil {
 		m.policy = policy.Default()
 	}
@@ -249,6 +254,9 @@ func (m *Manager) forgetLocked(s *Stream) {
 		s.lostElem = nil
 	}
 	s.stopLost()
+	if s.openKey != "" {
+		delete(m.opened, s.openKey)
+	}
 	s.acl.owner.streams--
 	m.dropOwnerLocked(s.acl.owner)
 	if s.srv != nil {
@@ -291,6 +299,7 @@ func (m *Manager) stream(ctx context.Context, id string) (*Stream, error) {
 	if s.queued.Load() {
 		return nil, queuedError{id: id}
 	}
+	s.claimed.Store(true)
 	return s, nil
 }
 
@@ -311,6 +320,7 @@ func (m *Manager) acquire(ctx context.Context, id string) (*Stream, func(), erro
 	if s.queued.Load() {
 		return nil, nil, queuedError{id: id}
 	}
+	s.claimed.Store(true)
 	return s, s.use(), nil
 }
 
@@ -327,6 +337,7 @@ func (m *Manager) server(ctx context.Context, id string) (*Server, error) {
 		return nil, &notFoundError{kind: "server", id: id}
 	}
 	s.lastUsed.Store(time.Now().UnixNano())
+	s.claimed.Store(true)
 	return s, nil
 }
 
@@ -377,7 +388,7 @@ func (m *Manager) Servers(ctx context.Context) []ServerEntry {
 // reap releases idle streams.
 func (m *Manager) reap() {
 	defer m.reaperWG.Done()
-	period := min(time.Second, m.cfg.ClosedLinger/4)
+	period := min(time.Second, m.cfg.ClosedLinger/4, m.cfg.OrphanGrace/4)
 	if m.cfg.IdleTimeout > 0 {
 		period = min(period, m.cfg.IdleTimeout/4)
 	}
@@ -400,8 +411,10 @@ func (m *Manager) reap() {
 				continue
 			}
 			d := time.Duration(now - s.lastUsed.Load())
+			orphan := s.orphaned.Load()
 			if (m.cfg.IdleTimeout > 0 && d >= m.cfg.IdleTimeout) ||
-				(s.lostElem != nil && d >= m.cfg.ClosedLinger) {
+				(s.lostElem != nil && d >= m.cfg.ClosedLinger) ||
+				(orphan != 0 && !s.claimed.Load() && time.Duration(now-orphan) >= m.cfg.OrphanGrace) {
 				m.forgetLocked(s)
 				idle = append(idle, s)
 			}
@@ -463,8 +476,22 @@ func (m *Manager) Close() {
 // caller of ctx: every address tried is checked against the caller's
 // connect policy first, the stream counts toward the caller's quota, and it
 // may be used by the caller, the identities of share and admins.
-func (m *Manager) Open(ctx context.Context, network, addr string, port int, opts *streamcore.DialOptions, share []string) (*Stream, error) {
+//
+// With a requestID, an Open the same identity made with the same one whose
+// stream is still registered answers that stream instead.
+func (m *Manager) Open(ctx context.Context, network, addr string, port int, opts *streamcore.DialOptions, share []string, requestID string) (*Stream, error) {
 	c := callerOf(ctx)
+	key := ""
+	if requestID != "" {
+		key = c.Name + "\x00" + requestID
+		m.mu.Lock()
+		s := m.opened[key]
+		m.mu.Unlock()
+		if s != nil {
+			s.orphaned.Store(0) // answered again
+			return s, nil
+		}
+	}
 	target := addr
 	if network != "unix" {
 		target = net.JoinHostPort(addr, strconv.Itoa(port))
@@ -517,7 +544,21 @@ func (m *Manager) Open(ctx context.Context, network, addr string, port int, opts
 	}
 	s, err := m.addStream(kind, r, w, acl{owner: o, shared: withShared(nil, share, nil, o.name)})
 	m.auditEvent(c, "open", target, err, "stream_id", idOf(s), "peer", addrString(asAddr(w.ExtraInfo("peername"))))
-	return s, err
+	if err != nil || key == "" {
+		return s, err
+	}
+	m.mu.Lock()
+	first, dup := m.opened[key]
+	if !dup && s.elem != nil {
+		m.opened[key], s.openKey = s, key
+	}
+	m.mu.Unlock()
+	if dup {
+		// A retry raced this call and won: one connection per request_id.
+		m.Release(s.ID)
+		return first, nil
+	}
+	return s, nil
 }
 
 func idOf(s *Stream) string {
@@ -673,6 +714,58 @@ func (m *Manager) OpenPair(ctx context.Context, limit int, share []string) (*Str
 	}
 	m.auditEvent(c, "open_pair", "", nil, "stream_id", a.ID+","+b.ID)
 	return a, b, nil
+}
+
+// Orphaned records that the caller of the Open that made s left before its
+// answer: unless a retry or another call claims it within
+// Config.OrphanGrace, it is released.
+func (m *Manager) Orphaned(s *Stream) { s.orphaned.Store(time.Now().UnixNano()) }
+
+// ReleaseUnclaimed releases a stream the caller of ctx may use that no call
+// has used since it was answered (the answer of a call its client
+// cancelled), and reports whether it did.
+func (m *Manager) ReleaseUnclaimed(ctx context.Context, id string) bool {
+	c := callerOf(ctx)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.streams[id]
+	if !ok || !s.acl.allows(c) || s.claimed.Load() || s.active.Load() > 0 {
+		return false
+	}
+	m.releaseLocked(s)
+	return true
+}
+
+// CloseUnclaimedServer closes a server no call has used since it was
+// answered, and reports whether it did.
+func (m *Manager) CloseUnclaimedServer(ctx context.Context, id string) bool {
+	c := callerOf(ctx)
+	m.mu.Lock()
+	s, ok := m.servers[id]
+	ok = ok && s.acl.allows(c) && !s.claimed.Load()
+	if ok {
+		m.removeServerLocked(id, s)
+	}
+	m.mu.Unlock()
+	if ok {
+		s.shutdown(true)
+	}
+	return ok
+}
+
+// UnacceptUnclaimed puts an accepted stream no call has used since it was
+// answered back at the head of its server's queue, and reports whether it
+// did.
+func (m *Manager) UnacceptUnclaimed(ctx context.Context, id string) bool {
+	c := callerOf(ctx)
+	m.mu.Lock()
+	s, ok := m.streams[id]
+	ok = ok && s.acl.allows(c) && !s.claimed.Load() && s.active.Load() == 0 && s.srv != nil && !s.queued.Load()
+	m.mu.Unlock()
+	if ok {
+		s.srv.Unaccept(s)
+	}
+	return ok
 }
 
 // Release forgets a stream handle, aborting the stream if it is still open.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"sync/atomic"
 
 	"golang.org/x/time/rate"
 
@@ -174,17 +175,21 @@ func (m *Manager) Share(ctx context.Context, kind, id string, add, remove []stri
 	c := callerOf(ctx)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var a *acl
+	var (
+		a       *acl
+		claimed *atomic.Bool
+	)
 	if kind == "server" {
 		if s, ok := m.servers[id]; ok {
-			a = &s.acl
+			a, claimed = &s.acl, &s.claimed
 		}
 	} else if s, ok := m.streams[id]; ok {
-		a = &s.acl
+		a, claimed = &s.acl, &s.claimed
 	}
 	if a == nil || !a.allows(c) {
 		return "", nil, &notFoundError{kind: kind, id: id}
 	}
+	claimed.Store(true)
 	if !c.Admin && a.owner.name != c.Name {
 		return "", nil, &notOwnerError{kind: kind, id: id}
 	}

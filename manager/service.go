@@ -29,6 +29,9 @@ type Service struct {
 // NewService returns the gRPC service for m.
 func NewService(m *Manager) *Service { return &Service{m: m, log: slog.Default()} }
 
+// MaxRequestID bounds Open's request_id.
+const MaxRequestID = 128
+
 // responseOverhead is room kept in a gRPC message for everything but data.
 const responseOverhead = 1 << 10
 
@@ -78,6 +81,9 @@ func (s *Service) Open(ctx context.Context, req *smv1.OpenRequest) (*smv1.OpenRe
 	if err := checkShare("share_with", req.ShareWith); err != nil {
 		return nil, toStatus(err)
 	}
+	if len(req.RequestId) > MaxRequestID {
+		return nil, toStatus(invalid("request_id", "longer than "+strconv.Itoa(MaxRequestID)+" bytes"))
+	}
 	opts := &streamcore.DialOptions{Options: streamcore.Options{Limit: limit, Replay: true}}
 	if d := req.GetConnectTimeout(); d != nil {
 		if d.CheckValid() != nil || d.AsDuration() <= 0 {
@@ -113,7 +119,7 @@ func (s *Service) Open(ctx context.Context, req *smv1.OpenRequest) (*smv1.OpenRe
 			}
 			opts.LocalAddr = net.JoinHostPort(la.GetHost(), strconv.Itoa(int(la.GetPort())))
 		}
-		st, err = s.m.Open(ctx, "tcp", a.Tcp.GetHost(), int(a.Tcp.GetPort()), opts, req.ShareWith)
+		st, err = s.m.Open(ctx, "tcp", a.Tcp.GetHost(), int(a.Tcp.GetPort()), opts, req.ShareWith, req.RequestId)
 	case *smv1.OpenRequest_Unix:
 		if err := checkUnixPath("unix.path", a.Unix.GetPath()); err != nil {
 			return nil, toStatus(err)
@@ -127,7 +133,7 @@ func (s *Service) Open(ctx context.Context, req *smv1.OpenRequest) (*smv1.OpenRe
 		if opts.TLS != nil && opts.TLS.ServerName == "" && !opts.TLS.InsecureSkipVerify {
 			return nil, toStatus(invalid("tls.server_hostname", "you have to pass server_hostname when using ssl"))
 		}
-		st, err = s.m.Open(ctx, "unix", a.Unix.GetPath(), 0, opts, req.ShareWith)
+		st, err = s.m.Open(ctx, "unix", a.Unix.GetPath(), 0, opts, req.ShareWith, req.RequestId)
 	default:
 		return nil, toStatus(invalid("address", "no address: set tcp or unix"))
 	}
@@ -135,8 +141,13 @@ func (s *Service) Open(ctx context.Context, req *smv1.OpenRequest) (*smv1.OpenRe
 		return nil, toStatus(err)
 	}
 	if ctx.Err() != nil {
-		// The caller is gone: nobody would learn the handle.
-		s.m.Release(st.ID)
+		// The caller is gone: nobody would learn the handle. With a
+		// request_id its retry may, within OrphanGrace.
+		if req.RequestId == "" {
+			s.m.Release(st.ID)
+		} else {
+			s.m.Orphaned(st)
+		}
 		return nil, toStatus(ctx.Err())
 	}
 	return &smv1.OpenResponse{

@@ -72,7 +72,11 @@ type session struct {
 	mu    sync.Mutex
 	lanes map[laneKey]*lane
 	calls map[int64]*sessionCall // in flight, for cancel and duplicate call_ids
-	idle  []chan *lane           // parked workers
+	// the handles the latest answers created, for a cancel that comes
+	// after its call's answer (recentOrder: oldest first)
+	recent      map[int64]answered
+	recentOrder []int64
+	idle        []chan *lane // parked workers
 
 	slots   chan struct{} // one per call in flight
 	held    int           // request bytes of the calls in flight (guarded by mu)
@@ -91,6 +95,7 @@ func (s *Service) Session(stream smv1.StreamService_SessionServer) error {
 		log:    s.log,
 		lanes:  make(map[laneKey]*lane),
 		calls:  make(map[int64]*sessionCall),
+		recent: make(map[int64]answered),
 		slots:  make(chan struct{}, MaxSessionCalls),
 		room:   make(chan struct{}, 1),
 		quit:   make(chan struct{}),
@@ -181,6 +186,9 @@ func (ss *session) dispatch(req *smv1.SessionRequest) {
 	ss.mu.Lock()
 	_, dup := ss.calls[c.id]
 	ss.held += c.size
+	if !dup {
+		delete(ss.recent, c.id) // a new call with this call_id: a cancel is for it
+	}
 	ss.mu.Unlock()
 	ss.svc.sessionBytes.Add(int64(c.size))
 	if dup {
@@ -313,6 +321,9 @@ func (ss *session) finish(c *sessionCall, resp *smv1.SessionResponse) {
 		}
 		ss.mu.Unlock()
 	}
+	if a, ok := createdBy(resp); ok {
+		ss.remember(c.id, a)
+	}
 	ss.send(resp)
 	ss.mu.Lock()
 	wasFull := ss.held >= MaxSessionBytes
@@ -370,15 +381,78 @@ func (ss *session) send(resp *smv1.SessionResponse) {
 	}
 }
 
-// cancelCall cancels the call in flight with call_id id.
+// maxRecent is how many answers that created handles a session remembers
+// for a late cancel.
+const maxRecent = 256
+
+// answered is what an answer created: streams (open, open_pair), a server
+// (start_server), or a stream claimed from its server (accept).
+type answered struct {
+	streams  []string
+	server   string
+	accepted bool
+}
+
+// createdBy returns the handles a successful answer created, if any.
+func createdBy(resp *smv1.SessionResponse) (answered, bool) {
+	switch r := resp.Result.(type) {
+	case *smv1.SessionResponse_Open:
+		return answered{streams: []string{r.Open.StreamId}}, true
+	case *smv1.SessionResponse_OpenPair:
+		return answered{streams: []string{r.OpenPair.FirstStreamId, r.OpenPair.SecondStreamId}}, true
+	case *smv1.SessionResponse_StartServer:
+		return answered{server: r.StartServer.ServerId}, true
+	case *smv1.SessionResponse_Accept:
+		return answered{streams: []string{r.Accept.StreamId}, accepted: true}, true
+	}
+	return answered{}, false
+}
+
+// remember keeps what an answer created, for a cancel that crosses it.
+func (ss *session) remember(id int64, a answered) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if _, dup := ss.recent[id]; !dup {
+		ss.recentOrder = append(ss.recentOrder, id)
+	}
+	ss.recent[id] = a
+	for len(ss.recentOrder) > maxRecent {
+		delete(ss.recent, ss.recentOrder[0])
+		ss.recentOrder = ss.recentOrder[1:]
+	}
+}
+
+// cancelCall cancels the call in flight with call_id id. A cancel that
+// crossed its call's answer undoes what the answer created, as long as no
+// call has used it since: the streams of open and open_pair are released,
+// the server of start_server closed, the stream of accept goes back to its
+// server's queue; the answer then counts as cancelled.
 func (ss *session) cancelCall(id int64) *smv1.SessionResponse {
 	ss.mu.Lock()
 	c := ss.calls[id]
-	ss.mu.Unlock()
-	if c != nil {
-		c.cancel()
+	a, late := ss.recent[id]
+	if c == nil && late {
+		delete(ss.recent, id)
 	}
-	return &smv1.SessionResponse{Result: &smv1.SessionResponse_Cancel{Cancel: &smv1.CancelCallResponse{Cancelled: c != nil}}}
+	ss.mu.Unlock()
+	cancelled := c != nil
+	switch {
+	case c != nil:
+		c.cancel()
+	case late:
+		m := ss.svc.m
+		for _, sid := range a.streams {
+			if a.accepted {
+				cancelled = m.UnacceptUnclaimed(ss.ctx, sid) || cancelled
+			} else {
+				cancelled = m.ReleaseUnclaimed(ss.ctx, sid) || cancelled
+			}
+		}
+		if a.server != "" {
+			cancelled = m.CloseUnclaimedServer(ss.ctx, a.server)
+		}
+	}
+	return &smv1.SessionResponse{Result: &smv1.SessionResponse_Cancel{Cancel: &smv1.CancelCallResponse{Cancelled: cancelled}}}
 }
 
 // laneOf says where an operation runs: in the lane key; inline when it

@@ -640,7 +640,15 @@ type OpenRequest struct {
 	// Maximum time to establish the connection (default: the call's deadline).
 	ConnectTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=connect_timeout,json=connectTimeout,proto3" json:"connect_timeout,omitempty"`
 	// Other identities that may use the stream too (as Share).
-	ShareWith     []string `protobuf:"bytes,7,rep,name=share_with,json=shareWith,proto3" json:"share_with,omitempty"`
+	ShareWith []string `protobuf:"bytes,7,rep,name=share_with,json=shareWith,proto3" json:"share_with,omitempty"`
+	// An idempotency key chosen by the client (at most 128 bytes): an Open
+	// retried with the same request_id, by the same identity, while the
+	// stream it opened is still there answers that stream again instead of
+	// connecting again, so a client whose Open timed out or was cancelled
+	// retries without leaving a connection behind. A stream whose Open ended
+	// before its answer and that no retry or other call claims within 30 s
+	// is released.
+	RequestId     string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -733,6 +741,13 @@ func (x *OpenRequest) GetShareWith() []string {
 		return x.ShareWith
 	}
 	return nil
+}
+
+func (x *OpenRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type isOpenRequest_Address interface {
@@ -4361,7 +4376,11 @@ type SessionRequest_GetSockOpt struct {
 
 type SessionRequest_Cancel struct {
 	// Cancels the call in flight with call_id cancel.call_id: it ends with
-	// CANCELLED and consumes nothing, as a cancelled unary call.
+	// CANCELLED and consumes nothing, as a cancelled unary call. A cancel
+	// that crossed the answer of an open, open_pair, start_server or accept
+	// undoes it while no call has used what it created: the streams are
+	// released, the server closed, the accepted stream put back at the head
+	// of its server's queue (cancelled is then true).
 	Cancel *CancelCallRequest `protobuf:"bytes,40,opt,name=cancel,proto3,oneof"`
 }
 
@@ -4981,7 +5000,8 @@ func (x *CancelCallRequest) GetCallId() int64 {
 // CancelCallResponse reports whether the call was still in flight.
 type CancelCallResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// False when no call with that call_id was in flight (it had finished).
+	// False when no call with that call_id was in flight (it had finished)
+	// and nothing its answer created was undone.
 	Cancelled     bool `protobuf:"varint,1,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -5414,7 +5434,7 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x0ealpn_protocols\x18\x05 \x03(\tR\ralpnProtocols\x120\n" +
 	"\x14insecure_skip_verify\x18\x06 \x01(\bR\x12insecureSkipVerify\x12F\n" +
 	"\x11handshake_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\x10handshakeTimeout\x12\"\n" +
-	"\rclient_ca_pem\x18\b \x01(\tR\vclientCaPem\"\xe4\x02\n" +
+	"\rclient_ca_pem\x18\b \x01(\tR\vclientCaPem\"\x83\x03\n" +
 	"\vOpenRequest\x12,\n" +
 	"\x03tcp\x18\x01 \x01(\v2\x18.streammgr.v1.TcpAddressH\x00R\x03tcp\x12/\n" +
 	"\x04unix\x18\x02 \x01(\v2\x19.streammgr.v1.UnixAddressH\x00R\x04unix\x12*\n" +
@@ -5424,7 +5444,9 @@ const file_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"local_addr\x18\x05 \x01(\v2\x18.streammgr.v1.TcpAddressR\tlocalAddr\x12B\n" +
 	"\x0fconnect_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0econnectTimeout\x12\x1d\n" +
 	"\n" +
-	"share_with\x18\a \x03(\tR\tshareWithB\t\n" +
+	"share_with\x18\a \x03(\tR\tshareWith\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\b \x01(\tR\trequestIdB\t\n" +
 	"\aaddressB\b\n" +
 	"\x06_limit\"c\n" +
 	"\fOpenResponse\x12\x1b\n" +
