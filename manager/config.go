@@ -18,7 +18,9 @@ import (
 // Config holds the daemon's settings. The zero value of each limit means its
 // documented default (see Defaults).
 type Config struct {
-	// Listen lists the gRPC addresses: "unix:/path" or "host:port".
+	// Listen lists the gRPC addresses: "unix:/path" or "host:port". With
+	// systemd socket activation (LISTEN_FDS) the inherited sockets are
+	// served too, and the default address is not.
 	Listen []string
 	// AllowRemote permits listening on non-loopback TCP addresses.
 	AllowRemote bool
@@ -83,6 +85,9 @@ type Config struct {
 	// debug (and costs nothing above it); errors and the daemon's
 	// lifecycle are logged at info and above. The zero value is info.
 	LogLevel slog.Level
+	// LogFormat is "text" (the default) or "json": one JSON object per
+	// line.
+	LogFormat string
 
 	// ConfigFile is the policy file (TOML, see package policy): admins,
 	// connect and bind rules, quotas per identity. Empty: the built-in
@@ -115,6 +120,8 @@ type Config struct {
 	// its caller before the answer waits for a retry of that Open, or any
 	// call, before it is released. 0 means DefaultOrphanGrace.
 	OrphanGrace time.Duration
+
+	listenSet bool // Listen was given, not defaulted
 }
 
 // Defaults.
@@ -206,6 +213,8 @@ func (c Config) validate() error {
 func (c Config) withDefaults() Config {
 	if len(c.Listen) == 0 {
 		c.Listen = []string{DefaultListen()}
+	} else {
+		c.listenSet = true
 	}
 	def := func(v *int, d int) {
 		if *v <= 0 {
@@ -283,6 +292,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.KeepIdleServers, "keep-idle-servers", false, "keep servers with no RPC and no Serve call for the idle timeout (default: close them)")
 	fs.Int64Var(&c.MaxBufferedBytes, "max-buffered-bytes", DefaultMaxBufferedBytes(), "memory budget for all streams' buffered bytes (read, replay, unsent, queued connections)")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "least severe level logged: debug (one line per call), info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json (one object per line)")
 	fs.StringVar(&c.DebugListen, "debug-listen", "", "serve Go's pprof handlers (/debug/pprof/) on unix:/path or a loopback host:port (default off)")
 	fs.StringVar(&c.ConfigFile, "config", "", "policy file (TOML): admins, connect and bind rules, quotas per identity (default: the built-in policy)")
 	fs.StringVar(&c.TokenFile, "token-file", "", "bearer tokens, one TOKEN,NAME per line (mode 0600)")

@@ -59,6 +59,24 @@ func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	cfg = d.cfg
+	activated, err := activationListeners()
+	if err != nil {
+		d.closeAudit()
+		return nil, err
+	}
+	for _, ln := range activated {
+		if err := d.adopt(ln); err != nil {
+			for _, l := range activated {
+				l.Close()
+			}
+			d.closeListeners()
+			d.closeAudit()
+			return nil, err
+		}
+	}
+	if len(activated) > 0 && !d.cfg.listenSet {
+		cfg.Listen = nil // socket activation replaces the default socket
+	}
 	for _, addr := range cfg.Listen {
 		if addr == "unix:"+filepath.Join(privateSocketDir(), "streammgrd.sock") {
 			if err := ensurePrivateDir(privateSocketDir()); err != nil {
@@ -189,6 +207,23 @@ func (d *Daemon) listen(addr string) error {
 	if d.tls == nil {
 		d.log.Warn("TCP listener without TLS (--insecure-tcp): callers without a token are \"anonymous\", tokens travel in plain text, and anyone who can reach it can open sockets as this daemon's user", "addr", ln.Addr().String(), "remote", remote)
 	}
+	d.listeners = append(d.listeners, ln)
+	return nil
+}
+
+// adopt serves a listener systemd passed: a TCP one is held to the same
+// rules as --listen (TLS or --insecure-tcp; loopback unless
+// --allow-remote).
+func (d *Daemon) adopt(ln net.Listener) error {
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok {
+		if !ta.IP.IsLoopback() && !d.cfg.AllowRemote {
+			return fmt.Errorf("socket activation: %s is not a loopback address; pass --allow-remote to serve it", ta)
+		}
+		if d.tls == nil && !d.cfg.InsecureTCP {
+			return fmt.Errorf("socket activation: the TCP listener %s needs TLS (--tls-cert, --tls-key) or --insecure-tcp", ta)
+		}
+	}
+	d.log.Info("socket activation: serving an inherited listener", "addr", ln.Addr().Network()+":"+ln.Addr().String())
 	d.listeners = append(d.listeners, ln)
 	return nil
 }

@@ -1400,7 +1400,12 @@ func TestDaemonSigterm(t *testing.T) {
 	o := openTCP(t, tg, p.port(), nil)
 	c := p.accept(t)
 	waiting := background(t, tg, "Read", m{"streamId": o.StreamID, "n": 10})
-	time.Sleep(500 * time.Millisecond)
+	// Not a guessed sleep: the daemon must have seen the Read (a loaded
+	// machine may take seconds to start grpcurl).
+	eventually(t, 30*time.Second, "the daemon to see the waiting Read", func() bool {
+		si, ok := streamByID(t, tg, o.StreamID)
+		return ok && si.Calls > 0
+	})
 	start := time.Now()
 	if err := d.terminate(5 * time.Second); err != nil {
 		t.Fatal(err)

@@ -87,7 +87,9 @@ func daemonBinary(t testing.TB) string {
 			return
 		}
 		out := filepath.Join(binDir, "streammgrd")
-		args := []string{"build", "-o", out}
+		// With the VCS revision stamped, for --version (GOFLAGS may say
+		// -buildvcs=false).
+		args := []string{"build", "-buildvcs=true", "-o", out}
 		if os.Getenv("STREAMMGR_E2E_RACE") == "1" {
 			args = append(args, "-race")
 		}
