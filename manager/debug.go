@@ -21,6 +21,7 @@ type debugServer struct {
 	path   string // the Unix socket file to remove, "" for TCP
 	srv    *http.Server
 	log    *slog.Logger
+	kind   string        // "debug" or "metrics"
 	served chan struct{} // closed when srv.Serve has returned; nil before serve
 	once   sync.Once
 }
@@ -30,29 +31,39 @@ type debugServer struct {
 // is refused whatever AllowRemote says: profiles and the command line are
 // for the local user only.
 func listenDebug(addr string, log *slog.Logger) (*debugServer, error) {
-	d := &debugServer{log: log}
+	return listenHTTP("debug", addr, debugHandler(), log, false)
+}
+
+// listenHTTP binds an HTTP listener of the daemon (kind "debug" or
+// "metrics"): "unix:/path" (mode 0600) or a loopback "host:port"; any
+// "host:port" with remote.
+func listenHTTP(kind, addr string, h http.Handler, log *slog.Logger, remote bool) (*debugServer, error) {
+	d := &debugServer{log: log, kind: kind}
 	if rest, ok := strings.CutPrefix(addr, "unix:"); ok {
 		ln, path, err := listenUnix(addr, rest, 0)
 		if err != nil {
-			return nil, fmt.Errorf("debug listen %w", err)
+			return nil, fmt.Errorf("%s listen %w", kind, err)
 		}
 		d.ln, d.path = ln, path
 	} else {
 		ta, err := net.ResolveTCPAddr("tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("debug listen %q: want unix:/path or a loopback host:port: %w", addr, err)
+			return nil, fmt.Errorf("%s listen %q: want unix:/path or a loopback host:port: %w", kind, addr, err)
 		}
-		if !ta.IP.IsLoopback() { // an empty host (every interface) is not loopback
-			return nil, fmt.Errorf("debug listen %s: not a loopback address; the debug listener takes only unix:/path or a loopback host:port (it has no authentication)", addr)
+		if !ta.IP.IsLoopback() && !remote { // an empty host (every interface) is not loopback
+			if kind == "debug" {
+				return nil, fmt.Errorf("debug listen %s: not a loopback address; the debug listener takes only unix:/path or a loopback host:port (it has no authentication)", addr)
+			}
+			return nil, fmt.Errorf("%s listen %s: not a loopback address; pass --allow-remote to serve it (it has no authentication)", kind, addr)
 		}
 		ln, err := net.ListenTCP("tcp", ta)
 		if err != nil {
-			return nil, fmt.Errorf("debug listen %s: %w", addr, err)
+			return nil, fmt.Errorf("%s listen %s: %w", kind, addr, err)
 		}
 		d.ln = ln
 	}
 	d.srv = &http.Server{
-		Handler:           debugHandler(),
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -87,12 +98,12 @@ func (d *debugServer) serve() {
 	if d == nil {
 		return
 	}
-	d.log.Info("debug listening", "addr", d.addr())
+	d.log.Info(d.kind+" listening", "addr", d.addr())
 	d.served = make(chan struct{})
 	go func() {
 		defer close(d.served)
 		if err := d.srv.Serve(d.ln); !errors.Is(err, http.ErrServerClosed) {
-			d.log.Warn("debug listener stopped", "err", err)
+			d.log.Warn(d.kind+" listener stopped", "err", err)
 		}
 	}()
 }

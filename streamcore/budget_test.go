@@ -147,3 +147,30 @@ func TestBudgetWaitingReadNotStarved(t *testing.T) {
 		in = next
 	}
 }
+
+// TestBudgetWriteSentAtOnce: a write the socket takes at once gives its
+// charge back: writing much more than the budget, in writes the peer
+// reads as they come, never runs it out.
+func TestBudgetWriteSentAtOnce(t *testing.T) {
+	b := NewBudget(1 << 20)
+	e := openTCP(t, &Options{Budget: b})
+	done := make(chan int64)
+	go func() {
+		n, _ := io.Copy(io.Discard, e.peer)
+		done <- n
+	}()
+	chunk := make([]byte, 16<<10)
+	for i := range 1024 { // 16 MiB through a 1 MiB budget
+		if err := e.w.Write(chunk); err != nil {
+			t.Fatalf("write %d: %v (budget used %d)", i, err, b.Used())
+		}
+		if err := e.w.Drain(testCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "the charge to be given back", func() bool { return b.Used() < 512<<10 })
+	e.w.Close()
+	if n := <-done; n != 16<<20 {
+		t.Fatalf("peer got %d bytes", n)
+	}
+}

@@ -710,6 +710,9 @@ func (t *transport) writeLocked(data []byte) {
 		}
 		data = data[n:]
 		if len(data) == 0 {
+			// The socket took it all: give back the charge the write took
+			// in advance.
+			t.settleLocked()
 			return
 		}
 	}
