@@ -7,7 +7,7 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 GRPCURL   := $(GOBIN)/grpcurl
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all run build setup tools generate fmt verify verify-fmt verify-vet verify-staticcheck verify-generated lint test test-go bench clean
+.PHONY: all run build setup tools generate fmt verify verify-fmt verify-vet verify-staticcheck verify-generated lint test test-go test-clients bench clean
 
 all: build
 
@@ -60,7 +60,11 @@ verify-generated:
 verify: verify-fmt verify-vet verify-staticcheck lint verify-generated
 
 ## test: all checks and all tests (race detector on); what CI runs
-test: setup verify test-go
+test: setup verify test-go test-clients
+
+## test-clients: the client packages' own suites against a real daemon
+test-clients:
+	./clients/node/run-tests.sh
 
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -76,4 +80,4 @@ bench:
 	STREAMMGR_BENCH=1 $(GO) test -run '^TestBenchTable$$' -count=1 -v -timeout 30m ./cmd/streammgrd/
 
 clean:
-	rm -rf examples/python/.venv examples/node/node_modules
+	rm -rf examples/python/.venv examples/node/node_modules clients/node/node_modules
