@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	smv1 "github.com/streammgr/streammgr/api/streammgr/v1"
 	"github.com/streammgr/streammgr/streamcore"
@@ -152,6 +153,9 @@ type attachCall struct {
 	chunk  int // the most bytes per response
 
 	sendMu      sync.Mutex // one Send at a time; guards respNext
+	// reportPending asks the sender of the response in flight to report
+	// written after it.
+	reportPending atomic.Bool
 	respNext    int64      // inbound offset after the data of the responses sent
 	mu          sync.Mutex // guards sent, acked and lastWritten
 	sent        int64      // inbound offset after the bytes sent
@@ -171,6 +175,27 @@ func (at *attachCall) send(resp *smv1.AttachResponse) error {
 	at.lastWritten = resp.Written
 	at.mu.Unlock()
 	at.respNext = resp.Offset + int64(len(resp.Data))
+	if err := at.stream.Send(resp); err != nil {
+		return err
+	}
+	// A report asked for while this response was being sent.
+	for at.reportPending.Swap(false) {
+		if err := at.sendReportLocked(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendReportLocked sends where the stream stands (sendMu held).
+func (at *attachCall) sendReportLocked() error {
+	// Where the next data starts (respNext): a client takes every
+	// response's offset for where it stands, and sent may count bytes
+	// read for a response not sent yet.
+	resp := &smv1.AttachResponse{Offset: at.respNext, Written: at.st.W.Written()}
+	at.mu.Lock()
+	at.lastWritten = resp.Written
+	at.mu.Unlock()
 	return at.stream.Send(resp)
 }
 
@@ -204,6 +229,9 @@ func (at *attachCall) deliver() error {
 			}
 			select {
 			case <-at.clientDone:
+				return nil
+			case <-st.W.Done():
+				// Closed or aborted: nothing more will come either way.
 				return nil
 			case <-at.ctx.Done():
 				return at.ended()
@@ -247,7 +275,10 @@ func (at *attachCall) receive() {
 			at.cancel(toStatus(err))
 			return
 		}
-		at.reportWritten(msg.WriteEof)
+		// An empty message asks where the stream stands: a report
+		// whenever written moved.
+		empty := len(msg.Data) == 0 && msg.Ack == nil && !msg.WriteEof && msg.Offset == nil
+		at.report(msg.WriteEof, empty)
 	}
 }
 
@@ -335,10 +366,14 @@ func (at *attachCall) write(off int64, data []byte) error {
 // the client reading, or a client that waits for its sends to finish
 // before reading would deadlock with us. A skipped report is made by the
 // response being sent, or the next one.
-func (at *attachCall) reportWritten(final bool) {
+func (at *attachCall) reportWritten(final bool) { at.report(final, false) }
+
+// report is reportWritten; asked (an empty client message) reports any
+// move without waiting, as the periodic report.
+func (at *attachCall) report(final, asked bool) {
 	w := at.st.W.Written()
 	at.mu.Lock()
-	due := w-at.lastWritten >= writtenEvery || (final && w != at.lastWritten)
+	due := w-at.lastWritten >= writtenEvery || ((final || asked) && w != at.lastWritten)
 	at.mu.Unlock()
 	if !due {
 		return
@@ -346,16 +381,15 @@ func (at *attachCall) reportWritten(final bool) {
 	if final {
 		at.sendMu.Lock()
 	} else if !at.sendMu.TryLock() {
-		return
+		// The response being sent makes the report after it; if it was
+		// done meanwhile, the lock is free now.
+		at.reportPending.Store(true)
+		if !at.sendMu.TryLock() {
+			return
+		}
+		at.reportPending.Store(false)
 	}
-	// Where the next data starts (respNext): a client takes every
-	// response's offset for where it stands, and sent may count bytes
-	// read for a response not sent yet.
-	resp := &smv1.AttachResponse{Offset: at.respNext, Written: at.st.W.Written()}
-	at.mu.Lock()
-	at.lastWritten = resp.Written
-	at.mu.Unlock()
-	err := at.stream.Send(resp)
+	err := at.sendReportLocked()
 	at.sendMu.Unlock()
 	if err != nil {
 		at.cancel(err)

@@ -1346,3 +1346,60 @@ func TestAttachNoLeaks(t *testing.T) {
 		return err == nil && len(resp.Streams) == 0
 	}, cycle)
 }
+
+// TestAttachAskWrittenAndAbort: an empty message asks where the stream
+// stands (a report of written once it moved), and Abort of the stream ends
+// an Attach that had delivered EOF without waiting for the client.
+func TestAttachAskWrittenAndAbort(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	a, b := e.openPair(t, nil)
+	at, err := e.c.Attach(bg(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := at.Send(&smv1.AttachRequest{StreamId: a}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := at.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if err := at.Send(&smv1.AttachRequest{Data: []byte("hello")}); err != nil {
+		t.Fatal(err)
+	}
+	// Without asking, 5 bytes are below the periodic report; asking gets it.
+	if err := at.Send(&smv1.AttachRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		r, err := at.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Written == 5 {
+			break
+		}
+	}
+	if r := e.readExactly(t, b, 5); string(r.Data) != "hello" {
+		t.Fatalf("peer read %q", r.Data)
+	}
+	// b's FIN: a delivers EOF, then waits for the client; Abort ends it.
+	if _, err := e.c.WriteEof(bg(t), &smv1.WriteEofRequest{StreamId: b}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		r, err := at.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Eof {
+			break
+		}
+	}
+	if _, err := e.c.Abort(bg(t), &smv1.AbortRequest{StreamId: a}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := at.Recv(); err != io.EOF {
+		t.Fatalf("after Abort the Attach goes on: %v, want it to end OK", err)
+	}
+}

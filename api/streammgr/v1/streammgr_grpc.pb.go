@@ -222,7 +222,10 @@ type StreamServiceClient interface {
 	// and Drain work as usual. A new Attach to the same stream takes over; the
 	// old one ends with ABORTED, reason ATTACH_SUPERSEDED. The call ends OK
 	// when the peer's EOF was delivered (eof) and the client closed its side;
-	// a connection error ends it with that error, after the bytes before it.
+	// a connection error ends it with that error, after the bytes before it;
+	// Close or Abort of the stream ends it OK once EOF was delivered. An empty
+	// request (no data, ack, offset or write_eof) asks for written: the
+	// daemon answers with a report once it moved.
 	Attach(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttachRequest, AttachResponse], error)
 	// Relay pumps bytes between two streams inside the daemon, both ways,
 	// until both directions reached EOF (a FIN from one side becomes a
@@ -763,7 +766,10 @@ type StreamServiceServer interface {
 	// and Drain work as usual. A new Attach to the same stream takes over; the
 	// old one ends with ABORTED, reason ATTACH_SUPERSEDED. The call ends OK
 	// when the peer's EOF was delivered (eof) and the client closed its side;
-	// a connection error ends it with that error, after the bytes before it.
+	// a connection error ends it with that error, after the bytes before it;
+	// Close or Abort of the stream ends it OK once EOF was delivered. An empty
+	// request (no data, ack, offset or write_eof) asks for written: the
+	// daemon answers with a report once it moved.
 	Attach(grpc.BidiStreamingServer[AttachRequest, AttachResponse]) error
 	// Relay pumps bytes between two streams inside the daemon, both ways,
 	// until both directions reached EOF (a FIN from one side becomes a
