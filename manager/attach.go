@@ -152,15 +152,15 @@ type attachCall struct {
 	window int64
 	chunk  int // the most bytes per response
 
-	sendMu      sync.Mutex // one Send at a time; guards respNext
+	sendMu sync.Mutex // one Send at a time; guards respNext
 	// reportPending asks the sender of the response in flight to report
 	// written after it.
 	reportPending atomic.Bool
-	respNext    int64      // inbound offset after the data of the responses sent
-	mu          sync.Mutex // guards sent, acked and lastWritten
-	sent        int64      // inbound offset after the bytes sent
-	acked       int64      // inbound offset the client acknowledged
-	lastWritten int64      // written as last reported
+	respNext      int64      // inbound offset after the data of the responses sent
+	mu            sync.Mutex // guards sent, acked and lastWritten
+	sent          int64      // inbound offset after the bytes sent
+	acked         int64      // inbound offset the client acknowledged
+	lastWritten   int64      // written as last reported
 
 	ackCh      chan struct{} // an ack came (capacity 1)
 	clientDone chan struct{} // closed when the client closed its side
