@@ -81,6 +81,10 @@ type Config struct {
 	// "host:port", never a non-loopback address (AllowRemote does not
 	// apply). Empty: no debug listener.
 	DebugListen string
+	// MetricsListen, when set, is where Prometheus metrics are served
+	// (/metrics): "unix:/path" (mode 0600), a loopback "host:port", or any
+	// "host:port" with AllowRemote. Empty: no metrics listener.
+	MetricsListen string
 	// LogLevel is the least severe level logged. Every call is logged at
 	// debug (and costs nothing above it); errors and the daemon's
 	// lifecycle are logged at info and above. The zero value is info.
@@ -293,6 +297,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxBufferedBytes, "max-buffered-bytes", DefaultMaxBufferedBytes(), "memory budget for all streams' buffered bytes (read, replay, unsent, queued connections)")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "least severe level logged: debug (one line per call), info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json (one object per line)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus metrics (/metrics) on unix:/path or a loopback host:port (any with --allow-remote; default off)")
 	fs.StringVar(&c.DebugListen, "debug-listen", "", "serve Go's pprof handlers (/debug/pprof/) on unix:/path or a loopback host:port (default off)")
 	fs.StringVar(&c.ConfigFile, "config", "", "policy file (TOML): admins, connect and bind rules, quotas per identity (default: the built-in policy)")
 	fs.StringVar(&c.TokenFile, "token-file", "", "bearer tokens, one TOKEN,NAME per line (mode 0600)")

@@ -45,6 +45,7 @@ type Daemon struct {
 	auth      *identity.Authenticator
 	auditFile *os.File     // --audit-log
 	debug     *debugServer // nil without Config.DebugListen
+	metrics   *debugServer // nil without Config.MetricsListen
 }
 
 // NewDaemon binds every listen address (and the debug listener, when
@@ -99,7 +100,22 @@ func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
 	}
 	d.m = New(cfg)
 	d.health = health.NewServer()
-	d.srv = grpc.NewServer(append(serverOptions(cfg, log), d.securityOptions()...)...)
+	opts := serverOptions(cfg, log)
+	var mx *metrics
+	if cfg.MetricsListen != "" {
+		mx = newMetrics(d.m)
+		// First, so that every call is counted, refused ones too.
+		opts = append(mx.serverOptions(), opts...)
+		ms, err := listenHTTP("metrics", cfg.MetricsListen, mx.handler(), log, cfg.AllowRemote)
+		if err != nil {
+			d.m.Close()
+			d.closeListeners()
+			d.closeAudit()
+			return nil, err
+		}
+		d.metrics = ms
+	}
+	d.srv = grpc.NewServer(append(opts, d.securityOptions()...)...)
 	svc := NewService(d.m)
 	svc.log = log
 	smv1.RegisterStreamServiceServer(d.srv, svc)
@@ -107,6 +123,9 @@ func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
 	if err := registerReflection(d.srv); err != nil {
 		d.closeListeners()
 		return nil, err
+	}
+	if mx != nil {
+		mx.grpc.InitializeMetrics(d.srv)
 	}
 	return d, nil
 }
@@ -303,6 +322,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		go func() { errc <- d.srv.Serve(limited) }()
 	}
 	d.debug.serve()
+	d.metrics.serve()
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	d.health.SetServingStatus(smv1.StreamService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	watching := make(chan struct{})
@@ -390,4 +410,5 @@ func (d *Daemon) closeListeners() {
 		_ = os.Remove(p)
 	}
 	d.debug.close()
+	d.metrics.close()
 }

@@ -144,6 +144,7 @@ func toStatus(err error) error {
 		return err
 	}
 	code, reason, details := classify(err)
+	errorsByReason.WithLabelValues(reason).Inc()
 	info := &errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: metadata(err)}
 	st := status.New(code, err.Error())
 	withDetails, derr := st.WithDetails(append([]protoadapt.MessageV1{info}, details...)...)

@@ -39,7 +39,9 @@ type Manager struct {
 	servers map[string]*Server
 	owners  map[string]*owner  // identities holding handles
 	opened  map[string]*Stream // by identity and Open request_id
-	closed  bool
+
+	releasedIn, releasedOut atomic.Int64 // bytes of released streams, for metrics
+	closed                  bool
 
 	stop     chan struct{}
 	reaperWG sync.WaitGroup
@@ -257,6 +259,8 @@ func (m *Manager) forgetLocked(s *Stream) {
 	if s.openKey != "" {
 		delete(m.opened, s.openKey)
 	}
+	m.releasedIn.Add(s.R.Consumed())
+	m.releasedOut.Add(s.W.Written())
 	s.acl.owner.streams--
 	m.dropOwnerLocked(s.acl.owner)
 	if s.srv != nil {
