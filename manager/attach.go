@@ -231,7 +231,12 @@ func (at *attachCall) deliver() error {
 			case <-at.clientDone:
 				return nil
 			case <-st.W.Done():
-				// Closed or aborted: nothing more will come either way.
+				// Closed, aborted or lost: nothing more will come either
+				// way; a connection error (a write the peer refused) is the
+				// call's.
+				if err := st.W.WaitClosed(at.ctx); err != nil {
+					return toStatus(err)
+				}
 				return nil
 			case <-at.ctx.Done():
 				return at.ended()
