@@ -26,7 +26,7 @@ def _channel(addr: _address.DaemonAddress) -> grpc.aio.Channel:
 async def _unary(method: str, req: Any, address: str | None) -> Any:
     addr = _api.current_address(address)
     async with _channel(addr) as ch:
-        stub = pb_grpc.StreamServiceStub(ch)
+        stub = pb_grpc.StreamServiceStub(ch)  # type: ignore[no-untyped-call]
         try:
             return await getattr(stub, method)(req, metadata=tuple(_address.metadata()) or None, timeout=30)
         except grpc.aio.AioRpcError as e:
@@ -35,9 +35,11 @@ async def _unary(method: str, req: Any, address: str | None) -> Any:
 
 async def list_streams(address: str | None = None) -> pb.ListStreamsResponse:
     """The daemon's ListStreams: the streams this caller may use."""
-    return await _unary("ListStreams", pb.ListStreamsRequest(), address)
+    resp: pb.ListStreamsResponse = await _unary("ListStreams", pb.ListStreamsRequest(), address)
+    return resp
 
 
 async def list_servers(address: str | None = None) -> pb.ListServersResponse:
     """The daemon's ListServers."""
-    return await _unary("ListServers", pb.ListServersRequest(), address)
+    resp: pb.ListServersResponse = await _unary("ListServers", pb.ListServersRequest(), address)
+    return resp

@@ -4,6 +4,7 @@ and Server, with asyncio's signatures, through the daemon."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import ssl as _ssl
@@ -42,6 +43,13 @@ def current_address(address: str | None = None) -> _address.DaemonAddress:
 
 def _session(address: str | None) -> Session:
     return get_session(current_address(address))
+
+
+def _port(port: Any) -> int:
+    """A port number, or a service name as asyncio takes it ("http")."""
+    if isinstance(port, str) and not port.isdigit():
+        return socket.getservbyname(port, "tcp")
+    return int(port or 0)
 
 
 def _daemon_limit(limit: int) -> int:
@@ -166,7 +174,7 @@ async def open_connection(host: str | None = None, port: int | None = None, *, l
     tls = _tls.client_options(ssl or None, server_hostname, kwds.get("ssl_handshake_timeout"), host)
     if port is None:
         raise ValueError("port is required")
-    req = pb.OpenRequest(tcp=pb.TcpAddress(host=host or "", port=int(port)), limit=_daemon_limit(limit))
+    req = pb.OpenRequest(tcp=pb.TcpAddress(host=host or "", port=_port(port)), limit=_daemon_limit(limit))
     if tls is not None:
         req.tls.CopyFrom(tls)
     local = kwds.get("local_addr")
@@ -351,7 +359,7 @@ class Server(asyncio.AbstractServer):
             holder: list[Any] = []
             call = self._session.start(
                 "accept", pb.AcceptRequest(server_id=sid).SerializeToString(),
-                lambda resp, sid=sid, holder=holder: self._on_accept(sid, holder, resp), blocking=True)
+                functools.partial(self._on_accept, sid, holder), blocking=True)
             holder.append(call)
             pending.append(call)
 
@@ -510,7 +518,7 @@ async def start_server(client_connected_cb: ClientConnectedCallback, host: str |
         hosts = [h or "" for h in host]
     reqs = []
     for h in hosts:
-        r = pb.StartServerRequest(tcp=pb.TcpAddress(host=h, port=int(port or 0)), limit=_daemon_limit(limit),
+        r = pb.StartServerRequest(tcp=pb.TcpAddress(host=h, port=_port(port)), limit=_daemon_limit(limit),
                                   backlog=backlog, reuse_port=reuse_port, start_serving=bool(start_serving))
         if tls is not None:
             r.tls.CopyFrom(tls)

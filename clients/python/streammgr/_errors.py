@@ -81,7 +81,7 @@ _OS: dict[str, tuple[type[OSError], int | None]] = {
     # asyncio: a handshake over ssl_handshake_timeout aborts the connection.
     "HANDSHAKE_TIMEOUT": (ConnectionAbortedError, None),
 }
-_OTHER: dict[str, type[Exception]] = {
+_OTHER: dict[str, type[BaseException]] = {
     "INVALID_ARGUMENT": ValueError,
     "LINE_TOO_LONG": ValueError,  # readline() turns LimitOverrunError into ValueError
     "CONCURRENT_READ": RuntimeError,
@@ -135,8 +135,8 @@ def make_exception(d: ErrorDetails) -> BaseException:
         if "certificate" in low and ("verif" in low or "unknown authority" in low or "not valid for" in low
                                      or "expired" in low or "signed by unknown" in low):
             exc = ssl.SSLCertVerificationError(1, f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message}")
-            exc.verify_message = message  # type: ignore[attr-defined]
-            exc.verify_code = 0  # type: ignore[attr-defined]
+            exc.verify_message = message
+            exc.verify_code = 0
         else:
             exc = ssl.SSLError(1, message)
     elif reason == "DNS_ERROR":
@@ -188,10 +188,10 @@ def translate_rpc_error(err: grpc.RpcError) -> BaseException:
     or grpc.RpcError), decoded with grpcio-status."""
     from grpc_status import rpc_status
 
-    code = err.code().value[0]  # type: ignore[attr-defined]
-    message = err.details() or ""  # type: ignore[attr-defined]
+    code = err.code().value[0]
+    message = err.details() or ""
     try:
-        st = rpc_status.from_call(err)  # type: ignore[arg-type]
+        st = rpc_status.from_call(err)
     except ValueError:
         st = None
     anys: Any = st.details if st is not None else ()

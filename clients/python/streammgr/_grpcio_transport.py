@@ -8,7 +8,7 @@ that matters more than latency.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import grpc
 
@@ -37,7 +37,7 @@ class GrpcioCall:
         self._call = method(self._requests(), metadata=tuple(metadata) or None)
         self._task = loop.create_task(self._run())
 
-    async def _requests(self):  # type: ignore[no-untyped-def]
+    async def _requests(self) -> AsyncIterator[bytes]:
         while True:
             item = await self._queue.get()
             if item is _CLOSE:

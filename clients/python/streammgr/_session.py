@@ -89,7 +89,7 @@ def error_response(call_id: int, code: int, message: str) -> pb.SessionResponse:
     return pb.SessionResponse(call_id=call_id, error=pb.Status(code=code, message=message))
 
 
-Callback = Callable[[pb.SessionResponse], None]
+Callback = Callable[[Any], None]  # gets a SessionResponse or a LocalFailure
 
 
 class LocalFailure:
@@ -429,7 +429,19 @@ class Session:
             # The daemon was never reached: fail now, with a clear error.
             self._fail_with(_unreachable(self.address, exc))
             return
-        self._schedule_redial(f"cannot reconnect to streammgrd at {self.address.text}: {exc}")
+        why = f"cannot reconnect to streammgrd at {self.address.text}: {exc}"
+        if isinstance(exc, (ConnectionRefusedError, FileNotFoundError)) and self._failures >= 2:
+            # Nobody listens there: the daemon is gone, and its handles with
+            # it. Waiting longer would not bring them back.
+            self._give_up(why)
+            return
+        self._schedule_redial(why)
+
+    def _give_up(self, why: str) -> None:
+        self._broken_since = None
+        self._failures = 0
+        self._ever_connected = False  # the next call dials once and fails at once
+        self._fail_with(ConnectionResetError(why))
 
     def _drop(self, call: Call) -> None:
         self._calls.pop(call.id, None)
@@ -450,9 +462,7 @@ class Session:
         if self._broken_since is None:
             self._broken_since = now
         if now - self._broken_since > RECONNECT_FOR:
-            self._broken_since = None
-            self._failures = 0
-            self._fail_all(CODE_UNAVAILABLE, why, retry_too=True)
+            self._give_up(why)
             return
         if not self._calls and not self._backlog:
             return  # nothing waits: dial again on the next call
@@ -501,7 +511,7 @@ def _unreachable(addr: _address.DaemonAddress, exc: BaseException) -> BaseExcept
 def _transport_kind() -> str:
     import os
 
-    return (os.environ.get(_address.TRANSPORT_ENV) or "h2").lower()
+    return str(os.environ.get(_address.TRANSPORT_ENV) or "h2").lower()
 
 
 def _tls_files() -> tuple[bytes | None, bytes | None, bytes | None]:
@@ -543,11 +553,8 @@ def _sessions_forget(session: Session) -> None:
             del per_loop[k]
 
 
-def is_error(resp: pb.SessionResponse) -> bool:
-    return resp.WhichOneof("result") == "error"
+def is_error(resp: Any) -> bool:
+    return bool(resp.WhichOneof("result") == "error")
 
 
 __all__ = ["Session", "get_session", "encode_read", "encode_write", "exception_of", "is_error"]
-
-# Keep names importable for type checkers.
-_ = (from_status_bytes,)

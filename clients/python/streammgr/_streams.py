@@ -27,17 +27,13 @@ import ipaddress
 import logging
 import socket
 import ssl
-import sys
 import warnings
 from collections import deque
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from . import _tls
-from ._errors import make_exception, ErrorDetails
 from ._session import Session, encode_read, encode_write, exception_of
 from .v1 import streammgr_pb2 as pb
-
-import grpc
 
 log = logging.getLogger("streammgr")
 
@@ -54,13 +50,14 @@ _WRITE_RETRY_REASONS = frozenset({"WRITE_BUFFER_FULL", "MEMORY_BUDGET", "OFFSET_
 
 
 def _reason(resp: Any) -> str:
+    """The ErrorInfo reason of an error response ("" if none)."""
     from google.rpc import error_details_pb2
 
     for a in getattr(resp.error, "details", ()):
         if a.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             a.Unpack(info)
-            return info.reason
+            return str(info.reason)
     return ""
 
 
@@ -246,6 +243,8 @@ class StreamProtocol(asyncio.Protocol):
 
 class StreamTransport(asyncio.Transport):
     """One daemon stream as an asyncio transport."""
+
+    _extra: dict[str, Any]
 
     def __init__(self, session: Session, stream_id: str, *, kind: str, extra: dict[str, Any],
                  server_side: bool, protocol: StreamProtocol, reader: "StreamReader"):
@@ -701,7 +700,19 @@ class StreamReader(asyncio.StreamReader):
     Python 3.13 (readuntil takes a tuple of separators on every version),
     with the data coming from the daemon."""
 
+    # asyncio.StreamReader's private state, which these methods share with
+    # its feed_data() / feed_eof() / set_exception().
     _transport: StreamTransport
+    _buffer: bytearray
+    _eof: bool
+    _limit: int
+    _exception: BaseException | None
+    _waiter: "asyncio.Future[None] | None"
+    _paused: bool
+    _loop: asyncio.AbstractEventLoop
+
+    if TYPE_CHECKING:
+        def _maybe_resume_transport(self) -> None: ...
 
     async def _wait_for_data(self, func_name: str) -> None:
         if self._waiter is not None:
@@ -777,10 +788,10 @@ class StreamReader(asyncio.StreamReader):
         assert match_start is not None
         if match_start > self._limit:
             raise asyncio.LimitOverrunError("Separator is found, but chunk is longer than limit", match_start)
-        chunk = self._buffer[:match_end]
+        line = bytes(self._buffer[:match_end])
         del self._buffer[:match_end]
         self._maybe_resume_transport()
-        return bytes(chunk)
+        return line
 
     async def read(self, n: int = -1) -> bytes:
         if self._exception is not None:
@@ -847,6 +858,7 @@ class StreamWriter(asyncio.StreamWriter):
     only when the write buffer is above its high-water mark."""
 
     _transport: StreamTransport
+    _loop: asyncio.AbstractEventLoop
 
     def __repr__(self) -> str:
         return f"<streammgr.StreamWriter transport={self._transport!r}>"
@@ -905,6 +917,3 @@ def base_extra(kind: str, peername: str, sockname: str) -> dict[str, Any]:
     }
     return extra
 
-
-# Names kept for type checkers and tests.
-_ = (make_exception, ErrorDetails, grpc, sys, Awaitable, Callable)

@@ -93,7 +93,7 @@ def track_ssl_contexts() -> None:
         _orig["set_alpn_protocols"](self, protos)
         setattr(self, _ALPN_ATTR, protos)
 
-    ssl.SSLContext.load_cert_chain = tracked_load_cert_chain  # type: ignore[method-assign]
+    ssl.SSLContext.load_cert_chain = tracked_load_cert_chain  # type: ignore[method-assign,assignment]
     ssl.SSLContext.set_alpn_protocols = tracked_set_alpn_protocols  # type: ignore[method-assign]
 
 

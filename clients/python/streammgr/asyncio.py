@@ -14,7 +14,8 @@ import asyncio as _asyncio
 from asyncio import *  # noqa: F401,F403
 from typing import Any
 
-from ._api import open_connection, open_unix_connection, start_server, start_unix_server  # noqa: F401
+from ._api import (open_connection, open_unix_connection, start_server,  # type: ignore[assignment] # noqa: F401
+                   start_unix_server)
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ import socket as _socket
 from socket import *  # noqa: F401,F403
 from typing import Any
 
-from ._api import socketpair  # noqa: F401
+from ._api import socketpair  # type: ignore[assignment] # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -268,3 +268,43 @@ def test_request_encoding_matches_protobuf() -> None:
     raw = _session.encode_request(1 << 40, "write", _session.encode_write(b"s-2", b"data", 1 << 33))
     m = pb.SessionRequest.FromString(raw)
     assert m.call_id == 1 << 40 and m.write.data == b"data" and m.write.offset == 1 << 33
+
+
+async def test_daemon_shutdown(make_daemon, peer: Peer) -> None:
+    # SIGTERM: the daemon closes its streams and goes away; a waiting read
+    # fails with ConnectionResetError within the shutdown timeout and a few
+    # re-dials, and the next open says the daemon cannot be reached.
+    d = make_daemon("--shutdown-timeout", "1s")
+    r, w = await streammgr.open_connection("127.0.0.1", peer.port, address=d.address)
+    pr, pw = await peer.accept()  # kept: on 3.13 a collected StreamWriter closes its connection
+    reading = asyncio.ensure_future(r.read(10))
+    await wait_until(lambda: r._waiter is not None, what="a waiting read")
+    d.stop()
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(reading, 15)
+    with pytest.raises(OSError, match="cannot reach streammgrd"):
+        await asyncio.wait_for(streammgr.open_connection("127.0.0.1", peer.port, address=d.address), 15)
+    pw.close()
+
+
+async def test_unclosed_writer_is_closed_when_collected(sm: Impl, daemon, peer: Peer) -> None:
+    import gc
+    import warnings
+
+    r, w = await sm.open_connection("127.0.0.1", peer.port)
+    pr, pw = await peer.accept()
+    sid = w.transport.stream_id
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del r, w
+        gc.collect()
+    assert any(issubclass(c.category, ResourceWarning) for c in caught)
+    assert await asyncio.wait_for(pr.read(), 10) == b""  # the peer sees the close
+
+    async def state() -> str:
+        resp = await streammgr.list_streams(daemon.address)
+        return {s.stream_id: s.state for s in resp.streams}[sid]
+
+    await wait_until(lambda: state(), what="listed")
+    assert await state() in ("closing", "closed")
+    pw.close()

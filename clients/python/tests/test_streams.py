@@ -616,3 +616,10 @@ async def test_many_streams_one_session(sm: Impl) -> None:
             await w.wait_closed()
 
         await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(60))), 60)
+
+
+async def test_port_as_string(impl: Impl, peer: Peer) -> None:
+    r, w = await impl.open_connection("127.0.0.1", str(peer.port))
+    await peer.accept()
+    assert w.get_extra_info("peername")[1] == peer.port
+    w.close()
