@@ -2,11 +2,16 @@
 # Tests the Python client against a real streammgrd, on a fresh machine too:
 #   - makes clients/python/.venv if it is missing (or has no working pip),
 #   - installs the package with its pinned test dependencies
-#     (pip install clients/python[test]; the gRPC stubs are generated from
-#     proto/ by the build),
+#     (pip install clients/python[test,realworld]; the gRPC stubs are
+#     generated from proto/ by the build),
 #   - builds the daemon (go build ./cmd/streammgrd) unless $STREAMMGR_BIN
 #     names one,
 #   - runs pytest on tests/ (arguments are passed on: ./run-tests.sh -k tls).
+#     tests/realworld runs redis-py and nats-py through the daemon against
+#     redis-server and nats-server (apt-get install redis-server
+#     nats-server); without them those tests fail, unless
+#     STREAMMGR_SKIP_REALWORLD=1. STREAMMGR_BENCH=1 adds the benchmark
+#     (direct vs through the daemon; ./run-tests.sh -s -k bench to see it).
 # Needs python3 (3.11 or later) with venv and pip, and Go. PYTHON=python3.13
 # chooses the interpreter; VENV=dir another virtualenv.
 set -euo pipefail
@@ -20,7 +25,7 @@ if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -m pip --version >/dev/nu
   "$python" -m venv --clear "$venv" ||
     { echo "run-tests.sh: $python -m venv failed (Debian/Ubuntu: apt install python3-venv)" >&2; exit 1; }
 fi
-"$venv/bin/python" -m pip install --disable-pip-version-check -q "$here[test]"
+"$venv/bin/python" -m pip install --disable-pip-version-check -q "$here[test,realworld]"
 
 tmp=$(mktemp -d /tmp/smtest.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT

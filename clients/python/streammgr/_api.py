@@ -122,11 +122,26 @@ async def _finish_open(session: Session, resp: pb.OpenResponse, kind: str, limit
 
 async def _open(session: Session, req: pb.OpenRequest, kind: str, limit: int, ssl: Any,
                 host: str | None) -> tuple[StreamReader, StreamWriter]:
-    fut = session.request("open", req, retry=False, blocking=True)
+    fut: asyncio.Future[Any] = session.loop.create_future()
+
+    def done(r: Any) -> None:
+        if fut.done():
+            return
+        if r.WhichOneof("result") == "error":
+            fut.set_exception(exception_of(r))
+        else:
+            fut.set_result(r.open)
+
+    call = session.start("open", req.SerializeToString(), done, retry=False, blocking=True)
     try:
         resp = await asyncio.shield(fut)
     except asyncio.CancelledError:
-        # The program gave up: do not leave the connection open in the daemon.
+        # The program gave up: do not leave the connection open in the
+        # daemon. The cancel stops a connect in progress, and undoes an
+        # open whose answer crossed it; a stream that is answered anyway is
+        # aborted.
+        session.cancel(call)
+
         def release(f: asyncio.Future[Any]) -> None:
             if not f.cancelled() and f.exception() is None:
                 session.start("abort", pb.AbortRequest(stream_id=f.result().stream_id).SerializeToString())

@@ -98,6 +98,7 @@ class H2Call(asyncio.Protocol):
         self._ping_acks = bytearray()
         self._ack_timer: asyncio.TimerHandle | None = None
         self._flush_scheduled = False
+        self._flush_deferred = False
         self._inbuf = bytearray()
         self._msgbuf = bytearray()
         self._decoder = Decoder()
@@ -151,9 +152,21 @@ class H2Call(asyncio.Protocol):
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
+            self._flush_deferred = False
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        # One socket write per loop iteration carries every message queued
+        # in the previous one. If other callbacks are still ready (a task
+        # that another waking task started, as wait_for() does), the write
+        # waits one iteration more, once, so that what they send goes in
+        # the same write: a request/response then costs one write, not two
+        # (the read-ahead and the next request). An idle loop writes now.
+        ready = getattr(self._loop, "_ready", None)
+        if not self._flush_deferred and ready:
+            self._flush_deferred = True
+            self._loop.call_soon(self._flush)
+            return
         self._flush_scheduled = False
         if self._ping_acks:
             self._out += self._ping_acks

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _tls
 from ._session import Session, encode_read, encode_write, exception_of
+from ._sockopt import SockOpts
 from .v1 import streammgr_pb2 as pb
 
 log = logging.getLogger("streammgr")
@@ -51,14 +52,19 @@ _WRITE_RETRY_REASONS = frozenset({"WRITE_BUFFER_FULL", "MEMORY_BUDGET", "OFFSET_
 
 def _reason(resp: Any) -> str:
     """The ErrorInfo reason of an error response ("" if none)."""
+    return _error_info(resp)[0]
+
+
+def _error_info(resp: Any) -> tuple[str, dict[str, str]]:
+    """The ErrorInfo reason and metadata of an error response."""
     from google.rpc import error_details_pb2
 
     for a in getattr(resp.error, "details", ()):
         if a.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             a.Unpack(info)
-            return str(info.reason)
-    return ""
+            return str(info.reason), dict(info.metadata)
+    return "", {}
 
 
 def parse_address(text: str, kind: str) -> Any:
@@ -102,17 +108,29 @@ def _py_value(v: Any) -> Any:
 class DaemonSocket:
     """What get_extra_info('socket') and Server.sockets give: the daemon
     owns the socket, so this describes it (family, type, addresses) and
-    refuses what needs the descriptor (fileno() is -1)."""
+    refuses what needs the descriptor (fileno() is -1). A stream's socket
+    has setsockopt() and getsockopt(), done by the daemon (see
+    streammgr._sockopt); a listening socket's raise OSError(EOPNOTSUPP)."""
 
     def __init__(self, family: socket.AddressFamily, sockname: Any, peername: Any = None):
         self.family = family
         self.type = socket.SOCK_STREAM
-        self.proto = 0
+        self.proto = socket.IPPROTO_TCP if family in (socket.AF_INET, socket.AF_INET6) else 0
         self._sockname = sockname
         self._peername = peername
+        self._opts: SockOpts | None = None
+
+    def _bind(self, transport: "StreamTransport") -> None:
+        self._opts = SockOpts(transport, self.family)
 
     def fileno(self) -> int:
         return -1
+
+    def gettimeout(self) -> float:
+        return 0.0
+
+    def getblocking(self) -> bool:
+        return False
 
     def getsockname(self) -> Any:
         return self._sockname
@@ -123,10 +141,14 @@ class DaemonSocket:
         return self._peername
 
     def setsockopt(self, *args: Any) -> None:
-        raise OSError(95, "streammgr: the daemon owns this socket; socket options cannot be set from here")
+        if self._opts is None:
+            raise OSError(95, "streammgr: the daemon owns this listening socket; its options cannot be set from here")
+        self._opts.setsockopt(*args)
 
-    def getsockopt(self, *args: Any) -> Any:
-        raise OSError(95, "streammgr: the daemon owns this socket; socket options cannot be read from here")
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
+        if self._opts is None:
+            raise OSError(95, "streammgr: the daemon owns this listening socket; its options cannot be read from here")
+        return self._opts.getsockopt(level, optname, buflen)
 
     def __repr__(self) -> str:
         s = f"<streammgr.DaemonSocket family={self.family!r} type={self.type!r} laddr={self._sockname!r}"
@@ -280,6 +302,12 @@ class StreamTransport(asyncio.Transport):
         self._writes_outstanding = 0
         self._rewind = False
         self._window = WRITE_WINDOW
+        # Largest write sent in one operation: WRITE_CHUNK, or half the
+        # daemon's --max-write-buffer once a refusal told it (so that a
+        # chunk fits beside what a drain leaves buffered).
+        self._chunk_max = WRITE_CHUNK
+        self._refusals = 0  # refused writes since the last accepted one
+        self._drain_timer: asyncio.TimerHandle | None = None
         self._draining = False
         self._high = 64 * 1024
         self._low = 16 * 1024
@@ -359,12 +387,17 @@ class StreamTransport(asyncio.Transport):
 
     def _wait_cancelled(self) -> None:
         """The reader's wait was cancelled (asyncio.wait_for timed out, the
-        task was cancelled): cancel its daemon read. Whether it is answered
-        CANCELLED (nothing consumed; the next read asks for the same
-        offset) or with the bytes (they go to the buffer), nothing is
-        lost."""
+        task was cancelled). As asyncio's transport keeps reading the
+        socket, the daemon read stays in flight as read-ahead: its bytes go
+        to the buffer when they come, so a program that polls with short
+        timeouts (redis-py's get_message(timeout=0)) costs no operation per
+        poll, and reader._buffer shows what has arrived. Only when the
+        session is short of room for waiting operations is the read
+        cancelled (until the next wait): whether it is answered CANCELLED
+        (nothing consumed; the next read asks for the same offset) or with
+        the bytes (they go to the buffer), nothing is lost."""
         call = self._read_call
-        if call is not None and self._read_waited:
+        if call is not None and self._read_waited and not self._session.speculative_room():
             self._read_hold = True
             self._session.cancel(call)
 
@@ -431,9 +464,10 @@ class StreamTransport(asyncio.Transport):
             return
         data = bytes(data)
         n = len(data)
-        if n > WRITE_CHUNK:
-            for i in range(0, n, WRITE_CHUNK):
-                self._write_chunk(data[i : i + WRITE_CHUNK])
+        chunk = self._chunk_max
+        if n > chunk:
+            for i in range(0, n, chunk):
+                self._write_chunk(data[i : i + chunk])
         else:
             self._write_chunk(data)
         self._update_flow()
@@ -470,13 +504,19 @@ class StreamTransport(asyncio.Transport):
             if w.next_offset > self._acked:
                 self._acked = w.next_offset
             self._daemon_buffered = w.buffered
+            self._refusals = 0
             acked = self._acked
             inflight = self._inflight
             while inflight and inflight[0][0] + len(inflight[0][1]) <= acked:
                 inflight.popleft()
         elif not self._conn_lost:
-            reason = _reason(resp)
+            reason, meta = _error_info(resp)
             if reason in _WRITE_RETRY_REASONS:
+                if reason == "WRITE_BUFFER_FULL":
+                    self._refusals += 1
+                    cap = int(meta.get("cap", "0") or 0)
+                    if cap > 0:
+                        self._chunk_max = max(4096, min(self._chunk_max, cap // 2))
                 self._rewind = True
             else:
                 self._fatal(exception_of(resp))
@@ -506,14 +546,20 @@ class StreamTransport(asyncio.Transport):
         while q and not self._rewind:
             item = q[0]
             if item[0] == "w":
-                data = item[2]
+                off, data = item[1], item[2]
+                if len(data) > self._chunk_max:
+                    # Refused before, now sent in pieces the daemon takes.
+                    rest = data[self._chunk_max :]
+                    data = data[: self._chunk_max]
+                    q[0] = ("w", off + len(data), rest)
+                    q.appendleft(("w", off, data))
                 if (self._inflight_bytes or self._daemon_buffered) and \
                         self._inflight_bytes + self._daemon_buffered + len(data) > self._window:
                     self._queue_blocked = True
                     return
                 q.popleft()
                 self._queued_bytes -= len(data)
-                self._send_chunk(item[1], data)
+                self._send_chunk(off, data)
             else:
                 q.popleft()
                 self._send_op(item[1])
@@ -550,8 +596,24 @@ class StreamTransport(asyncio.Transport):
         if (self._protocol_paused or self._queue_blocked) and not self._draining and not self._conn_lost \
                 and not self._rewind:
             self._draining = True
-            self._session.start("drain", pb.DrainRequest(stream_id=self.stream_id).SerializeToString(),
-                                self._on_drain, blocking=True)
+            if self._refusals >= 2:
+                # Refused again right after a drain: the daemon's buffer
+                # holds more than the write leaves room for, and its drain
+                # does not wait (that buffer is under the daemon's
+                # high-water mark). Back off before asking again, up to
+                # 50 ms, rather than spin.
+                delay = min(0.001 * 2 ** (self._refusals - 2), 0.05)
+                self._drain_timer = self._loop.call_later(delay, self._start_drain)
+            else:
+                self._start_drain()
+
+    def _start_drain(self) -> None:
+        self._drain_timer = None
+        if self._conn_lost:
+            self._draining = False
+            return
+        self._session.start("drain", pb.DrainRequest(stream_id=self.stream_id).SerializeToString(),
+                            self._on_drain, blocking=True)
 
     def _on_drain(self, resp: Any) -> None:
         self._draining = False
@@ -561,6 +623,12 @@ class StreamTransport(asyncio.Transport):
             return
         self._daemon_buffered = 0  # at or below the daemon's low-water mark
         self._update_flow()
+
+    def _send_sockopt(self, name: str, value: int, cb: Any) -> None:
+        """Sends set_sock_opt without waiting: the daemon runs it in the
+        stream's write lane, before every write sent after it."""
+        req = pb.SetSockOptRequest(stream_id=self.stream_id, name=name, value=value).SerializeToString()
+        self._session.start("set_sock_opt", req, functools.partial(cb, name))
 
     def can_write_eof(self) -> bool:
         return self._kind != "tls"
@@ -611,6 +679,10 @@ class StreamTransport(asyncio.Transport):
         self._queue.clear()
         self._queued_bytes = 0
         self._read_done = True
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+            self._draining = False
         if self._read_call is not None:
             self._session.cancel(self._read_call)
         if release:
@@ -902,6 +974,9 @@ def make_stream(session: Session, stream_id: str, *, kind: str, extra: dict[str,
                                 protocol=protocol, reader=reader)
     protocol._over_ssl = kind == "tls"
     reader.set_transport(transport)
+    sock = extra.get("socket")
+    if isinstance(sock, DaemonSocket):
+        sock._bind(transport)
     writer = StreamWriter(transport, protocol, reader, loop)
     transport._maybe_read()
     return reader, writer

@@ -308,3 +308,35 @@ async def test_unclosed_writer_is_closed_when_collected(sm: Impl, daemon, peer: 
     await wait_until(lambda: state(), what="listed")
     assert await state() in ("closing", "closed")
     pw.close()
+
+
+async def test_cancelled_open_leaves_nothing(make_daemon, peer: Peer) -> None:
+    # open_connection cancelled at every point of its way (before the
+    # daemon connected, as its answer crossed the cancel, after): the
+    # Session cancel undoes the open, or the stream answered anyway is
+    # aborted; nothing stays in the daemon, and the peer sees each
+    # connection closed.
+    d = make_daemon("--closed-linger", "100ms")
+    for i in range(40):
+        task = asyncio.ensure_future(streammgr.open_connection("127.0.0.1", peer.port, address=d.address))
+        for _ in range(i * 3):  # a later point each time
+            await asyncio.sleep(0)
+        if task.done():
+            r, w = task.result()
+            w.close()
+        else:
+            task.cancel()
+            try:
+                r, w = await task
+                w.close()
+            except asyncio.CancelledError:
+                pass
+    while not peer.conns.empty():
+        pr, pw = peer.conns.get_nowait()
+        assert await asyncio.wait_for(pr.read(), 10) == b""  # closed by the daemon
+        pw.close()
+
+    async def none_left() -> bool:
+        return not (await streammgr.list_streams(d.address)).streams
+
+    await wait_until(none_left, what="no stream left in the daemon")

@@ -1,0 +1,1 @@
+"""The real-world suite: redis-py and nats-py through the daemon."""
