@@ -1488,3 +1488,50 @@ func TestReaderBackpressure(t *testing.T) {
 	}
 	sent.Wait()
 }
+
+// TestDrainLeavesRoomUnderSmallCap: with a cap on unsent bytes below the
+// high-water mark, a Drain that returns leaves room for a write of half
+// the cap, so a writer that drains before each write is never refused
+// (Drain used to return below the 64 KiB high-water mark while a 16 KiB
+// cap refused the write).
+func TestDrainLeavesRoomUnderSmallCap(t *testing.T) {
+	const capBytes = 16 << 10
+	e := openTCP(t, &Options{MaxWriteBuffer: capBytes})
+	var want bytes.Buffer
+	first := bytes.Repeat([]byte("a"), 8<<20) // more than the kernel holds
+	if err := e.w.Write(first); err != nil {
+		t.Fatal(err)
+	}
+	want.Write(first)
+	// The peer reads in small steps; after each, a Drain that does not
+	// wait must be followed by a write the stream accepts.
+	step := make([]byte, 4<<10)
+	var got bytes.Buffer
+	writes := 0
+	for writes < 300 {
+		_ = e.peer.SetReadDeadline(time.Now().Add(failAfter))
+		n, err := e.peer.Read(step)
+		if err != nil {
+			t.Fatalf("peer read after %d bytes: %v", got.Len(), err)
+		}
+		got.Write(step[:n])
+		if err := e.w.Drain(cancelledCtx()); err != nil {
+			continue // Drain waits: the buffer is above its mark
+		}
+		chunk := bytes.Repeat([]byte{byte('b' + writes%20)}, capBytes/2)
+		if err := e.w.Write(chunk); err != nil {
+			t.Fatalf("write %d after a Drain that returned (buffered %d): %v", writes, e.w.BufferSize(), err)
+		}
+		want.Write(chunk)
+		writes++
+	}
+	e.w.Close()
+	rest, err := e.peerReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Write(rest)
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatalf("peer got %d bytes, want the %d written", got.Len(), want.Len())
+	}
+}

@@ -612,7 +612,7 @@ func (t *transport) consumeWriteLocked(n int) {
 		t.wbuf = nil
 	}
 	t.settleLocked()
-	if t.wpaused && len(t.wbuf) <= t.low {
+	if t.wpaused && len(t.wbuf) <= t.resumeAtLocked() {
 		t.wpaused = false
 		close(t.drainCh)
 		t.drainCh = make(chan struct{})
@@ -687,6 +687,26 @@ func (t *transport) setWriteLimitsLocked(high, low int) error {
 	return nil
 }
 
+// pauseAboveLocked is the buffer size above which Drain waits: the
+// high-water mark, but never more than half the cap on unsent bytes, so
+// that a Drain which returns leaves room for a write (with a cap below the
+// high-water mark, Drain would otherwise return while writes are refused).
+func (t *transport) pauseAboveLocked() int {
+	if t.maxWrite > 0 && t.high > t.maxWrite/2 {
+		return t.maxWrite / 2
+	}
+	return t.high
+}
+
+// resumeAtLocked is the buffer size at or below which Drain returns: the
+// low-water mark, clamped as pauseAboveLocked clamps the high one.
+func (t *transport) resumeAtLocked() int {
+	if h := t.pauseAboveLocked(); h < t.high {
+		return min(t.low, h/4)
+	}
+	return t.low
+}
+
 func (t *transport) maxWriteLocked() int {
 	switch {
 	case t.maxWrite < 0:
@@ -718,7 +738,7 @@ func (t *transport) writeLocked(data []byte) {
 	}
 	t.wbuf = append(t.wbuf, data...)
 	t.settleLocked()
-	if !t.wpaused && len(t.wbuf) > t.high {
+	if !t.wpaused && len(t.wbuf) > t.pauseAboveLocked() {
 		t.wpaused = true
 	}
 	t.writeCond.Signal()

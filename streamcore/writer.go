@@ -286,9 +286,9 @@ func (w *Writer) SetWriteBufferLimits(high, low int) error {
 	} else if err := t.setWriteLimitsLocked(high, low); err != nil {
 		return err
 	}
-	if !t.wpaused && len(t.wbuf) > t.high {
+	if !t.wpaused && len(t.wbuf) > t.pauseAboveLocked() {
 		t.wpaused = true
-	} else if t.wpaused && len(t.wbuf) <= t.low {
+	} else if t.wpaused && len(t.wbuf) <= t.resumeAtLocked() {
 		t.wpaused = false
 		close(t.drainCh)
 		t.drainCh = make(chan struct{})
