@@ -79,6 +79,14 @@ func NewDaemon(cfg Config, log *slog.Logger) (*Daemon, error) {
 		cfg.Listen = nil // socket activation replaces the default socket
 	}
 	for _, addr := range cfg.Listen {
+		if ln := inheritedFor(activated, addr); ln != nil {
+			// The same unit file can serve both ways (socket-activated or
+			// not): a --listen address systemd already passed is that
+			// listener, not a second one (binding it would find the
+			// inherited socket alive and refuse).
+			d.log.Info("socket activation: --listen address served by the inherited listener", "addr", addr)
+			continue
+		}
 		if addr == "unix:"+filepath.Join(privateSocketDir(), "streammgrd.sock") {
 			if err := ensurePrivateDir(privateSocketDir()); err != nil {
 				return nil, fmt.Errorf("listen %s: %w", addr, err)
@@ -228,6 +236,40 @@ func (d *Daemon) listen(addr string) error {
 	}
 	d.listeners = append(d.listeners, ln)
 	return nil
+}
+
+// inheritedFor returns the inherited listener bound to addr (a --listen
+// address), or nil.
+func inheritedFor(inherited []net.Listener, addr string) net.Listener {
+	path, isUnix := strings.CutPrefix(addr, "unix:")
+	var ta *net.TCPAddr
+	if !isUnix {
+		ta, _ = net.ResolveTCPAddr("tcp", addr)
+	}
+	for _, ln := range inherited {
+		switch a := ln.Addr().(type) {
+		case *net.UnixAddr:
+			if isUnix && sameFile(filepath.Clean(a.Name), filepath.Clean(path)) {
+				return ln
+			}
+		case *net.TCPAddr:
+			if ta != nil && ta.Port == a.Port && (ta.IP.Equal(a.IP) || (ta.IP == nil && a.IP.IsUnspecified())) {
+				return ln
+			}
+		}
+	}
+	return nil
+}
+
+// sameFile reports whether two paths name one file: equal, or the same
+// inode (a path through a symlinked directory).
+func sameFile(a, b string) bool {
+	if a == b {
+		return true
+	}
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
 }
 
 // adopt serves a listener systemd passed: a TCP one is held to the same

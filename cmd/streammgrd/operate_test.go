@@ -112,6 +112,15 @@ func TestDaemonLogs(t *testing.T) {
 // socket file to whoever made it.
 func TestSocketActivation(t *testing.T) {
 	t.Parallel()
+	t.Run("default", func(t *testing.T) { testSocketActivation(t, false) })
+	// A unit that also names the socket with --listen (so it runs the same
+	// without its socket unit) serves the inherited listener once.
+	t.Run("listen the same path", func(t *testing.T) { testSocketActivation(t, true) })
+}
+
+func testSocketActivation(t *testing.T, listenToo bool) {
+	t.Parallel()
+	grpcurlPath(t)
 	dir, err := os.MkdirTemp("", "smact")
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +142,11 @@ func TestSocketActivation(t *testing.T) {
 		t.Fatal(err)
 	}
 	// systemd sets LISTEN_PID to the daemon's pid: the shell's, kept by exec.
-	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=control exec "$0"`, daemonBinary(t))
+	args := []string{"-c", `LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=control exec "$0" "$@"`, daemonBinary(t)}
+	if listenToo {
+		args = append(args, "--listen", "unix:"+sock)
+	}
+	cmd := exec.Command("sh", args...)
 	cmd.ExtraFiles = []*os.File{f}
 	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+runtimeDir)
 	out := &streamtest.Buffer{}
