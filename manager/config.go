@@ -152,14 +152,24 @@ const (
 )
 
 // DefaultMaxBufferedBytes is the default memory budget: an eighth of the
-// machine's memory, at least 64 MiB.
+// memory the daemon may use (the machine's, or its cgroup's limit when that
+// is lower, as in a container), at least 64 MiB but never more than half
+// a cgroup limit.
 func DefaultMaxBufferedBytes() int64 {
+	return defaultBudget(cgroupMemoryLimit("/"))
+}
+
+func defaultBudget(cgLimit int64, limited bool) int64 {
 	const floor = 64 << 20
+	mem := int64(8 << 30)
 	var si syscall.Sysinfo_t
-	if err := syscall.Sysinfo(&si); err != nil {
-		return 1 << 30
+	if err := syscall.Sysinfo(&si); err == nil {
+		mem = int64(si.Totalram) * int64(si.Unit)
 	}
-	return max(int64(si.Totalram)*int64(si.Unit)/8, floor)
+	if limited && cgLimit < mem {
+		return min(max(cgLimit/8, floor), cgLimit/2)
+	}
+	return max(mem/8, floor)
 }
 
 // DefaultListen is the daemon's default address: a Unix socket (mode 0600)
