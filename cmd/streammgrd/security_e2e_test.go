@@ -715,14 +715,17 @@ bytes_per_second_in = %d
 			}
 		}()
 		port := uint32(ln.Addr().(*net.TCPAddr).Port)
-		open := func(c smv1.StreamServiceClient) string {
-			r, err := c.Open(ctx, &smv1.OpenRequest{Address: &smv1.OpenRequest_Tcp{Tcp: &smv1.TcpAddress{Host: "127.0.0.1", Port: port}}})
+		open := func(c smv1.StreamServiceClient, limit *int64) string {
+			r, err := c.Open(ctx, &smv1.OpenRequest{Address: &smv1.OpenRequest_Tcp{Tcp: &smv1.TcpAddress{Host: "127.0.0.1", Port: port}}, Limit: limit})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return r.StreamId
 		}
-		ss, fs := open(slow), open(fast)
+		// The other identity reads with a 1 MiB limit, so that each Read
+		// can return up to 1 MiB: on a loaded machine the round trips, not
+		// the bytes, bound what a default-limit reader gets.
+		ss, fs := open(slow, nil), open(fast, ptr(int64(1<<20)))
 		// Read both for the same few seconds.
 		const span = 3 * time.Second
 		count := func(c smv1.StreamServiceClient, id string, out *int64, wg *sync.WaitGroup) {
