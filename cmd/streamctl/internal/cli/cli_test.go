@@ -422,6 +422,23 @@ func TestHealth(t *testing.T) {
 	}
 }
 
+// TestHealthService: --service chooses what health checks; a wrong
+// choice is a usage error.
+func TestHealthService(t *testing.T) {
+	t.Parallel()
+	for _, svc := range []string{"all", "daemon", "budget"} {
+		r := streamctl(t, "errors", nil, "health", "--service", svc)
+		wantOK(t, r)
+		if f := fieldsOf(t, r.stdout); f["daemon"] != "SERVING" {
+			t.Errorf("--service %s printed %q", svc, r.stdout)
+		}
+	}
+	r := streamctl(t, "errors", nil, "health", "--service", "nope")
+	if r.code != cli.ExitUsage || !strings.Contains(r.stderr, "want all, daemon or budget") {
+		t.Errorf("--service nope: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
 // TestConnect: connect sends stdin, half-closes, prints what the peer
 // sends, and exits once the peer's side ended.
 func TestConnect(t *testing.T) {

@@ -215,26 +215,39 @@ func (a *app) abortCmd() *cobra.Command {
 }
 
 func (a *app) healthCmd() *cobra.Command {
-	return &cobra.Command{
+	var service string
+	c := &cobra.Command{
 		Use:   "health",
 		Short: "Show whether the daemon serves",
 		Long: `health asks the daemon's grpc.health.v1 service how the daemon and its
-memory budget are, and exits 1 when either is not SERVING.`,
+memory budget are, and exits 1 when either is not SERVING. --service daemon
+checks the daemon alone (a liveness probe: a full memory budget is not a
+reason to restart it); --service budget the memory budget alone.`,
 		Args: exactArgs(),
 		RunE: run(func(cmd *cobra.Command, _ []string) error {
+			switch service {
+			case "all", "daemon", "budget":
+			default:
+				return usagef("--service %q: want all, daemon or budget", service)
+			}
 			return a.withClient(cmd.Context(), func(c *streammgr.Client) error {
 				h, err := c.Health(cmd.Context())
 				if err != nil {
 					return err
 				}
 				tw := table(a.stdout)
-				fields(tw, [][2]string{{"address", c.Addr()}, {"daemon", h.Status}, {"memory budget", h.Budget}})
+				fields(tw, [][2]string{{"address", c.Addr()}, {"daemon", h.Status}, {"memory budget", orDash(h.Budget)}})
 				tw.Flush()
-				if !h.Serving() {
+				daemonOK := h.Status == "SERVING"
+				budgetOK := h.Budget == "" || h.Budget == "SERVING"
+				switch {
+				case service == "daemon" && !daemonOK, service == "budget" && !budgetOK, service == "all" && !h.Serving():
 					return fmt.Errorf("the daemon is not serving (daemon %s, memory budget %s)", h.Status, orDash(h.Budget))
 				}
 				return nil
 			})
 		}),
 	}
+	c.Flags().StringVar(&service, "service", "all", "what to check: all, daemon or budget")
+	return c
 }
