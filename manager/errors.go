@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -324,7 +325,7 @@ func classify(err error) (codes.Code, string, []protoadapt.MessageV1) {
 		return codes.Unavailable, ReasonDNSError, nil
 	case isTimeout(err):
 		return codes.DeadlineExceeded, ReasonIOTimeout, nil
-	case errors.As(err, &uae), errors.As(err, &hne), errors.As(err, &cie), errors.As(err, &rec), errors.As(err, &ae), errors.As(err, &vErr):
+	case errors.As(err, &uae), errors.As(err, &hne), errors.As(err, &cie), errors.As(err, &rec), errors.As(err, &ae), errors.As(err, &vErr), isTLSAlert(err):
 		return codes.Unavailable, ReasonTLSError, nil
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return codes.Unavailable, ReasonConnectionLost, nil
@@ -341,4 +342,13 @@ func offsetViolation(desc string) []protoadapt.MessageV1 {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// isTLSAlert reports an alert crypto/tls received from the peer or sent
+// it: a *net.OpError "remote error" or "local error" around the package's
+// unexported alert type (tls.AlertError is only QUIC's).
+func isTLSAlert(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && (oe.Op == "remote error" || oe.Op == "local error") &&
+		oe.Err != nil && strings.HasPrefix(oe.Err.Error(), "tls: ")
 }

@@ -6,6 +6,7 @@ package manager
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -499,6 +500,34 @@ func TestTLSVerificationError(t *testing.T) {
 			wantStatus(t, err, codes.Unavailable, ReasonTLSError)
 		})
 	}
+}
+
+// TestTLSPeerAlert: an alert the peer sends (here: it requires a client
+// certificate the daemon did not present) is TLS_ERROR, not IO_ERROR,
+// whether it ends the handshake or, in TLS 1.3, the first read.
+func TestTLSPeerAlert(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	p := pki(t)
+	cfg := p.peerServerTLS()
+	cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	ln := listenTCP(t)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		tc := tls.Server(c, cfg)
+		tc.SetDeadline(time.Now().Add(failAfter))
+		_ = tc.Handshake() // fails: it sends the alert
+	}()
+	addr := &smv1.OpenRequest_Tcp{Tcp: &smv1.TcpAddress{Host: "127.0.0.1", Port: portOf(ln.Addr())}}
+	o, err := e.c.Open(bg(t), &smv1.OpenRequest{Address: addr, Tls: &smv1.TlsOptions{CaPem: p.caPEM, ServerHostname: "localhost"}})
+	if err == nil {
+		_, err = e.c.ReadExactly(bg(t), &smv1.ReadExactlyRequest{StreamId: o.StreamId, N: 10})
+	}
+	wantStatus(t, err, codes.Unavailable, ReasonTLSError)
 }
 
 func TestAddressInUse(t *testing.T) {
