@@ -22,14 +22,18 @@ run:
 build:
 	$(GO) build ./...
 
-## setup: install everything the tests need (grpcurl, example clients)
+## setup: install everything the tests need (grpcurl, example clients),
+## quietly: `go mod download` says nothing, and go install's "downloading"
+## lines are left out (its errors are not)
 setup: tools
+	$(GO) mod download
+	cd examples/deploy && $(GO) mod download
 	./examples/setup.sh
 
 tools: $(GRPCURL)
 
 $(GRPCURL):
-	$(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
+	set -o pipefail; $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4 2>&1 | { grep -v '^go: downloading' || true; }
 
 ## generate: regenerate api/ from proto/ with local plugins
 generate:
