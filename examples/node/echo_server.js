@@ -1,56 +1,61 @@
 #!/usr/bin/env node
 'use strict';
-// TCP echo server using streams, through streammgrd: the daemon listens and
-// accepts; this program takes each connection as it arrives (the Serve
-// server-streaming RPC) and echoes what it reads. Any TCP client can talk to
-// it (nc 127.0.0.1 8888). SIGINT or SIGTERM closes the server.
+// TCP echo server using streams, through streammgrd: the asyncio
+// documentation's example over the streammgr package. sm.createServer() is
+// net.createServer() with the listening socket owned by the daemon: it
+// listens and accepts, and each connection arrives as a socket. Any TCP
+// client can talk to it (nc 127.0.0.1 8888). SIGINT or SIGTERM closes the
+// server and aborts the connections still being served (none is left open
+// in the daemon), then the program exits 0.
 //
 //   node echo_server.js unix:/tmp/streammgrd.sock --port 8888
-const sm = require('./streammgr');
+const { parseArgs } = require('node:util');
+const sm = require('streammgr');
 
 const USAGE = 'usage: node echo_server.js [ADDR] [--host 127.0.0.1] [--port 8888]  (port 0 picks a free one)';
+const repr = (s) => `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 
-async function handleEcho({ reader, writer }) {
-  const data = await reader.read(100);
+async function handleEcho(sock) {
+  const data = await sm.read(sock, 100);
   const message = data.toString();
-  const [host, port] = await writer.getExtraInfo('peername');
+  const addr = `${sock.remoteAddress}:${sock.remotePort}`;
 
-  console.log(`Received ${sm.pyRepr(message)} from ${host}:${port}`);
+  console.log(`Received ${repr(message)} from ${addr}`);
 
-  console.log(`Send: ${sm.pyRepr(message)}`);
-  await writer.write(data);
-  await writer.drain();
-
+  console.log(`Send: ${repr(message)}`);
   console.log('Close the connection');
-  await writer.close();
-  await writer.waitClosed();
+  sock.end(data);
+  sock.resume(); // to the peer's EOF: both sides ended, the daemon's stream is closed
 }
 
-sm.run(async (signal) => {
-  const { address, options } = sm.parseArgs(process.argv.slice(2), USAGE);
-  const client = new sm.Client(address);
-  try {
-    const server = await client.startServer(options.host ?? '127.0.0.1', Number(options.port ?? 8888));
-    console.log(`Serving on ${server.sockets.join(', ')}`);
-    // SIGINT/SIGTERM close the server and abort the connections still
-    // being served (none is left open in the daemon); serveForever then
-    // returns.
-    let closing = null;
-    const stop = () => {
-      closing ??= server.close({ abortClients: true });
-      return closing;
-    };
-    if (signal.aborted) stop();
-    else signal.addEventListener('abort', stop);
-
-    try {
-      await server.serveForever(handleEcho);
-    } finally {
-      // The CloseServer answer when we closed it; when serving ended
-      // otherwise, close what is left (errors ignored: already closed).
-      await (closing ?? server.close({ abortClients: true }).catch(() => {}));
-    }
-  } finally {
-    client.close();
-  }
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    host: { type: 'string', default: '127.0.0.1' },
+    port: { type: 'string', default: '8888' },
+  },
 });
+const daemon = positionals[0] ?? process.env.STREAMMGR_ADDR;
+if (!daemon || positionals.length > 1) {
+  console.error(`${USAGE}\nno daemon address: pass unix:/path or host:port first, or set STREAMMGR_ADDR`);
+  process.exit(2);
+}
+
+const server = sm.createServer({ daemon }, (sock) => {
+  sock.on('error', (err) => console.error(`${sock.remoteAddress}:${sock.remotePort}: ${err.message}`));
+  handleEcho(sock).catch((err) => {
+    console.error(`handler: ${err.message}`);
+    sock.destroy();
+  });
+});
+server.on('error', (err) => {
+  console.error(`error: ${err.message} (${err.code})`);
+  process.exit(1);
+});
+server.listen(Number(values.port), values.host, () => {
+  const { address, port } = server.address();
+  console.log(`Serving on ${address}:${port}`);
+});
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => server.close(undefined, { abortClients: true }));
+}

@@ -1,42 +1,54 @@
 #!/usr/bin/env node
 'use strict';
-// Waiting for data on a socket pair, through streammgrd: the daemon makes a
-// connected pair (OpenPair); "abc" is written on one end and read from the
-// other, as in the asyncio documentation's socketpair example.
+// Register an open socket to wait for data using streams, through
+// streammgrd: the asyncio documentation's socketpair example, over the
+// streammgr package. sm.socketPair() is the daemon's OpenPair: two connected
+// sockets; "abc" is written on one and read from the other.
 //
 //   node socketpair.js unix:/tmp/streammgrd.sock
-const sm = require('./streammgr');
+const { once } = require('node:events');
+const { parseArgs } = require('node:util');
+const sm = require('streammgr');
 
 const USAGE = 'usage: node socketpair.js [ADDR]';
+const repr = (s) => `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 
-async function waitForData(client) {
-  // Create a pair of connected streams (socket.socketpair() in the original).
-  const [{ reader, writer }, { writer: wwriter }] = await client.openPair();
-  // On a failure or Ctrl-C, abort both ends.
-  await sm.aborting([writer, wwriter], async () => {
-    // Simulate the reception of data from the network.
-    await wwriter.write(Buffer.from('abc'));
+async function waitForData(daemon) {
+  // Create a pair of connected sockets.
+  const [rsock, wsock] = await sm.socketPair({ daemon });
+  // Ctrl-C or SIGTERM: abort both ends in the daemon, then exit 130.
+  for (const sig of ['SIGINT', 'SIGTERM']) {
+    process.once(sig, () => {
+      process.exitCode = 130;
+      rsock.destroy();
+      wsock.destroy();
+    });
+  }
 
-    // Wait for data
-    const data = await reader.read(100);
+  // Simulate the reception of data from the network
+  wsock.write('abc');
 
-    // Got data, we are done: close the streams
-    console.log(`Received: ${sm.pyRepr(data.toString())}`);
-    await writer.close();
-    await writer.waitClosed();
+  // Wait for data
+  const data = await sm.read(rsock, 100);
 
-    // Close the second end as well
-    await wwriter.close();
-    await wwriter.waitClosed();
-  });
+  // Got data, we are done: close both ends
+  console.log(`Received: ${repr(data.toString())}`);
+  const closed = [once(rsock, 'close'), once(wsock, 'close')];
+  rsock.end();
+  wsock.end();
+  rsock.resume();
+  wsock.resume();
+  await Promise.all(closed);
 }
 
-sm.run(async () => {
-  const { address } = sm.parseArgs(process.argv.slice(2), USAGE);
-  const client = new sm.Client(address);
-  try {
-    await waitForData(client);
-  } finally {
-    client.close();
-  }
+const { positionals } = parseArgs({ allowPositionals: true, options: {} });
+const daemon = positionals[0] ?? process.env.STREAMMGR_ADDR;
+if (!daemon || positionals.length > 1) {
+  console.error(`${USAGE}\nno daemon address: pass unix:/path or host:port first, or set STREAMMGR_ADDR`);
+  process.exit(2);
+}
+waitForData(daemon).catch((err) => {
+  if (process.exitCode === 130) return;
+  console.error(`error: ${err.message} (${err.code})`);
+  process.exitCode = 1;
 });

@@ -1,70 +1,88 @@
 #!/usr/bin/env python3
 """Get HTTP headers, through streammgrd.
 
-The asyncio documentation's "Get HTTP headers": sends a HEAD request over a
-connection the daemon opens (TLS for https://, verified against --cafile or
-the system roots, with the URL's host as server name) and prints the
-response header lines.
+The asyncio documentation's "Get HTTP headers", with
+streammgr.open_connection in place of asyncio.open_connection: sends a HEAD
+request over a connection the daemon opens (TLS for https://, verified
+against --cafile or the system roots, with the URL's host as server name)
+and prints the response header lines.
 
     .venv/bin/python http_headers.py unix:/tmp/streammgrd.sock https://example.com/
 """
 
 import argparse
+import asyncio
+import os
+import signal
+import ssl
+import sys
 import urllib.parse
 
-import streammgr_client as sm
+import streammgr
 
 
-async def print_http_headers(client: sm.Client, url: str, cafile: str | None) -> None:
+async def print_http_headers(url, cafile, address):
     url = urllib.parse.urlsplit(url)
-    if url.scheme == "https":
-        ca_pem = open(cafile, encoding="ascii").read() if cafile else None
-        reader, writer = await client.open_connection(
-            url.hostname, url.port or 443, ssl=True, server_hostname=url.hostname, ca_pem=ca_pem
-        )
-    elif url.scheme == "http":
-        reader, writer = await client.open_connection(url.hostname, url.port or 80)
+    if url.scheme == 'https':
+        # The context is described to the daemon, which does the TLS: its
+        # CA certificates (cafile) and hostname checking go with it.
+        context = ssl.create_default_context(cafile=cafile)
+        reader, writer = await streammgr.open_connection(
+            url.hostname, url.port or 443, ssl=context, address=address)
+    elif url.scheme == 'http':
+        reader, writer = await streammgr.open_connection(
+            url.hostname, url.port or 80, address=address)
     else:
-        raise ValueError(f"not an http:// or https:// URL: {url.geturl()!r}")
+        raise ValueError(f'not an http:// or https:// URL: {url.geturl()!r}')
 
-    async with sm.aborting(writer):  # on a failure or Ctrl-C, abort the stream
-        await send_head(reader, writer, url)
-
-
-async def send_head(reader: sm.StreamReader, writer: sm.StreamWriter, url: urllib.parse.SplitResult) -> None:
-    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    host = f'[{url.hostname}]' if ':' in url.hostname else url.hostname
     if url.port:
-        host += f":{url.port}"
+        host += f':{url.port}'
     # The request target percent-encoded (a space would make it three
     # words: 400 Bad Request); what is already encoded stays as it is.
-    path = urllib.parse.quote(url.path or "/", safe="/%:@!$&'()*+,;=~")
+    path = urllib.parse.quote(url.path or '/', safe="/%:@!$&'()*+,;=~")
     if url.query:
-        path += "?" + urllib.parse.quote(url.query, safe="/%:@!$&'()*+,;=~?")
-    query = f"HEAD {path} HTTP/1.0\r\nHost: {host}\r\n\r\n"
+        path += '?' + urllib.parse.quote(url.query, safe="/%:@!$&'()*+,;=~?")
+    query = (
+        f"HEAD {path} HTTP/1.0\r\n"
+        f"Host: {host}\r\n"
+        f"\r\n"
+    )
 
-    await writer.write(query.encode("latin-1"))
+    writer.write(query.encode('latin-1'))
     while True:
         line = await reader.readline()
         if not line:
             break
 
-        line = line.decode("latin1").rstrip()
+        line = line.decode('latin1').rstrip()
         if line:
-            print(f"HTTP header> {line}")
+            print(f'HTTP header> {line}')
 
     # Ignore the body, close the socket
-    await writer.close()
+    writer.close()
     await writer.wait_closed()
 
 
-async def main(args: argparse.Namespace) -> None:
-    async with sm.Client(args.address) as client:
-        await print_http_headers(client, args.url, args.cafile)
+
+async def interruptible(coro):
+    """Runs coro with SIGTERM cancelling it as Ctrl-C does (asyncio.run does
+    that for SIGINT only); on its way out asyncio.run closes the streams
+    still open, so none is left in the daemon."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+    return await coro
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sm.add_address_argument(parser)
-    parser.add_argument("url", help="http:// or https:// URL")
-    parser.add_argument("--cafile", help="PEM file of CA certificates to trust for https (default: system roots)")
-    sm.run(main(sm.parse_args(parser)))
+    parser.add_argument('address', nargs='?', default=os.environ.get('STREAMMGR_ADDR'),
+                        help='streammgrd address, unix:/path or host:port (default $STREAMMGR_ADDR)')
+    parser.add_argument('url', help='http:// or https:// URL')
+    parser.add_argument('--cafile', help='PEM file of CA certificates to trust for https (default: system roots)')
+    args = parser.parse_args()
+    if not args.address:
+        parser.error('no daemon address: pass unix:/path or host:port first, or set STREAMMGR_ADDR')
+    try:
+        asyncio.run(interruptible(print_http_headers(args.url, args.cafile, args.address)))
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C or SIGTERM: asyncio.run closed the stream
+        sys.exit(130)

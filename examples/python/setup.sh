@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Sets up the Python examples in one command: a virtualenv in .venv with the
-# pinned requirements, then the generated stubs (gen.sh).
+# streammgr package of this repository (clients/python; pip builds it, which
+# generates its gRPC stubs from proto/).
 # Usage: examples/python/setup.sh   (PYTHON=python3.13 to choose the interpreter)
 # Needs the interpreter's venv module with pip (Debian/Ubuntu: apt install
-# python3-venv, or python3.13-venv for PYTHON=python3.13).
+# python3-venv, or python3.13-venv for PYTHON=python3.13); Python 3.11+.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${PYTHON:-python3}
@@ -17,6 +18,5 @@ if [[ ! -x $venv_python ]] || ! "$venv_python" -m pip --version >/dev/null 2>&1;
   "$python" -m venv --clear "$here/.venv" ||
     { echo "setup.sh: $python -m venv failed: install the venv module (Debian/Ubuntu: apt install python3-venv)" >&2; exit 1; }
 fi
-"$venv_python" -m pip install --disable-pip-version-check -q -r "$here/requirements.txt"
-# gen.sh runs grpcio-tools, installed in the venv: never $PYTHON itself.
-PYTHON=$venv_python "$here/gen.sh"
+# Not an editable install: the examples run the package as a user gets it.
+"$venv_python" -m pip install --disable-pip-version-check -q "$here/../../clients/python"
