@@ -198,6 +198,7 @@ func (t *transport) claimRelay(run *relayRun, i int) error {
 	t.pausing = true
 	t.readCond.Broadcast()
 	t.writeCond.Broadcast()
+	t.stopIdleLocked()
 	run.conns[i] = t.conn
 	_ = t.conn.SetReadDeadline(time.Unix(1, 0))
 	return nil
@@ -256,14 +257,10 @@ func (t *transport) handBack(run *relayRun) {
 		return
 	}
 	if !t.readerRun && !t.eof && !t.stopRead {
-		t.readerRun = true
-		t.readerEnd = make(chan struct{})
-		go t.readLoop(t.conn, t.readerEnd)
+		t.startReaderLocked()
 	}
 	if !t.writerRun {
-		t.writerRun = true
-		t.writerEnd = make(chan struct{})
-		go t.writeLoop(t.conn, t.writerEnd)
+		t.startWriterLocked()
 	}
 }
 
