@@ -174,13 +174,13 @@ type transport struct {
 	lost        bool
 	lostErr     error
 	lostCh      chan struct{}
-	afterLost   []*func() // Writer.AfterLost callbacks not yet called
+	afterLost   []*func()     // Writer.AfterLost callbacks not yet called
 	writerRun   bool          // writing is on (not stopped by StartTLS, a Relay or the loss)
 	writerEnd   chan struct{} // closed when writing stops (writerRun goes false)
 	writerGo    bool          // the write goroutine runs: only while there is work for it
-	nread       atomic.Int64 // bytes consumed by reads
-	nwritten    atomic.Int64 // bytes accepted by writes
-	nreceived   atomic.Int64 // bytes received from the socket into the buffer
+	nread       atomic.Int64  // bytes consumed by reads
+	nwritten    atomic.Int64  // bytes accepted by writes
+	nreceived   atomic.Int64  // bytes received from the socket into the buffer
 	rawSyscall  syscall.RawConn
 	canHalfShut bool
 
