@@ -108,6 +108,9 @@ func New(cfg Config) *Manager {
 	if m.audit == nil {
 		m.audit = slog.New(slog.DiscardHandler)
 	}
+	// The poller's goroutine and descriptor belong to the daemon's
+	// baseline, not to its first stream.
+	streamcore.StartPoller()
 	m.reaperWG.Add(1)
 	go m.reap()
 	return m

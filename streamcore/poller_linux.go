@@ -41,6 +41,11 @@ var (
 	thePollerOnce sync.Once
 )
 
+// StartPoller starts the process's poller now, instead of when a stream
+// first waits for readability, so that a daemon's baseline of goroutines
+// and descriptors (the poller has one of each) already includes it.
+func StartPoller() { getPoller() }
+
 // getPoller returns the process's poller, started on first use, or nil when
 // epoll is unavailable (streams then keep a read goroutine each).
 func getPoller() *poller {

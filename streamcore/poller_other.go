@@ -10,5 +10,8 @@ func (t *transport) armLocked(syscall.RawConn) (ctlErr, pollErr error) { return 
 
 func (t *transport) disarmLocked() bool { return false }
 
+// StartPoller does nothing: there is no poller.
+func StartPoller() {}
+
 // PollerGoroutine names the poller's goroutine, which only Linux has.
 const PollerGoroutine = "github.com/streammgr/streammgr/streamcore.(*poller).run"

@@ -209,7 +209,7 @@ func (t *transport) claimRelay(run *relayRun, i int) error {
 // first.
 func (t *transport) stopLoops(run *relayRun) bool {
 	t.mu.Lock()
-	readerEnd, writerEnd := t.readerEnd, t.writerEnd
+	readerEnd, writerEnd := t.readerEndLocked(), t.writerEndLocked()
 	t.mu.Unlock()
 	for _, end := range []chan struct{}{readerEnd, writerEnd} {
 		select {
@@ -227,7 +227,7 @@ func (t *transport) stopLoops(run *relayRun) bool {
 // is no longer pausing, and lose its connection to the timeout.
 func (t *transport) waitReader() {
 	t.mu.Lock()
-	end := t.readerEnd
+	end := t.readerEndLocked()
 	t.mu.Unlock()
 	<-end
 }

@@ -205,15 +205,13 @@ func newTransport(conn net.Conn, opts *Options, server bool) (*transport, error)
 		return nil, err
 	}
 	t := &transport{
-		conn:    conn,
-		raw:     conn,
-		server:  server,
-		peer:    unnamedUnix(conn.RemoteAddr()),
-		local:   unnamedUnix(conn.LocalAddr()),
-		limit:   limit,
-		wake:    make(chan struct{}),
-		drainCh: make(chan struct{}),
-		lostCh:  make(chan struct{}),
+		conn:   conn,
+		raw:    conn,
+		server: server,
+		peer:   unnamedUnix(conn.RemoteAddr()),
+		local:  unnamedUnix(conn.LocalAddr()),
+		limit:  limit,
+		lostCh: make(chan struct{}),
 	}
 	t.readCond = sync.NewCond(&t.mu)
 	t.writeCond = sync.NewCond(&t.mu)
@@ -267,16 +265,19 @@ func (t *transport) setConnLocked(conn net.Conn) {
 	}
 }
 
+// startLocked turns writing and reading on. The writer first: the read
+// goroutine may lose the connection at once, which reads the writer's state
+// (newTransport runs this before anyone else holds t).
 func (t *transport) startLocked() {
-	t.startReaderLocked()
 	t.startWriterLocked()
+	t.startReaderLocked()
 }
 
 // startReaderLocked turns reading on with a read goroutine; on a plain
 // socket it hands the socket to the poller as soon as a read would block.
 func (t *transport) startReaderLocked() {
 	t.readerRun = true
-	t.readerEnd = make(chan struct{})
+	t.readerEnd = nil // made when someone waits for it
 	go t.readLoop(t.conn, false)
 }
 
@@ -284,7 +285,44 @@ func (t *transport) startReaderLocked() {
 func (t *transport) endReaderLocked() {
 	if t.readerRun {
 		t.readerRun = false
-		close(t.readerEnd)
+		if t.readerEnd != nil {
+			close(t.readerEnd)
+			t.readerEnd = nil
+		}
+	}
+}
+
+// readerEndLocked returns a channel closed once reading stops.
+func (t *transport) readerEndLocked() chan struct{} {
+	if !t.readerRun {
+		return closedChan
+	}
+	if t.readerEnd == nil {
+		t.readerEnd = make(chan struct{})
+	}
+	return t.readerEnd
+}
+
+// writerEndLocked returns a channel closed once writing stops.
+func (t *transport) writerEndLocked() chan struct{} {
+	if !t.writerRun {
+		return closedChan
+	}
+	if t.writerEnd == nil {
+		t.writerEnd = make(chan struct{})
+	}
+	return t.writerEnd
+}
+
+// closedChan is a closed channel: what stopped has stopped.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// resumeDrainLocked ends drain's wait: writing resumes.
+func (t *transport) resumeDrainLocked() {
+	t.wpaused = false
+	if t.drainCh != nil {
+		close(t.drainCh)
+		t.drainCh = nil
 	}
 }
 
@@ -292,7 +330,7 @@ func (t *transport) endReaderLocked() {
 // there is something for it to do (wakeWriterLocked).
 func (t *transport) startWriterLocked() {
 	t.writerRun = true
-	t.writerEnd = make(chan struct{})
+	t.writerEnd = nil // made when someone waits for it
 	t.wakeWriterLocked()
 }
 
@@ -300,7 +338,10 @@ func (t *transport) startWriterLocked() {
 func (t *transport) endWriterLocked() {
 	if t.writerRun {
 		t.writerRun = false
-		close(t.writerEnd)
+		if t.writerEnd != nil {
+			close(t.writerEnd)
+			t.writerEnd = nil
+		}
 	}
 }
 
@@ -333,9 +374,9 @@ func (t *transport) stopIdleLocked() {
 
 // signalLocked wakes the waiting read, if any.
 func (t *transport) signalLocked() {
-	if t.waiting {
+	if t.waiting && t.wake != nil {
 		close(t.wake)
-		t.wake = make(chan struct{})
+		t.wake = nil // the next wait makes another
 	}
 }
 
@@ -725,9 +766,7 @@ func (t *transport) consumeWriteLocked(n int) {
 	}
 	t.settleLocked()
 	if t.wpaused && len(t.wbuf) <= t.low {
-		t.wpaused = false
-		close(t.drainCh)
-		t.drainCh = make(chan struct{})
+		t.resumeDrainLocked()
 	}
 }
 
@@ -752,9 +791,7 @@ func (t *transport) connectionLostLocked(err error) {
 	t.settleLocked()
 	t.budgetResumeLocked()
 	if t.wpaused {
-		t.wpaused = false
-		close(t.drainCh)
-		t.drainCh = make(chan struct{})
+		t.resumeDrainLocked()
 	}
 	t.signalLocked()
 	t.readCond.Broadcast()

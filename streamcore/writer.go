@@ -123,6 +123,9 @@ func (w *Writer) Drain(ctx context.Context) error {
 		t.mu.Unlock()
 		return nil
 	}
+	if t.drainCh == nil {
+		t.drainCh = make(chan struct{})
+	}
 	drained, lost := t.drainCh, t.lostCh
 	t.mu.Unlock()
 	select {
@@ -290,9 +293,7 @@ func (w *Writer) SetWriteBufferLimits(high, low int) error {
 	if !t.wpaused && len(t.wbuf) > t.high {
 		t.wpaused = true
 	} else if t.wpaused && len(t.wbuf) <= t.low {
-		t.wpaused = false
-		close(t.drainCh)
-		t.drainCh = make(chan struct{})
+		t.resumeDrainLocked()
 	}
 	return nil
 }
@@ -434,7 +435,7 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 	t.readCond.Broadcast()
 	t.writeCond.Broadcast()
 	t.stopIdleLocked()
-	readerEnd, writerEnd := t.readerEnd, t.writerEnd
+	readerEnd, writerEnd := t.readerEndLocked(), t.writerEndLocked()
 	t.mu.Unlock()
 	_ = conn.SetReadDeadline(time.Unix(1, 0))
 
