@@ -109,11 +109,14 @@ test-summary:
 ## TCP, bare gRPC), each group in one run; then one table of the daemon
 ## against CPython asyncio, bare gRPC, direct TCP and the baseline commit
 ## (STREAMMGR_BENCH_REPS, _ROUNDTRIPS, _BYTES, _BASELINE: see
-## cmd/streammgrd/benchtable_test.go)
+## cmd/streammgrd/benchtable_test.go); then what idle streams cost the
+## daemon against the baseline commit (STREAMMGR_BENCH_IDLE_*: see
+## cmd/streammgrd/idle_bench_test.go)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./streamcore/
 	$(GO) test -run '^$$' -bench 'Echo|OpenClose' -benchmem ./manager/
 	STREAMMGR_BENCH=1 $(GO) test -run '^TestBenchTable$$' -count=1 -v -timeout 30m ./cmd/streammgrd/
+	STREAMMGR_BENCH=1 $(GO) test -run '^TestIdleBench$$' -count=1 -v -timeout 30m ./cmd/streammgrd/
 
 clean:
 	rm -rf examples/python/.venv examples/node/node_modules clients/node/node_modules clients/python/.venv $(TESTLOG)

@@ -5,6 +5,8 @@ package manager
 // peers built from plain net listeners, and assertions on gRPC statuses.
 
 import (
+	"github.com/streammgr/streammgr/streamcore"
+
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -32,7 +34,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction(streamcore.PollerGoroutine))
 }
 
 // failAfter bounds every wait in these tests; it is a failure bound, not a

@@ -108,6 +108,11 @@ func New(cfg Config) *Manager {
 	if m.audit == nil {
 		m.audit = slog.New(slog.DiscardHandler)
 	}
+	if m.cfg.IdlePoller {
+		// The poller's goroutine and descriptor belong to the daemon's
+		// baseline, not to its first stream.
+		streamcore.SetIdlePoller(true)
+	}
 	m.reaperWG.Add(1)
 	go m.reap()
 	return m

@@ -114,7 +114,7 @@ func stopStream(w *Writer) {
 	w.Abort()
 	<-w.Done()
 	w.t.mu.Lock()
-	re, we := w.t.readerEnd, w.t.writerEnd
+	re, we := w.t.readerEndLocked(), w.t.writerEndLocked()
 	w.t.mu.Unlock()
 	<-re
 	<-we

@@ -40,4 +40,25 @@
 //     at the limit. Under OutRate, Write still accepts up to
 //     MaxWriteBuffer and Drain waits, as with a slow peer. A Relay keeps
 //     to the limits of both streams.
+//
+// # Goroutines and memory
+//
+// An idle stream over a plain TCP or Unix socket holds no goroutine. Its
+// read goroutine reads until the socket has nothing more, then leaves the
+// socket to the package's poller (on Linux one epoll instance and one
+// goroutine for the whole process, PollerGoroutine) and exits; the poller
+// starts a new read goroutine when the socket is readable, or has a FIN or
+// an error pending, which the read then reports exactly as before. A read
+// buffer is taken from a pool only while there are bytes to read. The write
+// goroutine runs only while unsent bytes, a pending WriteEOF or a Close's
+// flush remain: a write the socket takes at once is done inline. Streams
+// keep a read goroutine while they wait with work to do: paused above
+// 2*Limit or by the memory budget, or waiting for their bandwidth limit.
+//
+// TLS streams keep a read goroutine for their whole life (a crypto/tls
+// read cannot be split at readiness: a record may arrive in pieces), and
+// with it a 16 KiB read buffer while idle: about 4 KiB of goroutine stack
+// plus the buffer per idle TLS stream, on top of what a plain one costs.
+// Connections that are not sockets (net.Pipe, wrapped conns) keep a read
+// goroutine too.
 package streamcore

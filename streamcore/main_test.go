@@ -1,6 +1,7 @@
 package streamcore
 
 import (
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -8,6 +9,11 @@ import (
 
 // TestMain fails the package if any test leaves a goroutine behind: every
 // stream, server and peer a test opens must be gone when it ends.
+//
+// The package's tests run with the idle poller on (the daemon's
+// --idle-poller): every stream test then also tests the poller's path.
+// STREAMMGR_IDLE_POLLER=0 runs them on the default path.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	SetIdlePoller(os.Getenv("STREAMMGR_IDLE_POLLER") != "0")
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction(PollerGoroutine))
 }

@@ -250,7 +250,7 @@ func TestOutRateBackpressure(t *testing.T) {
 func waitStopped(t *testing.T, w *Writer, start time.Time) {
 	t.Helper()
 	w.t.mu.Lock()
-	re, we := w.t.readerEnd, w.t.writerEnd
+	re, we := w.t.readerEndLocked(), w.t.writerEndLocked()
 	w.t.mu.Unlock()
 	timer := time.NewTimer(promptly - time.Since(start))
 	defer timer.Stop()

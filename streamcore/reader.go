@@ -52,6 +52,9 @@ func (r *Reader) wait(ctx context.Context, op string) error {
 	t.waitCtx = ctx
 	left := make(chan struct{})
 	t.waitLeft = left
+	if t.wake == nil {
+		t.wake = make(chan struct{})
+	}
 	ch := t.wake
 	t.mu.Unlock()
 	select {

@@ -198,6 +198,7 @@ func (t *transport) claimRelay(run *relayRun, i int) error {
 	t.pausing = true
 	t.readCond.Broadcast()
 	t.writeCond.Broadcast()
+	t.stopIdleLocked()
 	run.conns[i] = t.conn
 	_ = t.conn.SetReadDeadline(time.Unix(1, 0))
 	return nil
@@ -208,7 +209,7 @@ func (t *transport) claimRelay(run *relayRun, i int) error {
 // first.
 func (t *transport) stopLoops(run *relayRun) bool {
 	t.mu.Lock()
-	readerEnd, writerEnd := t.readerEnd, t.writerEnd
+	readerEnd, writerEnd := t.readerEndLocked(), t.writerEndLocked()
 	t.mu.Unlock()
 	for _, end := range []chan struct{}{readerEnd, writerEnd} {
 		select {
@@ -226,7 +227,7 @@ func (t *transport) stopLoops(run *relayRun) bool {
 // is no longer pausing, and lose its connection to the timeout.
 func (t *transport) waitReader() {
 	t.mu.Lock()
-	end := t.readerEnd
+	end := t.readerEndLocked()
 	t.mu.Unlock()
 	<-end
 }
@@ -256,14 +257,10 @@ func (t *transport) handBack(run *relayRun) {
 		return
 	}
 	if !t.readerRun && !t.eof && !t.stopRead {
-		t.readerRun = true
-		t.readerEnd = make(chan struct{})
-		go t.readLoop(t.conn, t.readerEnd)
+		t.startReaderLocked()
 	}
 	if !t.writerRun {
-		t.writerRun = true
-		t.writerEnd = make(chan struct{})
-		go t.writeLoop(t.conn, t.writerEnd)
+		t.startWriterLocked()
 	}
 }
 

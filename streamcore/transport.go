@@ -121,8 +121,15 @@ type transport struct {
 	stopRead  bool // close()/abort(): bytes arriving from now on are dropped
 	readCond  *sync.Cond
 	limit     int
-	readerRun bool            // the read goroutine is running
-	readerEnd chan struct{}   // closed when the read goroutine exits
+	readerRun bool          // reading is on: a read goroutine runs, or the poller holds the socket (armed)
+	readerEnd chan struct{} // closed when reading stops (readerRun goes false)
+	// poller (plain sockets): armed is set while the socket waits in the
+	// poller for readability, with no read goroutine; pollID names t's
+	// events; pollAdded says rc's descriptor is in the epoll set.
+	armed     bool
+	pollAdded bool
+	pollID    uint64
+	pollRC    syscall.RawConn
 	pausing   bool            // start_tls is stopping the read goroutine
 	waitCtx   context.Context // the waiting read's context
 	waitLeft  chan struct{}   // closed when the waiting read leaves
@@ -167,12 +174,13 @@ type transport struct {
 	lost        bool
 	lostErr     error
 	lostCh      chan struct{}
-	afterLost   []*func() // Writer.AfterLost callbacks not yet called
-	writerRun   bool
-	writerEnd   chan struct{}
-	nread       atomic.Int64 // bytes consumed by reads
-	nwritten    atomic.Int64 // bytes accepted by writes
-	nreceived   atomic.Int64 // bytes received from the socket into the buffer
+	afterLost   []*func()     // Writer.AfterLost callbacks not yet called
+	writerRun   bool          // writing is on (not stopped by StartTLS, a Relay or the loss)
+	writerEnd   chan struct{} // closed when writing stops (writerRun goes false)
+	writerGo    bool          // the write goroutine runs: only while there is work for it
+	nread       atomic.Int64  // bytes consumed by reads
+	nwritten    atomic.Int64  // bytes accepted by writes
+	nreceived   atomic.Int64  // bytes received from the socket into the buffer
 	rawSyscall  syscall.RawConn
 	canHalfShut bool
 
@@ -197,15 +205,13 @@ func newTransport(conn net.Conn, opts *Options, server bool) (*transport, error)
 		return nil, err
 	}
 	t := &transport{
-		conn:    conn,
-		raw:     conn,
-		server:  server,
-		peer:    unnamedUnix(conn.RemoteAddr()),
-		local:   unnamedUnix(conn.LocalAddr()),
-		limit:   limit,
-		wake:    make(chan struct{}),
-		drainCh: make(chan struct{}),
-		lostCh:  make(chan struct{}),
+		conn:   conn,
+		raw:    conn,
+		server: server,
+		peer:   unnamedUnix(conn.RemoteAddr()),
+		local:  unnamedUnix(conn.LocalAddr()),
+		limit:  limit,
+		lostCh: make(chan struct{}),
 	}
 	t.readCond = sync.NewCond(&t.mu)
 	t.writeCond = sync.NewCond(&t.mu)
@@ -259,29 +265,138 @@ func (t *transport) setConnLocked(conn net.Conn) {
 	}
 }
 
+// startLocked turns writing and reading on. The writer first: the read
+// goroutine may lose the connection at once, which reads the writer's state
+// (newTransport runs this before anyone else holds t).
 func (t *transport) startLocked() {
+	t.startWriterLocked()
+	t.startReaderLocked()
+}
+
+// startReaderLocked turns reading on with a read goroutine; on a plain
+// socket it hands the socket to the poller as soon as a read would block.
+func (t *transport) startReaderLocked() {
 	t.readerRun = true
-	t.readerEnd = make(chan struct{})
-	go t.readLoop(t.conn, t.readerEnd)
+	t.readerEnd = nil // made when someone waits for it
+	go t.readLoop(t.conn, false)
+}
+
+// endReaderLocked records that reading has stopped.
+func (t *transport) endReaderLocked() {
+	if t.readerRun {
+		t.readerRun = false
+		if t.readerEnd != nil {
+			close(t.readerEnd)
+			t.readerEnd = nil
+		}
+	}
+}
+
+// readerEndLocked returns a channel closed once reading stops.
+func (t *transport) readerEndLocked() chan struct{} {
+	if !t.readerRun {
+		return closedChan
+	}
+	if t.readerEnd == nil {
+		t.readerEnd = make(chan struct{})
+	}
+	return t.readerEnd
+}
+
+// writerEndLocked returns a channel closed once writing stops.
+func (t *transport) writerEndLocked() chan struct{} {
+	if !t.writerRun {
+		return closedChan
+	}
+	if t.writerEnd == nil {
+		t.writerEnd = make(chan struct{})
+	}
+	return t.writerEnd
+}
+
+// closedChan is a closed channel: what stopped has stopped.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// resumeDrainLocked ends drain's wait: writing resumes.
+func (t *transport) resumeDrainLocked() {
+	t.wpaused = false
+	if t.drainCh != nil {
+		close(t.drainCh)
+		t.drainCh = nil
+	}
+}
+
+// startWriterLocked turns writing on; a write goroutine starts only when
+// there is something for it to do (wakeWriterLocked).
+func (t *transport) startWriterLocked() {
 	t.writerRun = true
-	t.writerEnd = make(chan struct{})
-	go t.writeLoop(t.conn, t.writerEnd)
+	t.writerEnd = nil // made when someone waits for it
+	t.wakeWriterLocked()
+}
+
+// endWriterLocked records that writing has stopped.
+func (t *transport) endWriterLocked() {
+	if t.writerRun {
+		t.writerRun = false
+		if t.writerEnd != nil {
+			close(t.writerEnd)
+			t.writerEnd = nil
+		}
+	}
+}
+
+// writerWorkLocked reports whether the write goroutine has something to do.
+func (t *transport) writerWorkLocked() bool {
+	return len(t.wbuf) > 0 || t.lost || (t.eofWanted && !t.eofSent) || t.closing || t.pausing
+}
+
+// wakeWriterLocked wakes the write goroutine, or starts one when writing is
+// on and there is work for it.
+func (t *transport) wakeWriterLocked() {
+	t.writeCond.Broadcast()
+	if t.writerRun && !t.writerGo && t.writerWorkLocked() {
+		t.writerGo = true
+		go t.writeLoop(t.conn)
+	}
+}
+
+// stopIdleLocked stops reading and writing where no goroutine runs (for
+// StartTLS and Relay, which have set pausing): a socket armed in the
+// poller leaves it, and an idle writer has nothing to flush.
+func (t *transport) stopIdleLocked() {
+	if t.disarmLocked() {
+		t.endReaderLocked()
+	}
+	if !t.writerGo {
+		t.endWriterLocked()
+	}
 }
 
 // signalLocked wakes the waiting read, if any.
 func (t *transport) signalLocked() {
-	if t.waiting {
+	if t.waiting && t.wake != nil {
 		close(t.wake)
-		t.wake = make(chan struct{})
+		t.wake = nil // the next wait makes another
 	}
 }
 
-func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
-	defer close(done)
+// readLoop reads the socket while reading is on. On a plain socket it
+// exits when a read would block, leaving the socket armed in the poller,
+// which starts it again once the socket is readable; it keeps running
+// while the stream is paused (backpressure, the memory budget) or waits
+// for its bandwidth limit.
+//
+// woke says the poller started it: the socket is readable. A stream closed
+// meanwhile still reads once (and drops what it reads), as a read
+// goroutine waiting in the socket's read did before the close, so that
+// bytes that arrived after Close do not turn the socket's close into a
+// reset.
+func (t *transport) readLoop(conn net.Conn, woke bool) {
 	var rc syscall.RawConn
 	if sc, ok := conn.(syscall.Conn); ok {
 		rc, _ = sc.SyscallConn()
 	}
+	poll := rc != nil && idlePoller.Load()
 	for {
 		t.mu.Lock()
 		for !t.stopRead && !t.pausing {
@@ -296,13 +411,34 @@ func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
 				break
 			}
 		}
-		if t.stopRead || t.pausing {
-			t.readerRun = false
+		if (t.stopRead && !woke) || t.pausing {
+			t.endReaderLocked()
 			t.mu.Unlock()
 			return
 		}
+		woke = false
 		t.mu.Unlock()
-		n, reserved, chunk, err := readChunk(conn, rc, rateChunk(t.inRate, readSize), t.reserve)
+		n, reserved, chunk, err := readChunk(conn, rc, rateChunk(t.inRate, readSize), t.reserve, poll)
+		if err == errWouldBlock {
+			t.mu.Lock()
+			if t.stopRead || t.pausing {
+				t.endReaderLocked()
+				t.mu.Unlock()
+				return
+			}
+			ctlErr, pollErr := t.armLocked(rc)
+			t.mu.Unlock()
+			switch {
+			case ctlErr != nil:
+				// The socket was closed under the stream: the next read
+				// reports it.
+			case pollErr != nil:
+				poll = false // no poller: wait in the runtime's, as before
+			default:
+				return // armed: the poller starts a read goroutine again
+			}
+			continue
+		}
 		var until time.Time
 		if n > 0 && t.inRate != nil {
 			until = charge(t.inRate, time.Now(), n)
@@ -358,7 +494,7 @@ func (t *transport) readLoop(conn net.Conn, done chan struct{}) {
 			putChunk(chunk)
 		}
 		if err != nil {
-			t.readerRun = false
+			t.endReaderLocked()
 			switch {
 			case t.stopRead:
 			case t.pausing && isTimeout(err):
@@ -403,7 +539,10 @@ func putChunk(b *[]byte) {
 // reserve says how many bytes the read may take (the memory budget's room;
 // 0: none, and readChunk returns errNoBudget without reading); readChunk
 // returns how many it reserved, which the caller settles.
-func readChunk(conn net.Conn, rc syscall.RawConn, size int, reserve func(int) int64) (int, int64, *[]byte, error) {
+//
+// With poll, a socket read that would block returns errWouldBlock at once
+// instead of waiting.
+func readChunk(conn net.Conn, rc syscall.RawConn, size int, reserve func(int) int64, poll bool) (int, int64, *[]byte, error) {
 	if rc == nil {
 		pool := &chunkPool
 		if _, ok := conn.(*tls.Conn); ok {
@@ -444,6 +583,10 @@ func readChunk(conn net.Conn, rc syscall.RawConn, size int, reserve func(int) in
 			r = 0
 			chunkPool.Put(buf)
 			buf = nil
+			if poll {
+				serr = errWouldBlock
+				return true
+			}
 			return false
 		}
 		return true
@@ -451,6 +594,8 @@ func readChunk(conn net.Conn, rc syscall.RawConn, size int, reserve func(int) in
 	switch {
 	case serr == errNoBudget:
 		return 0, 0, nil, errNoBudget
+	case serr == errWouldBlock && err == nil:
+		return 0, 0, nil, errWouldBlock
 	case err != nil:
 		return 0, r, buf, err
 	case serr != nil:
@@ -463,6 +608,12 @@ func readChunk(conn net.Conn, rc syscall.RawConn, size int, reserve func(int) in
 
 // errNoBudget is readChunk's answer when the memory budget has no room.
 var errNoBudget = errors.New("no room in the memory budget")
+
+// errWouldBlock is readChunk's answer when a poll read finds nothing.
+var errWouldBlock = errors.New("the read would block")
+
+// errNoPoller says the process has no poller.
+var errNoPoller = errors.New("no poller")
 
 // reserve is readChunk's reservation: n > 0 asks the budget for up to n
 // bytes (all of them without a budget); n < 0 gives -n back.
@@ -533,16 +684,18 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func (t *transport) writeLoop(conn net.Conn, done chan struct{}) {
-	defer close(done)
+// writeLoop sends the write buffer while there is work for it (see
+// writerWorkLocked), then exits: an idle stream has no write goroutine.
+func (t *transport) writeLoop(conn net.Conn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer func() { t.writerGo = false }()
 	for {
-		for len(t.wbuf) == 0 && !t.lost && !(t.eofWanted && !t.eofSent) && !t.closing && !t.pausing {
-			t.writeCond.Wait()
+		if !t.writerWorkLocked() {
+			return
 		}
 		if t.lost {
-			t.writerRun = false
+			t.endWriterLocked()
 			return
 		}
 		if len(t.wbuf) > 0 {
@@ -569,19 +722,19 @@ func (t *transport) writeLoop(conn net.Conn, done chan struct{}) {
 			if t.lost {
 				// Lost (Abort, a read error, a peer EOF on TLS) while the
 				// chunk was in flight: the buffer is already discarded.
-				t.writerRun = false
+				t.endWriterLocked()
 				return
 			}
 			if err != nil {
 				t.connectionLostLocked(err)
-				t.writerRun = false
+				t.endWriterLocked()
 				return
 			}
 			t.consumeWriteLocked(n)
 			continue
 		}
 		if t.pausing {
-			t.writerRun = false
+			t.endWriterLocked()
 			t.writeCond.Broadcast()
 			return
 		}
@@ -590,7 +743,7 @@ func (t *transport) writeLoop(conn net.Conn, done chan struct{}) {
 			if hc, ok := conn.(halfCloser); ok {
 				if err := hc.CloseWrite(); err != nil {
 					t.connectionLostLocked(err)
-					t.writerRun = false
+					t.endWriterLocked()
 					return
 				}
 			}
@@ -599,7 +752,7 @@ func (t *transport) writeLoop(conn net.Conn, done chan struct{}) {
 		if t.closing {
 			// Flushed: close the socket; the connection is lost cleanly.
 			t.connectionLostLocked(nil)
-			t.writerRun = false
+			t.endWriterLocked()
 			return
 		}
 	}
@@ -613,9 +766,7 @@ func (t *transport) consumeWriteLocked(n int) {
 	}
 	t.settleLocked()
 	if t.wpaused && len(t.wbuf) <= t.resumeAtLocked() {
-		t.wpaused = false
-		close(t.drainCh)
-		t.drainCh = make(chan struct{})
+		t.resumeDrainLocked()
 	}
 }
 
@@ -640,13 +791,19 @@ func (t *transport) connectionLostLocked(err error) {
 	t.settleLocked()
 	t.budgetResumeLocked()
 	if t.wpaused {
-		t.wpaused = false
-		close(t.drainCh)
-		t.drainCh = make(chan struct{})
+		t.resumeDrainLocked()
 	}
 	t.signalLocked()
 	t.readCond.Broadcast()
 	t.writeCond.Broadcast()
+	// Out of the poller before the socket closes; reading and writing that
+	// hold no goroutine stop here.
+	if t.disarmLocked() {
+		t.endReaderLocked()
+	}
+	if !t.writerGo {
+		t.endWriterLocked()
+	}
 	close(t.lostCh)
 	for _, f := range t.afterLost {
 		go (*f)()
@@ -741,7 +898,7 @@ func (t *transport) writeLocked(data []byte) {
 	if !t.wpaused && len(t.wbuf) > t.pauseAboveLocked() {
 		t.wpaused = true
 	}
-	t.writeCond.Signal()
+	t.wakeWriterLocked()
 }
 
 // trySendLocked makes one non-blocking send, as asyncio does when its write

@@ -123,6 +123,9 @@ func (w *Writer) Drain(ctx context.Context) error {
 		t.mu.Unlock()
 		return nil
 	}
+	if t.drainCh == nil {
+		t.drainCh = make(chan struct{})
+	}
 	drained, lost := t.drainCh, t.lostCh
 	t.mu.Unlock()
 	select {
@@ -159,7 +162,7 @@ func (w *Writer) WriteEOF() error {
 		return nil
 	}
 	t.eofWanted = true
-	t.writeCond.Signal()
+	t.wakeWriterLocked()
 	return nil
 }
 
@@ -178,7 +181,6 @@ func (w *Writer) Close() {
 	t.closing = true
 	t.stopRead = true
 	t.readCond.Broadcast()
-	t.writeCond.Signal()
 	// With nothing left to send the connection is lost now, not when the
 	// write goroutine next runs, so that a Drain right after Close reliably
 	// reports ErrConnectionLost (asyncio's drain yields once for this).
@@ -186,7 +188,9 @@ func (w *Writer) Close() {
 	// new one, which flushes and then closes.
 	if !t.pausing && (!t.writerRun || (len(t.wbuf) == 0 && !t.writerBusy)) {
 		t.connectionLostLocked(nil)
+		return
 	}
+	t.wakeWriterLocked()
 }
 
 // Abort is the transport's abort(): pending writes are discarded and the
@@ -289,9 +293,7 @@ func (w *Writer) SetWriteBufferLimits(high, low int) error {
 	if !t.wpaused && len(t.wbuf) > t.pauseAboveLocked() {
 		t.wpaused = true
 	} else if t.wpaused && len(t.wbuf) <= t.resumeAtLocked() {
-		t.wpaused = false
-		close(t.drainCh)
-		t.drainCh = make(chan struct{})
+		t.resumeDrainLocked()
 	}
 	return nil
 }
@@ -432,7 +434,8 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 	conn := t.conn
 	t.readCond.Broadcast()
 	t.writeCond.Broadcast()
-	readerEnd, writerEnd := t.readerEnd, t.writerEnd
+	t.stopIdleLocked()
+	readerEnd, writerEnd := t.readerEndLocked(), t.writerEndLocked()
 	t.mu.Unlock()
 	_ = conn.SetReadDeadline(time.Unix(1, 0))
 
@@ -453,14 +456,10 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 			return
 		}
 		if !t.readerRun && !t.eof && !t.stopRead {
-			t.readerRun = true
-			t.readerEnd = make(chan struct{})
-			go t.readLoop(t.conn, t.readerEnd)
+			t.startReaderLocked()
 		}
 		if !t.writerRun {
-			t.writerRun = true
-			t.writerEnd = make(chan struct{})
-			go t.writeLoop(t.conn, t.writerEnd)
+			t.startWriterLocked()
 		}
 	}
 	// The reader stops at once (its read deadline has passed); the writer
@@ -541,14 +540,10 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 	if !t.userHigh {
 		_ = t.setWriteLimitsLocked(0, 0)
 	}
-	t.readerRun = !t.eof && !t.stopRead
-	if t.readerRun {
-		t.readerEnd = make(chan struct{})
-		go t.readLoop(tc, t.readerEnd)
+	if !t.eof && !t.stopRead {
+		t.startReaderLocked()
 	}
-	t.writerRun = true
-	t.writerEnd = make(chan struct{})
-	go t.writeLoop(tc, t.writerEnd)
+	t.startWriterLocked()
 	return nil
 }
 

@@ -5,6 +5,8 @@ package streammgr_test
 // the end, before the goroutine leak check.
 
 import (
+	"github.com/streammgr/streammgr/streamcore"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -51,7 +53,7 @@ func run(m *testing.M) int {
 		code = 1
 	}
 	if code == 0 {
-		if err := goleak.Find(); err != nil {
+		if err := goleak.Find(goleak.IgnoreAnyFunction(streamcore.PollerGoroutine)); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
 			code = 1
 		}

@@ -1,0 +1,188 @@
+//go:build linux
+
+package streamcore
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"testing"
+)
+
+// idle reports whether the stream holds no goroutine: its socket waits in
+// the poller and no write goroutine runs.
+func idle(w *Writer) bool {
+	t := w.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.armed && !t.writerGo && t.readerRun
+}
+
+func waitIdle(t testing.TB, w *Writer) {
+	t.Helper()
+	waitUntil(t, "the stream is idle in the poller", func() bool { return idle(w) })
+}
+
+// TestIdleStreamSeesDataFINAndRST: a stream parked in the poller (no
+// goroutine of its own) still gets data, a FIN (half-open: it can still
+// write) and a reset (the stored error), exactly as one with a read
+// goroutine did.
+func TestIdleStreamSeesDataFINAndRST(t *testing.T) {
+	needPoller(t)
+	for _, k := range streamKinds {
+		t.Run(k.name+"/data", func(t *testing.T) {
+			e := k.open(t, &Options{})
+			for i := range 3 {
+				waitIdle(t, e.w)
+				msg := fmt.Sprintf("after idleness %d", i)
+				e.send(msg)
+				got, err := e.r.ReadExactly(testCtx(t), len(msg))
+				wantBytes(t, "read", got, err, msg)
+			}
+			waitIdle(t, e.w)
+		})
+		t.Run(k.name+"/fin", func(t *testing.T) {
+			e := k.open(t, &Options{})
+			waitIdle(t, e.w)
+			e.send("last")
+			e.fin()
+			got, err := e.r.Read(testCtx(t), -1)
+			wantBytes(t, "read to EOF", got, err, "last")
+			if !e.r.AtEOF() || e.w.IsClosing() {
+				t.Fatalf("AtEOF %v, IsClosing %v: want a half-open stream", e.r.AtEOF(), e.w.IsClosing())
+			}
+			if err := e.w.Write([]byte("still writing")); err != nil {
+				t.Fatalf("write after the peer's FIN: %v", err)
+			}
+			got, err = e.peerReadN(len("still writing"))
+			wantBytes(t, "peer read", got, err, "still writing")
+		})
+		t.Run(k.name+"/rst", func(t *testing.T) {
+			e := k.open(t, &Options{})
+			waitIdle(t, e.w)
+			e.rst()
+			if _, err := e.r.Read(testCtx(t), 1); err == nil {
+				t.Fatal("read after a reset: no error")
+			}
+			if e.r.Exception() == nil {
+				t.Fatal("no stored error after a reset")
+			}
+			if err := e.w.WaitClosed(testCtx(t)); err == nil {
+				t.Fatal("WaitClosed after a reset: nil, want the reset")
+			}
+		})
+	}
+}
+
+// TestIdleBackpressureHoldsReading: a stream above 2*limit stops reading
+// and resumes once read below limit, with the poller in between.
+func TestIdleBackpressureHoldsReading(t *testing.T) {
+	needPoller(t)
+	e := openTCP(t, &Options{Limit: 16})
+	waitIdle(t, e.w)
+	e.sendSync("0123456789abcdef0123456789abcdef!") // 33 > 2*16
+	waitUntil(t, "reading paused", func() bool { return !e.r.IsReading() })
+	got, err := e.r.ReadExactly(testCtx(t), 33)
+	wantBytes(t, "read", got, err, "0123456789abcdef0123456789abcdef!")
+	waitIdle(t, e.w)
+	e.send("more")
+	got, err = e.r.ReadExactly(testCtx(t), 4)
+	wantBytes(t, "read", got, err, "more")
+}
+
+// TestOpenCloseCyclesLeakNothing: 10,000 streams opened, left idle in the
+// poller, and closed leave no descriptor, poller entry or goroutine
+// behind (goleak checks the goroutines when the package's tests end).
+func TestOpenCloseCyclesLeakNothing(t *testing.T) {
+	needPoller(t)
+	n := 10000
+	if testing.Short() {
+		n = 1000
+	}
+	path := filepath.Join(shortTempDir(t), "s")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	openCycle := func() {
+		r, w, err := OpenUnixConnection(testCtx(t), path, nil)
+		if err != nil {
+			t.Fatalf("OpenUnixConnection: %v", err)
+		}
+		peer := <-accepted
+		waitIdle(t, w)
+		w.Close()
+		if err := w.WaitClosed(testCtx(t)); err != nil {
+			t.Fatalf("WaitClosed: %v", err)
+		}
+		if _, err := r.Read(testCtx(t), 1); err != nil {
+			t.Fatalf("read after Close: %v", err)
+		}
+		peer.Close()
+	}
+	openCycle() // the poller starts, and keeps its descriptor
+	fds, regs := openFDs(t), getPoller().registered()
+	for range n {
+		openCycle()
+	}
+	if got := openFDs(t); got > fds {
+		t.Fatalf("%d descriptors open after %d cycles, %d before", got, n, fds)
+	}
+	if got := getPoller().registered(); got > regs {
+		t.Fatalf("%d poller entries after %d cycles, %d before", got, n, regs)
+	}
+}
+
+// TestPollerSurvivesFDClosedUnderIt: a socket closed behind the stream's
+// back leaves the epoll set by itself; the stream's own close later must
+// not touch the descriptor number (which another stream may have taken
+// over meanwhile), and the poller keeps serving every other stream.
+func TestPollerSurvivesFDClosedUnderIt(t *testing.T) {
+	needPoller(t)
+	for _, k := range streamKinds {
+		t.Run(k.name, func(t *testing.T) {
+			old := k.open(t, &Options{})
+			waitIdle(t, old.w)
+			if err := old.w.ExtraInfo("socket").(net.Conn).Close(); err != nil {
+				t.Fatal(err)
+			}
+			// Likely given the descriptor number just freed.
+			e := k.open(t, &Options{})
+			waitIdle(t, e.w)
+			old.w.Close()
+			old.w.Abort()
+			if err := old.w.WaitClosed(testCtx(t)); err != nil {
+				t.Fatalf("WaitClosed of the stream closed under: %v", err)
+			}
+			_, _ = old.peer.Write([]byte("to nobody")) // may fail: nobody is there
+			for i := range 3 {
+				waitIdle(t, e.w)
+				msg := fmt.Sprintf("still served %d", i)
+				e.send(msg)
+				got, err := e.r.ReadExactly(testCtx(t), len(msg))
+				wantBytes(t, "read", got, err, msg)
+			}
+		})
+	}
+}
+
+// needPoller skips a test of the poller's path when the run turned the
+// poller off (STREAMMGR_IDLE_POLLER=0, see TestMain).
+func needPoller(t *testing.T) {
+	t.Helper()
+	if !idlePoller.Load() {
+		t.Skip("the idle poller is off (STREAMMGR_IDLE_POLLER=0)")
+	}
+}
