@@ -395,6 +395,19 @@ func requestJSON(req any) []byte {
 
 // exec runs grpcurl once. req nil sends no request (list, describe).
 func (tg target) exec(ctx context.Context, method string, req any, flags ...string) result {
+	for attempt := 0; ; attempt++ {
+		r := tg.execOnce(ctx, method, req, flags...)
+		// setpriv's exec of the grpcurl copy can meet ETXTBSY: a process
+		// forked meanwhile by another test still holds the copy's write
+		// descriptor until its own exec (Go issue 22315). Nothing ran.
+		if tg.runAs == nil || r.code != 126 || !strings.Contains(r.stderr, "Text file busy") || attempt == 20 {
+			return r
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (tg target) execOnce(ctx context.Context, method string, req any, flags ...string) result {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	if req != nil {

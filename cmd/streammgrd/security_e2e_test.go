@@ -768,11 +768,12 @@ bytes_per_second_in = %d
 		if got > float64(rate)*1.1+extra || got < float64(rate)*0.7 {
 			t.Errorf("slow identity read %.0f B/s, want %d B/s (at most 10%% above, at least 70%%)", got, rate)
 		}
-		// Well above what the slow identity got, also on a loaded machine
-		// (unloaded it is a hundred times; under a full make test with CPU
-		// hogs it was 2x). Sharing slow's limiter would give it half the
-		// quota, a limiter of its own at the same rate about 1x.
-		if fast := float64(fastN) / el; fast < 1.5*got {
+		// Above what the slow identity got, also on a loaded machine
+		// (unloaded it is a hundred times; under a full make test with a
+		// CPU hog and a second make test, 1.48x). Sharing slow's limiter
+		// would give it half the quota, a limiter of its own at the same
+		// rate about 1x.
+		if fast := float64(fastN) / el; fast < 1.25*got {
 			t.Errorf("the other identity read only %.0f B/s, the slow one %.0f B/s: held back by slow's quota?", fast, got)
 		}
 	})
