@@ -5,11 +5,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/streammgr/streammgr/streamcore/streamtest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,29 +52,10 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-// syncBuffer collects a process's output for the test to read while the
-// process writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // proc is a started process that the test's cleanup kills and reaps.
 type proc struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *streamtest.Buffer
 	done chan struct{}
 	err  error // Wait's result, once done is closed
 }
@@ -83,7 +64,7 @@ type proc struct {
 // it is still running and waits for it.
 func start(t *testing.T, cmd *exec.Cmd) *proc {
 	t.Helper()
-	p := &proc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, out: &streamtest.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", cmd.Path, err)

@@ -105,6 +105,17 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, log: str, greet: bytes
         time.sleep(0.02)
 
 
+def _terminate(proc: "subprocess.Popen[bytes] | None") -> None:
+    """SIGTERM a server process still running, SIGKILL it after 10 s, reap it."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class RedisServer:
     def __init__(self, binary: str):
         self.dir = tempfile.mkdtemp(prefix="smr", dir="/tmp")
@@ -128,13 +139,7 @@ class RedisServer:
         raise RuntimeError(f"redis-server would not start; log: {open(self.log).read()[-2000:]}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _terminate(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -166,13 +171,7 @@ class NatsServer:
         raise RuntimeError(f"nats-server would not start; log: {open(self.log).read()[-2000:]}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _terminate(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
