@@ -814,6 +814,8 @@ type (
 		Earliest int64    `json:"earliestOffset,string"`
 		WriteBuf int64    `json:"writeBuffered,string"`
 		Calls    int64    `json:"callsInProgress,string"`
+		Attached bool     `json:"attached"`
+		Relay    string   `json:"relayPeer"`
 		Owner    string   `json:"owner"`
 		Shared   []string `json:"sharedWith"`
 	}
