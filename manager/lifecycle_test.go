@@ -77,8 +77,10 @@ func TestIdleTimeout(t *testing.T) {
 	const idle = 300 * time.Millisecond
 	e := newEnv(t, Config{IdleTimeout: idle})
 
-	idleResp, idlePeer := e.openTCP(t, nil)
+	// The idle clock starts inside Open, after this and before Open
+	// returns: under load it can be well before the return.
 	openedAt := time.Now()
+	idleResp, idlePeer := e.openTCP(t, nil)
 	busyResp, busyPeer := e.openTCP(t, nil)
 	busy := busyResp.StreamId
 	read := make(chan *smv1.ReadResponse, 1)
@@ -127,10 +129,10 @@ func TestClosedLinger(t *testing.T) {
 	if _, err := e.c.WaitClosed(bg(t), &smv1.WaitClosedRequest{StreamId: id}); err != nil {
 		t.Fatalf("WaitClosed: %v", err)
 	}
+	lastUse := time.Now() // the linger starts inside this Read, not at its return
 	if got := e.read(t, id, nil); string(got.Data) != "bye" || !got.Eof {
 		t.Fatalf("Read() after Close = %q eof=%v", got.Data, got.Eof)
 	}
-	lastUse := time.Now()
 	waitFor(t, "the closed stream to be released", func() bool { return !e.registered(id) })
 	if d := time.Since(lastUse); d < linger {
 		t.Fatalf("released %v after its last RPC, before the %v linger", d, linger)
