@@ -256,7 +256,7 @@ func (b *Budget) resume() {
 			if t.bpaused && t.pausedOn == b && t.bgen == p.gen {
 				t.bpaused = false
 				t.pausedOn = nil
-				t.readCond.Signal()
+				signal(t.readCond)
 			}
 			t.mu.Unlock()
 		}

@@ -115,7 +115,6 @@ func (t *transport) armLocked(rc syscall.RawConn) (ctlErr, pollErr error) {
 	}
 	if t.pollID == 0 {
 		t.pollID = p.register(t)
-		t.pollRC = rc
 	}
 	id := t.pollID
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
@@ -150,14 +149,48 @@ func (t *transport) disarmLocked() bool {
 	}
 	p := getPoller()
 	if t.pollAdded {
-		_ = t.pollRC.Control(func(fd uintptr) {
+		_ = t.pollConn().Control(func(fd uintptr) {
 			_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
 		})
 		t.pollAdded = false
 	}
 	p.unregister(t.pollID)
-	t.pollID, t.pollRC = 0, nil
+	t.pollID = 0
 	return was
+}
+
+// pollConn is the raw connection of the socket in the epoll set: the plain
+// socket's (only plain sockets are armed, and a stream leaves the poller
+// before StartTLS replaces its connection).
+func (t *transport) pollConn() syscall.RawConn {
+	if t.rawSyscall != nil {
+		return t.rawSyscall
+	}
+	rc, err := t.raw.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return failedRawConn{err}
+	}
+	return rc
+}
+
+// failedRawConn is a raw connection that cannot be used.
+type failedRawConn struct{ err error }
+
+func (c failedRawConn) Control(func(uintptr)) error    { return c.err }
+func (c failedRawConn) Read(func(uintptr) bool) error  { return c.err }
+func (c failedRawConn) Write(func(uintptr) bool) error { return c.err }
+
+// unarmLocked takes t's armed socket out of the epoll set, keeping its id,
+// for a read goroutine that waits in the runtime's netpoller instead.
+func (t *transport) unarmLocked() {
+	t.armed = false
+	if t.pollAdded {
+		p := getPoller()
+		_ = t.pollConn().Control(func(fd uintptr) {
+			_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+		})
+		t.pollAdded = false
+	}
 }
 
 // readable is the poller's event for id: t's socket can be read.

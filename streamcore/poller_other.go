@@ -15,3 +15,5 @@ func StartPoller() {}
 
 // PollerGoroutine names the poller's goroutine, which only Linux has.
 const PollerGoroutine = "github.com/streammgr/streammgr/streamcore.(*poller).run"
+
+func (t *transport) unarmLocked() {}

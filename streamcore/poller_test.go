@@ -3,6 +3,7 @@
 package streamcore
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -70,6 +71,68 @@ func TestIdleStreamSeesDataFINAndRST(t *testing.T) {
 			if err := e.w.WaitClosed(testCtx(t)); err == nil {
 				t.Fatal("WaitClosed after a reset: nil, want the reset")
 			}
+		})
+	}
+}
+
+// waitsInNetpoller reports whether the stream's read goroutine waits in
+// the runtime's netpoller for a waiting read, with the socket out of the
+// poller.
+func waitsInNetpoller(w *Writer) bool {
+	t := w.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.waitRead && !t.armed && !t.pollAdded && t.waiting
+}
+
+// TestWaitingReadLeavesThePoller: a read that waits takes the socket out
+// of the poller and has a read goroutine wait in the runtime's netpoller
+// for it (one hop sooner than the poller's goroutine would start one); a
+// read woken with too little waits there again; a read that gives up sends
+// the goroutine back to the poller, and the bytes that come later are all
+// there for the next read.
+func TestWaitingReadLeavesThePoller(t *testing.T) {
+	needPoller(t)
+	for _, k := range streamKinds {
+		t.Run(k.name, func(t *testing.T) {
+			e := k.open(t, &Options{})
+			for i := range 3 {
+				waitIdle(t, e.w)
+				got := make(chan string, 1)
+				go func() {
+					b, err := e.r.ReadExactly(testCtx(t), 5)
+					if err != nil {
+						got <- err.Error()
+					}
+					got <- string(b)
+				}()
+				waitUntil(t, "the read waits in the netpoller", func() bool { return waitsInNetpoller(e.w) })
+				e.sendSync("abc") // wakes the read, which waits again for two more
+				waitUntil(t, "the read waits in the netpoller again", func() bool {
+					return waitsInNetpoller(e.w) && e.r.Buffered() == 3
+				})
+				e.send(fmt.Sprint("d", i))
+				if b := <-got; b != fmt.Sprint("abcd", i) {
+					t.Fatalf("ReadExactly(5) = %q, want abcd%d", b, i)
+				}
+			}
+			waitIdle(t, e.w)
+			ctx, cancel := context.WithCancel(testCtx(t))
+			gaveUp := make(chan error, 1)
+			go func() {
+				_, err := e.r.Read(ctx, 100)
+				gaveUp <- err
+			}()
+			waitUntil(t, "the read waits in the netpoller", func() bool { return waitsInNetpoller(e.w) })
+			cancel()
+			if err := <-gaveUp; err != context.Canceled {
+				t.Fatalf("cancelled read: %v, want context.Canceled", err)
+			}
+			waitIdle(t, e.w) // back in the poller: no goroutine waits for no one
+			e.send("after the cancelled read")
+			b, err := e.r.ReadExactly(testCtx(t), len("after the cancelled read"))
+			wantBytes(t, "read", b, err, "after the cancelled read")
+			waitIdle(t, e.w)
 		})
 	}
 }

@@ -281,7 +281,7 @@ func throttled(t *testing.T, open func(testing.TB, *Options) *env) *env {
 	waitUntil(t, "the reader owes a minute", func() bool {
 		e.r.t.mu.Lock()
 		defer e.r.t.mu.Unlock()
-		return time.Until(e.r.t.inUntil) > 30*time.Second
+		return time.Until(e.r.t.untilIn()) > 30*time.Second
 	})
 	return e
 }

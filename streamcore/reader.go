@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"slices"
+	"time"
 )
 
 // Reader is asyncio's StreamReader over a connection. Its methods are safe
@@ -45,7 +46,7 @@ func (r *Reader) wait(ctx context.Context, op string) error {
 		// A stream whose read waits may use the budget's reserve.
 		t.paused = false
 		t.budgetResumeLocked()
-		t.readCond.Signal()
+		signal(t.readCond)
 	}
 	t.waiting = true
 	t.readWaits.Store(true)
@@ -56,12 +57,24 @@ func (r *Reader) wait(ctx context.Context, op string) error {
 		t.wake = make(chan struct{})
 	}
 	ch := t.wake
+	if t.armed {
+		// The socket waits in the poller: a read goroutine waits for this
+		// read in the runtime's netpoller instead, one hop sooner.
+		t.unarmLocked()
+		go t.readLoop(t.conn, false)
+	}
 	t.mu.Unlock()
 	select {
 	case <-ch:
 	case <-ctx.Done():
 	}
 	t.mu.Lock()
+	if t.waitRead && !t.kicked && t.wake != nil {
+		// Given up on with nothing read: the read goroutine goes back to
+		// the poller rather than wait for no one.
+		t.kicked = true
+		_ = t.conn.SetReadDeadline(time.Unix(1, 0))
+	}
 	t.waiting = false
 	t.readWaits.Store(false)
 	t.waitCtx = nil

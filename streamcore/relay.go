@@ -196,8 +196,8 @@ func (t *transport) claimRelay(run *relayRun, i int) error {
 	}
 	t.relay = run
 	t.pausing = true
-	t.readCond.Broadcast()
-	t.writeCond.Broadcast()
+	broadcast(t.readCond)
+	broadcast(t.writeCond)
 	t.stopIdleLocked()
 	run.conns[i] = t.conn
 	_ = t.conn.SetReadDeadline(time.Unix(1, 0))
@@ -252,7 +252,7 @@ func (t *transport) handBack(run *relayRun) {
 	}
 	t.settleLocked()
 	t.signalLocked()
-	t.writeCond.Broadcast()
+	broadcast(t.writeCond)
 	if t.lost {
 		return
 	}
@@ -264,6 +264,22 @@ func (t *transport) handBack(run *relayRun) {
 	}
 }
 
+// untilIn and untilOut are the times before which t may not read or write
+// (zero without limits).
+func (t *transport) untilIn() time.Time {
+	if t.rl == nil {
+		return time.Time{}
+	}
+	return t.rl.inUntil
+}
+
+func (t *transport) untilOut() time.Time {
+	if t.rl == nil {
+		return time.Time{}
+	}
+	return t.rl.outUntil
+}
+
 // pump moves src's inbound bytes to dst until src's EOF (then half-closes
 // dst), an error, or stop.
 func pump(src, dst *transport, run *relayRun) (int64, error) {
@@ -271,11 +287,11 @@ func pump(src, dst *transport, run *relayRun) (int64, error) {
 	pre := src.takeAllLocked()
 	srcEOF := src.eof
 	srcConn := src.conn
-	in, inUntil := src.inRate, src.inUntil
+	in, inUntil := src.inRate(), src.untilIn()
 	src.mu.Unlock()
 	dst.mu.Lock()
 	dstConn := dst.conn
-	out, outUntil := dst.outRate, dst.outUntil
+	out, outUntil := dst.outRate(), dst.untilOut()
 	dst.mu.Unlock()
 	lim := limited(in) || limited(out)
 	chunk := rateChunk(out, rateChunk(in, relayChunk))
@@ -283,10 +299,14 @@ func pump(src, dst *transport, run *relayRun) (int64, error) {
 		// What the pump still owes when it ends is the streams' to pay.
 		defer func() {
 			src.mu.Lock()
-			src.inUntil = later(src.inUntil, inUntil)
+			if src.rl != nil {
+				src.rl.inUntil = later(src.rl.inUntil, inUntil)
+			}
 			src.mu.Unlock()
 			dst.mu.Lock()
-			dst.outUntil = later(dst.outUntil, outUntil)
+			if dst.rl != nil {
+				dst.rl.outUntil = later(dst.rl.outUntil, outUntil)
+			}
 			dst.mu.Unlock()
 		}()
 	}

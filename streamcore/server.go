@@ -427,8 +427,11 @@ func (s *Server) serveConn(conn net.Conn) {
 	s.mu.Unlock()
 	registered = true
 	s.handshake.Done()
+	t.mu.Lock()
+	lost := t.lostChLocked()
+	t.mu.Unlock()
 	go func() {
-		<-t.lostCh
+		<-lost
 		s.mu.Lock()
 		delete(s.clients, t)
 		s.mu.Unlock()

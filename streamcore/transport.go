@@ -100,47 +100,33 @@ func (o *Options) limit() (int, error) {
 	return o.Limit, nil
 }
 
-// transport is the connection shared by one Reader and one Writer.
+// transport is the connection shared by one Reader and one Writer. Its
+// fields are grouped so that the flags pack together: an idle stream is
+// mostly this struct (see the package comment).
 type transport struct {
 	mu        sync.Mutex
 	conn      net.Conn
 	raw       net.Conn // the conn beneath TLS, or conn itself
 	tlsConn   *tls.Conn
 	tlsConfig *tls.Config
-	server    bool // accepted by a server (start_tls is server side)
 	peer      net.Addr
 	local     net.Addr
 
 	// reader state
 	buf       readBuf
-	eof       bool
-	err       error // stored exception, sticky
-	waiting   bool
+	err       error         // stored exception, sticky
 	wake      chan struct{} // closed when the reader's state changes while waiting
-	paused    bool
-	stopRead  bool // close()/abort(): bytes arriving from now on are dropped
-	readCond  *sync.Cond
+	readCond  *sync.Cond    // made when first waited on (condLocked)
 	limit     int
-	readerRun bool          // reading is on: a read goroutine runs, or the poller holds the socket (armed)
-	readerEnd chan struct{} // closed when reading stops (readerRun goes false)
-	// poller (plain sockets): armed is set while the socket waits in the
-	// poller for readability, with no read goroutine; pollID names t's
-	// events; pollAdded says rc's descriptor is in the epoll set.
-	armed     bool
-	pollAdded bool
-	pollID    uint64
-	pollRC    syscall.RawConn
-	pausing   bool            // start_tls is stopping the read goroutine
+	readerEnd chan struct{}   // closed when reading stops (readerRun goes false)
 	waitCtx   context.Context // the waiting read's context
 	waitLeft  chan struct{}   // closed when the waiting read leaves
-	// superseded tells the waiting read that a read with an offset took
-	// its place (see Reader.Run).
-	superseded bool
+	// poller (plain sockets): pollID names t's events (see armed).
+	pollID uint64
 
 	// replay: bytes consumed since the last acknowledged offset are kept
 	// (kept, keptLen) so that a caller that lost them can read them again;
 	// delivered is the offset up to which results reached their callers.
-	replay    bool
 	kept      [][]byte
 	keptLen   int
 	delivered int64
@@ -148,50 +134,98 @@ type transport struct {
 
 	// budget: the shared memory budget (Options.Budget), what this stream
 	// has charged to it, and whether a budget (this one or an ancestor:
-	// pausedOn) stopped its reading; bgen counts those pauses.
+	// pausedOn) stopped its reading (bpaused); bgen counts those pauses.
 	budget    *Budget
 	charged   int64
-	bpaused   bool
 	pausedOn  *Budget
 	bgen      uint64
-	refusedBy *Budget     // the budget that had no room for the last reserve (read goroutine only)
-	readWaits atomic.Bool // waiting, for reserve
-	tlsPre    []byte      // bytes read while pausing: the peer's first TLS bytes
+	refusedBy *Budget // the budget that had no room for the last reserve (read goroutine only)
+	tlsPre    []byte  // bytes read while pausing: the peer's first TLS bytes
 
 	// writer state
-	wbuf        []byte
+	wbuf       []byte
+	writeCond  *sync.Cond // made when first waited on (condLocked)
+	high, low  int
+	maxWrite   int
+	drainCh    chan struct{} // closed when writing resumes
+	lostErr    error
+	lostCh     chan struct{} // closed on the loss; made when first asked for (lostChLocked)
+	afterLost  []*func()     // Writer.AfterLost callbacks not yet called
+	writerEnd  chan struct{} // closed when writing stops (writerRun goes false)
+	nread      atomic.Int64  // bytes consumed by reads
+	nwritten   atomic.Int64  // bytes accepted by writes
+	nreceived  atomic.Int64  // bytes received from the socket into the buffer
+	rawSyscall syscall.RawConn
+
+	relay *relayRun // the Relay that owns the socket, if any
+	rl    *rates    // the bandwidth limits, nil without any
+
+	readWaits atomic.Bool // waiting, for reserve
+
+	server bool // accepted by a server (start_tls is server side)
+
+	// reader flags
+	eof       bool
+	waiting   bool
+	paused    bool
+	stopRead  bool // close()/abort(): bytes arriving from now on are dropped
+	readerRun bool // reading is on: a read goroutine runs, or the poller holds the socket (armed)
+	// armed is set while the socket waits in the poller for readability,
+	// with no read goroutine; pollAdded says its descriptor is in the
+	// epoll set.
+	armed     bool
+	pollAdded bool
+	// A read waiting for data takes the socket out of the poller and has
+	// the read goroutine wait in the Go runtime's netpoller instead, which
+	// wakes it one hop sooner (waitRead is set while it does); a waiting
+	// read that gives up wakes that goroutine with a past read deadline
+	// (kicked) so that the idle socket goes back to the poller.
+	waitRead bool
+	kicked   bool
+	pausing  bool // start_tls is stopping the read goroutine
+	// superseded tells the waiting read that a read with an offset took
+	// its place (see Reader.Run).
+	superseded bool
+	replay     bool
+	bpaused    bool
+
+	// writer flags
 	writerBusy  bool // the write goroutine has a chunk in flight
-	writeCond   *sync.Cond
-	high, low   int
-	maxWrite    int
 	userHigh    bool // water marks were set by the user
 	wpaused     bool
-	drainCh     chan struct{} // closed when writing resumes
 	eofWanted   bool
 	eofSent     bool
 	closing     bool
 	aborted     bool // Abort: no close_notify, the socket closes at once
 	lost        bool
-	lostErr     error
-	lostCh      chan struct{}
-	afterLost   []*func()     // Writer.AfterLost callbacks not yet called
-	writerRun   bool          // writing is on (not stopped by StartTLS, a Relay or the loss)
-	writerEnd   chan struct{} // closed when writing stops (writerRun goes false)
-	writerGo    bool          // the write goroutine runs: only while there is work for it
-	nread       atomic.Int64  // bytes consumed by reads
-	nwritten    atomic.Int64  // bytes accepted by writes
-	nreceived   atomic.Int64  // bytes received from the socket into the buffer
-	rawSyscall  syscall.RawConn
+	writerRun   bool // writing is on (not stopped by StartTLS, a Relay or the loss)
+	writerGo    bool // the write goroutine runs: only while there is work for it
 	canHalfShut bool
+}
 
-	relay *relayRun // the Relay that owns the socket, if any
-
-	// bandwidth limits (Options.InRate, OutRate): no socket read before
-	// inUntil, no socket write before outUntil (the bytes already taken
-	// are paid for then); the timers wake the waiting goroutine.
-	inRate, outRate   *rate.Limiter
+// rates holds a stream's bandwidth limits (Options.InRate, OutRate): no
+// socket read before inUntil, no socket write before outUntil (the bytes
+// already taken are paid for then); the timers wake the waiting goroutine.
+// Only a limited stream has one.
+type rates struct {
+	in, out           *rate.Limiter
 	inUntil, outUntil time.Time
 	inTimer, outTimer *time.Timer
+}
+
+// inRate and outRate are t's limiters (nil: unlimited).
+func (t *transport) inRate() *rate.Limiter {
+	if t.rl == nil {
+		return nil
+	}
+	return t.rl.in
+}
+
+func (t *transport) outRate() *rate.Limiter {
+	if t.rl == nil {
+		return nil
+	}
+	return t.rl.out
 }
 
 // halfCloser is a connection that can send FIN while still reading.
@@ -211,10 +245,7 @@ func newTransport(conn net.Conn, opts *Options, server bool) (*transport, error)
 		peer:   unnamedUnix(conn.RemoteAddr()),
 		local:  unnamedUnix(conn.LocalAddr()),
 		limit:  limit,
-		lostCh: make(chan struct{}),
 	}
-	t.readCond = sync.NewCond(&t.mu)
-	t.writeCond = sync.NewCond(&t.mu)
 	if tc, ok := conn.(*tls.Conn); ok {
 		t.tlsConn = tc
 		t.raw = tc.NetConn()
@@ -232,7 +263,9 @@ func newTransport(conn net.Conn, opts *Options, server bool) (*transport, error)
 	t.maxWrite = maxWrite
 	if opts != nil {
 		t.replay, t.budget = opts.Replay, opts.Budget
-		t.inRate, t.outRate = opts.InRate, opts.OutRate
+		if opts.InRate != nil || opts.OutRate != nil {
+			t.rl = &rates{in: opts.InRate, out: opts.OutRate}
+		}
 	}
 	t.startLocked()
 	return t, nil
@@ -314,6 +347,39 @@ func (t *transport) writerEndLocked() chan struct{} {
 	return t.writerEnd
 }
 
+// lostChLocked returns a channel closed once the connection is lost, made
+// when first asked for.
+func (t *transport) lostChLocked() chan struct{} {
+	if t.lostCh == nil {
+		if t.lost {
+			return closedChan
+		}
+		t.lostCh = make(chan struct{})
+	}
+	return t.lostCh
+}
+
+// condLocked returns *c, a condition variable on t.mu made when first
+// waited on; broadcast and signal wake its waiters, if it has any.
+func (t *transport) condLocked(c **sync.Cond) *sync.Cond {
+	if *c == nil {
+		*c = sync.NewCond(&t.mu)
+	}
+	return *c
+}
+
+func broadcast(c *sync.Cond) {
+	if c != nil {
+		c.Broadcast()
+	}
+}
+
+func signal(c *sync.Cond) {
+	if c != nil {
+		c.Signal()
+	}
+}
+
 // closedChan is a closed channel: what stopped has stopped.
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
@@ -353,7 +419,7 @@ func (t *transport) writerWorkLocked() bool {
 // wakeWriterLocked wakes the write goroutine, or starts one when writing is
 // on and there is work for it.
 func (t *transport) wakeWriterLocked() {
-	t.writeCond.Broadcast()
+	broadcast(t.writeCond)
 	if t.writerRun && !t.writerGo && t.writerWorkLocked() {
 		t.writerGo = true
 		go t.writeLoop(t.conn)
@@ -401,12 +467,12 @@ func (t *transport) readLoop(conn net.Conn, woke bool) {
 		t.mu.Lock()
 		for !t.stopRead && !t.pausing {
 			if t.paused || t.bpaused {
-				t.readCond.Wait()
-			} else if t.inRate != nil && time.Now().Before(t.inUntil) {
+				t.condLocked(&t.readCond).Wait()
+			} else if rl := t.rl; rl != nil && rl.in != nil && time.Now().Before(rl.inUntil) {
 				// The bytes read so far are not paid for yet. Whatever
 				// stops the reading broadcasts readCond, which ends this
 				// wait too.
-				t.sleepLocked(t.readCond, &t.inTimer, t.inUntil)
+				t.sleepLocked(t.condLocked(&t.readCond), &rl.inTimer, rl.inUntil)
 			} else {
 				break
 			}
@@ -417,14 +483,23 @@ func (t *transport) readLoop(conn net.Conn, woke bool) {
 			return
 		}
 		woke = false
+		// A read waiting for data (and not woken yet) is served from the
+		// runtime's netpoller: the read below blocks there.
+		t.waitRead = poll && t.waiting && t.wake != nil
+		nonblock := poll && !t.waitRead
 		t.mu.Unlock()
-		n, reserved, chunk, err := readChunk(conn, rc, rateChunk(t.inRate, readSize), t.reserve, poll)
+		n, reserved, chunk, err := readChunk(conn, rc, rateChunk(t.inRate(), readSize), t.reserve, nonblock)
 		if err == errWouldBlock {
 			t.mu.Lock()
 			if t.stopRead || t.pausing {
 				t.endReaderLocked()
 				t.mu.Unlock()
 				return
+			}
+			if t.waiting && t.wake != nil {
+				// A read began to wait meanwhile: block for it.
+				t.mu.Unlock()
+				continue
 			}
 			ctlErr, pollErr := t.armLocked(rc)
 			t.mu.Unlock()
@@ -440,12 +515,27 @@ func (t *transport) readLoop(conn net.Conn, woke bool) {
 			continue
 		}
 		var until time.Time
-		if n > 0 && t.inRate != nil {
-			until = charge(t.inRate, time.Now(), n)
+		if n > 0 && t.inRate() != nil {
+			until = charge(t.rl.in, time.Now(), n)
 		}
 		t.mu.Lock()
-		if until.After(t.inUntil) {
-			t.inUntil = until
+		t.waitRead = false
+		if t.kicked && !t.pausing && !t.stopRead && err != nil && isTimeout(err) {
+			// The read that this one waited for gave up (see
+			// Reader.wait): wait in the poller again.
+			t.kicked = false
+			_ = conn.SetReadDeadline(time.Time{})
+			if t.budget != nil {
+				t.budget.add(-reserved)
+			}
+			if chunk != nil {
+				putChunk(chunk)
+			}
+			t.mu.Unlock()
+			continue
+		}
+		if !until.IsZero() && until.After(t.rl.inUntil) {
+			t.rl.inUntil = until
 		}
 		if err == errNoBudget {
 			// A budget has no room: wait until that one has. Room that came
@@ -699,25 +789,25 @@ func (t *transport) writeLoop(conn net.Conn) {
 			return
 		}
 		if len(t.wbuf) > 0 {
-			if t.outRate != nil && time.Now().Before(t.outUntil) {
+			if rl := t.rl; rl != nil && rl.out != nil && time.Now().Before(rl.outUntil) {
 				// The bytes sent so far are not paid for yet; Abort and
 				// the connection's loss broadcast writeCond.
-				t.sleepLocked(t.writeCond, &t.outTimer, t.outUntil)
+				t.sleepLocked(t.condLocked(&t.writeCond), &rl.outTimer, rl.outUntil)
 				continue
 			}
-			n := min(len(t.wbuf), writeChunk, rateChunk(t.outRate, writeChunk))
+			n := min(len(t.wbuf), writeChunk, rateChunk(t.outRate(), writeChunk))
 			chunk := t.wbuf[:n]
 			t.writerBusy = true
 			t.mu.Unlock()
 			sent, err := conn.Write(chunk)
 			var until time.Time
-			if sent > 0 && t.outRate != nil {
-				until = charge(t.outRate, time.Now(), sent)
+			if sent > 0 && t.outRate() != nil {
+				until = charge(t.rl.out, time.Now(), sent)
 			}
 			t.mu.Lock()
 			t.writerBusy = false
-			if until.After(t.outUntil) {
-				t.outUntil = until
+			if !until.IsZero() && until.After(t.rl.outUntil) {
+				t.rl.outUntil = until
 			}
 			if t.lost {
 				// Lost (Abort, a read error, a peer EOF on TLS) while the
@@ -735,7 +825,7 @@ func (t *transport) writeLoop(conn net.Conn) {
 		}
 		if t.pausing {
 			t.endWriterLocked()
-			t.writeCond.Broadcast()
+			broadcast(t.writeCond)
 			return
 		}
 		if t.eofWanted && !t.eofSent {
@@ -794,8 +884,8 @@ func (t *transport) connectionLostLocked(err error) {
 		t.resumeDrainLocked()
 	}
 	t.signalLocked()
-	t.readCond.Broadcast()
-	t.writeCond.Broadcast()
+	broadcast(t.readCond)
+	broadcast(t.writeCond)
 	// Out of the poller before the socket closes; reading and writing that
 	// hold no goroutine stop here.
 	if t.disarmLocked() {
@@ -804,7 +894,9 @@ func (t *transport) connectionLostLocked(err error) {
 	if !t.writerGo {
 		t.endWriterLocked()
 	}
-	close(t.lostCh)
+	if t.lostCh != nil {
+		close(t.lostCh)
+	}
 	for _, f := range t.afterLost {
 		go (*f)()
 	}
@@ -879,7 +971,7 @@ func (t *transport) maxWriteLocked() int {
 // goroutine only, which keeps to the limit).
 func (t *transport) writeLocked(data []byte) {
 	t.nwritten.Add(int64(len(data)))
-	if len(t.wbuf) == 0 && !t.writerBusy && t.writerRun && t.rawSyscall != nil && !limited(t.outRate) {
+	if len(t.wbuf) == 0 && !t.writerBusy && t.writerRun && t.rawSyscall != nil && !limited(t.outRate()) {
 		n, err := t.trySendLocked(data)
 		if err != nil {
 			t.connectionLostLocked(err)
@@ -936,7 +1028,7 @@ func (t *transport) trySendLocked(data []byte) (int, error) {
 func (t *transport) maybeResumeLocked() {
 	if t.paused && t.buf.len() <= t.limit {
 		t.paused = false
-		t.readCond.Signal()
+		signal(t.readCond)
 	}
 }
 

@@ -126,7 +126,7 @@ func (w *Writer) Drain(ctx context.Context) error {
 	if t.drainCh == nil {
 		t.drainCh = make(chan struct{})
 	}
-	drained, lost := t.drainCh, t.lostCh
+	drained, lost := t.drainCh, t.lostChLocked()
 	t.mu.Unlock()
 	select {
 	case <-drained:
@@ -180,7 +180,7 @@ func (w *Writer) Close() {
 	}
 	t.closing = true
 	t.stopRead = true
-	t.readCond.Broadcast()
+	broadcast(t.readCond)
 	// With nothing left to send the connection is lost now, not when the
 	// write goroutine next runs, so that a Drain right after Close reliably
 	// reports ErrConnectionLost (asyncio's drain yields once for this).
@@ -217,24 +217,30 @@ func (w *Writer) IsClosing() bool {
 // lost and returns the loss's error (nil for a clean loss). It does not close
 // the stream itself.
 func (w *Writer) WaitClosed(ctx context.Context) error {
-	select {
-	case <-w.t.lostCh:
-	default:
+	t := w.t
+	t.mu.Lock()
+	if !t.lost {
 		// Not lost yet: wait. (Checked first so that an already-lost
 		// stream reports its result even to an ended ctx.)
+		lost := t.lostChLocked()
+		t.mu.Unlock()
 		select {
-		case <-w.t.lostCh:
+		case <-lost:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		t.mu.Lock()
 	}
-	w.t.mu.Lock()
-	defer w.t.mu.Unlock()
-	return w.t.lostErr
+	defer t.mu.Unlock()
+	return t.lostErr
 }
 
 // Done returns a channel closed once the connection is lost.
-func (w *Writer) Done() <-chan struct{} { return w.t.lostCh }
+func (w *Writer) Done() <-chan struct{} {
+	w.t.mu.Lock()
+	defer w.t.mu.Unlock()
+	return w.t.lostChLocked()
+}
 
 // AfterLost arranges for f to run in its own goroutine once the connection
 // is lost (at once if it already is), as context.AfterFunc does for a
@@ -432,8 +438,8 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 	// interrupting its read.
 	t.pausing = true
 	conn := t.conn
-	t.readCond.Broadcast()
-	t.writeCond.Broadcast()
+	broadcast(t.readCond)
+	broadcast(t.writeCond)
 	t.stopIdleLocked()
 	readerEnd, writerEnd := t.readerEndLocked(), t.writerEndLocked()
 	t.mu.Unlock()
