@@ -3,6 +3,7 @@ package streamcore
 import (
 	"os"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -15,5 +16,9 @@ import (
 // STREAMMGR_IDLE_POLLER=0 runs them on the default path.
 func TestMain(m *testing.M) {
 	SetIdlePoller(os.Getenv("STREAMMGR_IDLE_POLLER") != "0")
+	// Streams turn idle sooner than the daemon's, so that the tests that
+	// wait for it wait less (TestHotStreamWaitsInTheNetpoller checks the
+	// rule itself).
+	hotFor = 100 * time.Millisecond
 	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction(PollerGoroutine))
 }

@@ -166,7 +166,7 @@ func (t *transport) pollConn() syscall.RawConn {
 	if t.rawSyscall != nil {
 		return t.rawSyscall
 	}
-	rc, err := t.raw.(syscall.Conn).SyscallConn()
+	rc, err := t.rawConn().(syscall.Conn).SyscallConn()
 	if err != nil {
 		return failedRawConn{err}
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // idle reports whether the stream holds no goroutine: its socket waits in
@@ -88,9 +89,9 @@ func waitsInNetpoller(w *Writer) bool {
 // TestWaitingReadLeavesThePoller: a read that waits takes the socket out
 // of the poller and has a read goroutine wait in the runtime's netpoller
 // for it (one hop sooner than the poller's goroutine would start one); a
-// read woken with too little waits there again; a read that gives up sends
-// the goroutine back to the poller, and the bytes that come later are all
-// there for the next read.
+// read woken with too little waits there again; after a read that gives
+// up the goroutine goes back to the poller, and the bytes that come later
+// are all there for the next read.
 func TestWaitingReadLeavesThePoller(t *testing.T) {
 	needPoller(t)
 	for _, k := range streamKinds {
@@ -133,6 +134,31 @@ func TestWaitingReadLeavesThePoller(t *testing.T) {
 			b, err := e.r.ReadExactly(testCtx(t), len("after the cancelled read"))
 			wantBytes(t, "read", b, err, "after the cancelled read")
 			waitIdle(t, e.w)
+		})
+	}
+}
+
+// TestHotStreamWaitsInTheNetpoller: a stream whose socket had data keeps
+// its read goroutine in the runtime's netpoller for hotFor after the last
+// data, so that a busy stream pays no poller hop, and only then goes to the
+// poller.
+func TestHotStreamWaitsInTheNetpoller(t *testing.T) {
+	needPoller(t)
+	for _, k := range streamKinds {
+		t.Run(k.name, func(t *testing.T) {
+			e := k.open(t, &Options{})
+			waitIdle(t, e.w) // a new stream starts idle
+			var last time.Time
+			for i := range 3 {
+				last = time.Now() // before the data, so a lower bound
+				e.sendSync(fmt.Sprint(i))
+			}
+			waitIdle(t, e.w)
+			if d := time.Since(last); d < hotFor {
+				t.Fatalf("idle %v after the last data, want at least hotFor (%v)", d, hotFor)
+			}
+			got, err := e.r.ReadExactly(testCtx(t), 3)
+			wantBytes(t, "read", got, err, "012")
 		})
 	}
 }

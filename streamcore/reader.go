@@ -59,7 +59,8 @@ func (r *Reader) wait(ctx context.Context, op string) error {
 	ch := t.wake
 	if t.armed {
 		// The socket waits in the poller: a read goroutine waits for this
-		// read in the runtime's netpoller instead, one hop sooner.
+		// read in the runtime's netpoller instead, one hop sooner (see
+		// hotFor).
 		t.unarmLocked()
 		go t.readLoop(t.conn, false)
 	}
@@ -69,12 +70,9 @@ func (r *Reader) wait(ctx context.Context, op string) error {
 	case <-ctx.Done():
 	}
 	t.mu.Lock()
-	if t.waitRead && !t.kicked && t.wake != nil {
-		// Given up on with nothing read: the read goroutine goes back to
-		// the poller rather than wait for no one.
-		t.kicked = true
-		_ = t.conn.SetReadDeadline(time.Unix(1, 0))
-	}
+	// The stream stays hot for a while: a read that waited is likely to
+	// be followed by another.
+	t.hotUntil = time.Now().Add(hotFor).UnixNano()
 	t.waiting = false
 	t.readWaits.Store(false)
 	t.waitCtx = nil

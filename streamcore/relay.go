@@ -165,7 +165,7 @@ func Relay(a, b *Writer) (aToB, bToA int64, err error) {
 		// reads answer it as they would have without the relay.
 		for _, t := range []*transport{ta, tb} {
 			t.mu.Lock()
-			if socketReset(t.raw) {
+			if socketReset(t.rawConn()) {
 				t.connectionLostLocked(err)
 			}
 			t.mu.Unlock()

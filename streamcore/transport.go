@@ -106,11 +106,9 @@ func (o *Options) limit() (int, error) {
 type transport struct {
 	mu        sync.Mutex
 	conn      net.Conn
-	raw       net.Conn // the conn beneath TLS, or conn itself
 	tlsConn   *tls.Conn
 	tlsConfig *tls.Config
 	peer      net.Addr
-	local     net.Addr
 
 	// reader state
 	buf       readBuf
@@ -121,8 +119,11 @@ type transport struct {
 	readerEnd chan struct{}   // closed when reading stops (readerRun goes false)
 	waitCtx   context.Context // the waiting read's context
 	waitLeft  chan struct{}   // closed when the waiting read leaves
-	// poller (plain sockets): pollID names t's events (see armed).
-	pollID uint64
+	// poller (plain sockets): pollID names t's events (see armed);
+	// hotUntil (unix nanoseconds) is when the stream turns idle, hotFor
+	// after its socket last had data (see readLoop).
+	pollID   uint64
+	hotUntil int64
 
 	// replay: bytes consumed since the last acknowledged offset are kept
 	// (kept, keptLen) so that a caller that lost them can read them again;
@@ -175,13 +176,11 @@ type transport struct {
 	// epoll set.
 	armed     bool
 	pollAdded bool
-	// A read waiting for data takes the socket out of the poller and has
-	// the read goroutine wait in the Go runtime's netpoller instead, which
-	// wakes it one hop sooner (waitRead is set while it does); a waiting
-	// read that gives up wakes that goroutine with a past read deadline
-	// (kicked) so that the idle socket goes back to the poller.
+	// waitRead is set while the read goroutine waits in the runtime's
+	// netpoller with a read deadline of its own (coolDL), at which the
+	// stream turns idle unless a read waits.
 	waitRead bool
-	kicked   bool
+	coolDL   bool
 	pausing  bool // start_tls is stopping the read goroutine
 	// superseded tells the waiting read that a read with an offset took
 	// its place (see Reader.Run).
@@ -240,15 +239,9 @@ func newTransport(conn net.Conn, opts *Options, server bool) (*transport, error)
 	}
 	t := &transport{
 		conn:   conn,
-		raw:    conn,
 		server: server,
 		peer:   unnamedUnix(conn.RemoteAddr()),
-		local:  unnamedUnix(conn.LocalAddr()),
 		limit:  limit,
-	}
-	if tc, ok := conn.(*tls.Conn); ok {
-		t.tlsConn = tc
-		t.raw = tc.NetConn()
 	}
 	t.setConnLocked(conn)
 	high, low := 0, 0
@@ -279,6 +272,17 @@ func unnamedUnix(a net.Addr) net.Addr {
 	}
 	return a
 }
+
+// rawConn is the connection beneath TLS, or conn itself.
+func (t *transport) rawConn() net.Conn {
+	if t.tlsConn != nil {
+		return t.tlsConn.NetConn()
+	}
+	return t.conn
+}
+
+// localAddr is the socket's own address.
+func (t *transport) localAddr() net.Addr { return unnamedUnix(t.conn.LocalAddr()) }
 
 // setConnLocked installs conn (plain or TLS) and derives what depends on it.
 func (t *transport) setConnLocked(conn net.Conn) {
@@ -446,11 +450,40 @@ func (t *transport) signalLocked() {
 	}
 }
 
-// readLoop reads the socket while reading is on. On a plain socket it
-// exits when a read would block, leaving the socket armed in the poller,
-// which starts it again once the socket is readable; it keeps running
-// while the stream is paused (backpressure, the memory budget) or waits
-// for its bandwidth limit.
+// hotFor is how long a stream whose socket had data, or whose read waited,
+// keeps its read goroutine waiting in the runtime's netpoller before its
+// socket goes to the shared poller (when that is on): a busy stream pays
+// no poller hop, an idle one holds no goroutine. A variable for tests.
+var hotFor = time.Second
+
+// hotLocked says whether the read goroutine waits for the socket in the
+// runtime's netpoller: while a read waits (and is not woken yet) or the
+// stream is hot (see hotFor). It then sets a read deadline, hotFor from
+// now, at which the loop decides again; otherwise it clears the deadline
+// it set, and the socket goes to the poller when a read would block.
+// Deadlines are set with the lock held, so that one set by StartTLS or a
+// Relay to interrupt the read (after setting pausing) is never
+// overwritten.
+func (t *transport) hotLocked(conn net.Conn) bool {
+	now := time.Now()
+	if (t.waiting && t.wake != nil) || now.UnixNano() < t.hotUntil {
+		_ = conn.SetReadDeadline(now.Add(hotFor))
+		t.coolDL, t.waitRead = true, true
+		return true
+	}
+	if t.coolDL {
+		_ = conn.SetReadDeadline(time.Time{})
+		t.coolDL = false
+	}
+	return false
+}
+
+// readLoop reads the socket while reading is on. On a plain socket with
+// the poller on it exits when a read would block and the stream is idle
+// (hotLocked), leaving the socket armed in the poller, which starts it
+// again once the socket is readable; it keeps running while the stream is
+// paused (backpressure, the memory budget) or waits for its bandwidth
+// limit.
 //
 // woke says the poller started it: the socket is readable. A stream closed
 // meanwhile still reads once (and drops what it reads), as a read
@@ -483,10 +516,7 @@ func (t *transport) readLoop(conn net.Conn, woke bool) {
 			return
 		}
 		woke = false
-		// A read waiting for data (and not woken yet) is served from the
-		// runtime's netpoller: the read below blocks there.
-		t.waitRead = poll && t.waiting && t.wake != nil
-		nonblock := poll && !t.waitRead
+		nonblock := poll && !t.hotLocked(conn)
 		t.mu.Unlock()
 		n, reserved, chunk, err := readChunk(conn, rc, rateChunk(t.inRate(), readSize), t.reserve, nonblock)
 		if err == errWouldBlock {
@@ -497,7 +527,7 @@ func (t *transport) readLoop(conn net.Conn, woke bool) {
 				return
 			}
 			if t.waiting && t.wake != nil {
-				// A read began to wait meanwhile: block for it.
+				// A read began to wait meanwhile: wait for it.
 				t.mu.Unlock()
 				continue
 			}
@@ -520,11 +550,12 @@ func (t *transport) readLoop(conn net.Conn, woke bool) {
 		}
 		t.mu.Lock()
 		t.waitRead = false
-		if t.kicked && !t.pausing && !t.stopRead && err != nil && isTimeout(err) {
-			// The read that this one waited for gave up (see
-			// Reader.wait): wait in the poller again.
-			t.kicked = false
-			_ = conn.SetReadDeadline(time.Time{})
+		if n > 0 && poll {
+			t.hotUntil = time.Now().Add(hotFor).UnixNano()
+		}
+		if t.coolDL && !t.pausing && !t.stopRead && err != nil && isTimeout(err) {
+			// hotFor without data: the loop's top decides where to
+			// wait now.
 			if t.budget != nil {
 				t.budget.add(-reserved)
 			}
@@ -901,7 +932,7 @@ func (t *transport) connectionLostLocked(err error) {
 		go (*f)()
 	}
 	t.afterLost = nil
-	raw, tlsConn := t.raw, t.tlsConn
+	raw, tlsConn := t.rawConn(), t.tlsConn
 	if tlsConn != nil && err == nil && !t.writerBusy && !t.aborted {
 		// Send close_notify without holding the lock; it may wait briefly.
 		go func() {
@@ -1014,7 +1045,8 @@ func (t *transport) trySendLocked(data []byte) (int, error) {
 		return 0, nil
 	}
 	if serr != nil {
-		return 0, &net.OpError{Op: "write", Net: t.local.Network(), Source: t.local, Addr: t.peer, Err: os.NewSyscallError("write", serr)}
+		local := t.localAddr()
+		return 0, &net.OpError{Op: "write", Net: local.Network(), Source: local, Addr: t.peer, Err: os.NewSyscallError("write", serr)}
 	}
 	if n < 0 {
 		n = 0

@@ -334,9 +334,9 @@ func (w *Writer) ExtraInfo(name string) any {
 	case "peername":
 		return t.peer
 	case "sockname":
-		return t.local
+		return t.localAddr()
 	case "socket":
-		return t.raw
+		return t.rawConn()
 	}
 	if t.tlsConn == nil {
 		return nil
@@ -526,7 +526,8 @@ func (w *Writer) StartTLS(ctx context.Context, config *tls.Config, handshakeTime
 		// must not become every later read's answer.
 		lost := err
 		if ctx.Err() != nil {
-			lost = &net.OpError{Op: "start_tls", Net: t.local.Network(), Source: t.local, Addr: t.peer,
+			local := t.localAddr()
+			lost = &net.OpError{Op: "start_tls", Net: local.Network(), Source: local, Addr: t.peer,
 				Err: fmt.Errorf("handshake interrupted (%v): %w", err, syscall.ECONNABORTED)}
 		}
 		t.mu.Lock()

@@ -217,6 +217,7 @@ type benchEnv struct {
 	bare       *grpc.ClientConn
 	current    *grpc.ClientConn
 	curFlags   []string
+	alt        *grpc.ClientConn // the same daemon with altFlag
 	baseline   *grpc.ClientConn // nil when baseNote says why
 	baseFlags  []string
 	baseNote   string
@@ -260,11 +261,19 @@ func newBenchEnv(t *testing.T, cfg benchConfig) *benchEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, e.alt, err = startBenchDaemon(t, bin, append(logFlags(bin), altFlag))
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.startBaseline(t)
 
 	e.source, e.sink = newPeer(t), newPeer(t)
 	return e
 }
+
+// altFlag is the flag of the alt daemon's rows, which compare the idle
+// poller with the runtime's netpoller on the data path, in the same run.
+const altFlag = "--idle-poller"
 
 // startBaseline builds and starts the daemon of cfg.baseline; when git or
 // the commit is missing the baseline row says n/a.
@@ -287,6 +296,9 @@ func (e *benchEnv) rows(t *testing.T) []*benchRow {
 	const downBase = "bare gRPC stream, 64 KiB messages, server→client"
 	const copyBase = "direct TCP copy"
 	cur := smv1.NewStreamServiceClient(e.current)
+	alt := smv1.NewStreamServiceClient(e.alt)
+	const session = "streammgrd Session echo"
+	const attachDown = "Attach download"
 	bareAttach := smv1.NewStreamServiceClient(e.bare)
 	bareTest := testpb.NewTestServiceClient(e.bare)
 
@@ -297,14 +309,18 @@ func (e *benchEnv) rows(t *testing.T) []*benchRow {
 		{name: "bare gRPC bidi ping-pong", latency: true, ratioTo: asyncio, roundTrips: bareBidi(bareTest)},
 		{name: unary, latency: true, ratioTo: asyncio},
 		{name: unary + " (baseline commit " + e.cfg.baseline + ")", latency: true, ratioTo: unary, inverse: true},
-		{name: "streammgrd Session echo", latency: true, ratioTo: asyncio},
+		{name: session, latency: true, ratioTo: asyncio},
+		{name: unary + " (" + altFlag + ")", latency: true, ratioTo: unary},
+		{name: session + " (" + altFlag + ")", latency: true, ratioTo: session},
 
 		{name: upBase, transfer: bareUpload(bareAttach)},
 		{name: downBase, transfer: bareDownload(bareAttach)},
 		{name: "Attach upload", ratioTo: upBase, transfer: e.attachUpload(cur)},
-		{name: "Attach download", ratioTo: downBase, transfer: e.attachDownload(cur)},
+		{name: attachDown, ratioTo: downBase, transfer: e.attachDownload(cur)},
+		{name: attachDown + " (" + altFlag + ")", ratioTo: attachDown, transfer: e.attachDownload(alt)},
 		{name: copyBase, transfer: e.directCopy()},
 		{name: "Relay", ratioTo: copyBase, transfer: e.relay(cur)},
+		{name: "Relay (" + altFlag + ")", ratioTo: "Relay", transfer: e.relay(alt)},
 	}
 	// set takes a row's round trips, or records why there are none.
 	set := func(r *benchRow, run func(context.Context, int) ([]time.Duration, error), err error) {
@@ -333,6 +349,10 @@ func (e *benchEnv) rows(t *testing.T) []*benchRow {
 	}
 	run, err = daemonSession(t, cur, e.echoAddr)
 	set(rows[6], run, err)
+	run, err = daemonUnary(t, alt, e.echoAddr)
+	set(rows[7], run, err)
+	run, err = daemonSession(t, alt, e.echoAddr)
+	set(rows[8], run, err)
 	return rows
 }
 
