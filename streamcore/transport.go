@@ -177,10 +177,11 @@ type transport struct {
 	armed     bool
 	pollAdded bool
 	// waitRead is set while the read goroutine waits in the runtime's
-	// netpoller with a read deadline of its own (coolDL), at which the
-	// stream turns idle unless a read waits.
+	// netpoller with a read deadline of its own (coolDL; dlPast once it
+	// has passed), at which it checks whether the stream turned idle.
 	waitRead bool
 	coolDL   bool
+	dlPast   bool
 	pausing  bool // start_tls is stopping the read goroutine
 	// superseded tells the waiting read that a read with an offset took
 	// its place (see Reader.Run).
@@ -458,22 +459,27 @@ var hotFor = time.Second
 
 // hotLocked says whether the read goroutine waits for the socket in the
 // runtime's netpoller: while a read waits (and is not woken yet) or the
-// stream is hot (see hotFor). It then sets a read deadline, hotFor from
-// now, at which the loop decides again; otherwise it clears the deadline
-// it set, and the socket goes to the poller when a read would block.
-// Deadlines are set with the lock held, so that one set by StartTLS or a
-// Relay to interrupt the read (after setting pausing) is never
-// overwritten.
+// stream is hot (see hotFor). A hot stream has a read deadline, hotFor
+// after it turned hot, at which the loop decides again (and sets the next
+// one if still hot): it is set once a second, not per read, because
+// setting a deadline can wake a thread sleeping in the runtime's poller.
+// A stream no longer hot clears its deadline, and its socket goes to the
+// poller when a read would block. Deadlines are set with the lock held,
+// so that one set by StartTLS or a Relay to interrupt the read (after
+// setting pausing) is never overwritten.
 func (t *transport) hotLocked(conn net.Conn) bool {
 	now := time.Now()
 	if (t.waiting && t.wake != nil) || now.UnixNano() < t.hotUntil {
-		_ = conn.SetReadDeadline(now.Add(hotFor))
-		t.coolDL, t.waitRead = true, true
+		if !t.coolDL || t.dlPast {
+			_ = conn.SetReadDeadline(now.Add(hotFor))
+			t.coolDL, t.dlPast = true, false
+		}
+		t.waitRead = true
 		return true
 	}
 	if t.coolDL {
 		_ = conn.SetReadDeadline(time.Time{})
-		t.coolDL = false
+		t.coolDL, t.dlPast = false, false
 	}
 	return false
 }
@@ -554,8 +560,9 @@ func (t *transport) readLoop(conn net.Conn, woke bool) {
 			t.hotUntil = time.Now().Add(hotFor).UnixNano()
 		}
 		if t.coolDL && !t.pausing && !t.stopRead && err != nil && isTimeout(err) {
-			// hotFor without data: the loop's top decides where to
-			// wait now.
+			// The deadline of a hot stream: the loop's top decides where
+			// to wait now.
+			t.dlPast = true
 			if t.budget != nil {
 				t.budget.add(-reserved)
 			}
