@@ -99,8 +99,8 @@ func TestIdleBench(t *testing.T) {
 		flags     []string
 	}
 	builds := []build{
-		{"poller: working tree " + gitDescribe() + " --idle-poller", daemonBinary(t), []string{"--idle-poller"}},
-		{"default: working tree " + gitDescribe(), daemonBinary(t), nil},
+		{"poller: working tree " + gitDescribe() + " (--idle-poller, the default)", daemonBinary(t), nil},
+		{"goroutines: working tree " + gitDescribe() + " --idle-poller=false", daemonBinary(t), []string{"--idle-poller=false"}},
 	}
 	if bin, note, err := buildBaseline(baseline); err != nil {
 		t.Fatalf("baseline: %v", err)

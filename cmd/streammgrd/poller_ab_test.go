@@ -2,9 +2,9 @@
 
 package main_test
 
-// TestPollerEchoAB compares the unary Write+Read echo round trip of two
-// daemons of the working tree, one with the shared idle poller and one
-// without, paired: the two take turns in short chunks of round trips, and
+// TestPollerEchoAB compares the echo round trip (unary Write+Read, and a
+// Session) of two daemons of the working tree, one with the shared idle
+// poller and one without, paired: the two take turns in short chunks of round trips, and
 // the result is the median over the chunks of each chunk pair's p50 ratio,
 // which a shared machine's drifting load affects far less than the
 // table's ratio of medians:
@@ -61,21 +61,43 @@ func TestPollerEchoAB(t *testing.T) {
 		name string
 		run  func(context.Context, int) ([]time.Duration, error)
 	}
-	var sides []side
-	for _, flags := range [][]string{{"--idle-poller=false"}, {"--idle-poller"}} {
-		_, cc, err := startBenchDaemon(t, bin, append(logFlags(bin), flags...))
+	var clients []smv1.StreamServiceClient
+	flags := []string{"--idle-poller=false", "--idle-poller"}
+	for _, f := range flags {
+		_, cc, err := startBenchDaemon(t, bin, append(logFlags(bin), f))
 		if err != nil {
 			t.Fatal(err)
 		}
-		run, err := daemonUnary(t, smv1.NewStreamServiceClient(cc), echoAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := run(context.Background(), per); err != nil { // warm up
-			t.Fatal(err)
-		}
-		sides = append(sides, side{flags[0], run})
+		clients = append(clients, smv1.NewStreamServiceClient(cc))
 	}
+	kinds := []struct {
+		name  string
+		start func(*testing.T, smv1.StreamServiceClient, string) (func(context.Context, int) ([]time.Duration, error), error)
+	}{{"unary Write+Read", daemonUnary}, {"Session", daemonSession}}
+	for _, k := range kinds {
+		var sides []side
+		for i, c := range clients {
+			run, err := k.start(t, c, echoAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := run(context.Background(), per); err != nil { // warm up
+				t.Fatal(err)
+			}
+			sides = append(sides, side{flags[i], run})
+		}
+		pairedEcho(t, k.name, echoKind, sides[0].name, sides[0].run, sides[1].name, sides[1].run, chunks, per, gap)
+	}
+}
+
+// pairedEcho runs chunks of per round trips on a and b in turns and prints
+// the median per-chunk p50s and the median of b's over a's, chunk by chunk.
+func pairedEcho(t *testing.T, kind, echoKind, nameA string, a func(context.Context, int) ([]time.Duration, error), nameB string, b func(context.Context, int) ([]time.Duration, error), chunks, per int, gap time.Duration) {
+	type side struct {
+		name string
+		run  func(context.Context, int) ([]time.Duration, error)
+	}
+	sides := []side{{nameA, a}, {nameB, b}}
 	p50 := func(s side) float64 {
 		time.Sleep(gap)
 		ctx, cancel := context.WithTimeout(context.Background(), latencyTimeout(per))
@@ -86,7 +108,7 @@ func TestPollerEchoAB(t *testing.T) {
 		}
 		return micros(percentile(samples, 50))
 	}
-	var ratios, a, b []float64
+	var ratios, as, bs []float64
 	for i := range chunks {
 		var pa, pb float64
 		if i%2 == 0 {
@@ -96,13 +118,13 @@ func TestPollerEchoAB(t *testing.T) {
 			pb = p50(sides[1])
 			pa = p50(sides[0])
 		}
-		a, b, ratios = append(a, pa), append(b, pb), append(ratios, pb/pa)
+		as, bs, ratios = append(as, pa), append(bs, pb), append(ratios, pb/pa)
 	}
 	slices.Sort(ratios)
-	fmt.Printf("\nPaired unary Write+Read echo (%s echo server, %d-byte payload), %d chunks of %d round trips, gap %v; load average %s\n",
-		echoKind, echoSize, chunks, per, gap, loadAvg())
+	fmt.Printf("\nPaired %s echo (%s echo server, %d-byte payload), %d chunks of %d round trips, gap %v; load average %s\n",
+		kind, echoKind, echoSize, chunks, per, gap, loadAvg())
 	fmt.Printf("| Daemon | p50 µs (median of chunks) |\n|---|---:|\n| %s | %.1f |\n| %s | %.1f |\n",
-		sides[0].name, median(a), sides[1].name, median(b))
+		sides[0].name, median(as), sides[1].name, median(bs))
 	fmt.Printf("%s ÷ %s, per chunk pair: median %.3f, quartiles %.3f..%.3f\n\n",
 		sides[1].name, sides[0].name, median(ratios), ratios[len(ratios)/4], ratios[3*len(ratios)/4])
 }
