@@ -161,37 +161,54 @@ func TestIdleBench(t *testing.T) {
 	fmt.Println()
 }
 
-// idlePeer accepts connections and holds them, idle.
+// idlePeer accepts connections and holds them, idle. It listens on
+// idlePeerAddrs loopback addresses, which the Opens take in turns, so that
+// the kernel's search for a free local port (per destination) stays short
+// at N = 15,000 and the rates measure the daemon.
 type idlePeer struct {
-	ln       net.Listener
+	lns      []net.Listener
 	mu       sync.Mutex
 	conns    []net.Conn
 	accepted atomic.Int64
 }
 
+const idlePeerAddrs = 8
+
 func newIdlePeer() (*idlePeer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	p := &idlePeer{ln: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c)
-			p.mu.Unlock()
-			p.accepted.Add(1)
+	p := &idlePeer{}
+	for i := range idlePeerAddrs {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", i+1))
+		if err != nil {
+			p.close()
+			return nil, err
 		}
-	}()
+		p.lns = append(p.lns, ln)
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				p.mu.Lock()
+				p.conns = append(p.conns, c)
+				p.mu.Unlock()
+				p.accepted.Add(1)
+			}
+		}()
+	}
 	return p, nil
 }
 
+// addr is the i-th Open's destination.
+func (p *idlePeer) addr(i int) *smv1.TcpAddress {
+	a := p.lns[i%len(p.lns)].Addr().(*net.TCPAddr)
+	return &smv1.TcpAddress{Host: a.IP.String(), Port: uint32(a.Port)}
+}
+
 func (p *idlePeer) close() {
-	p.ln.Close()
+	for _, ln := range p.lns {
+		ln.Close()
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.conns {
@@ -229,13 +246,12 @@ func measureIdle(t *testing.T, bin string, n int, extra ...string) (idleResult, 
 		return res, err
 	}
 	defer p.close()
-	port := uint32(p.ln.Addr().(*net.TCPAddr).Port)
 
 	// Warm up: the first Open builds what every Open shares.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	open := func() (string, error) {
-		resp, err := client.Open(ctx, &smv1.OpenRequest{Address: &smv1.OpenRequest_Tcp{Tcp: &smv1.TcpAddress{Host: "127.0.0.1", Port: port}}})
+	open := func(i int) (string, error) {
+		resp, err := client.Open(ctx, &smv1.OpenRequest{Address: &smv1.OpenRequest_Tcp{Tcp: p.addr(i)}})
 		if err != nil {
 			return "", err
 		}
@@ -245,8 +261,8 @@ func measureIdle(t *testing.T, bin string, n int, extra ...string) (idleResult, 
 		_, err := client.Close(ctx, &smv1.CloseRequest{StreamId: id})
 		return err
 	}
-	for range idleCallers {
-		id, err := open()
+	for i := range idleCallers {
+		id, err := open(i)
 		if err != nil {
 			return res, fmt.Errorf("warm-up Open: %w", err)
 		}
@@ -269,7 +285,7 @@ func measureIdle(t *testing.T, bin string, n int, extra ...string) (idleResult, 
 	ids := make([]string, n)
 	tenth := max(n/10, 1)
 	openDur, firstDur, lastDur, err := parallel(n, tenth, func(i int) error {
-		id, err := open()
+		id, err := open(i)
 		ids[i] = id
 		return err
 	})
