@@ -73,9 +73,9 @@ type Config struct {
 	KeepIdleServers bool
 	// IdlePoller hands idle plain sockets to one shared epoll poller
 	// instead of a parked read goroutine each (streamcore.SetIdlePoller):
-	// half the memory per idle connection. The daemon's --idle-poller is
-	// on by default; the zero Config (a Manager used in-process) leaves
-	// it off.
+	// half the memory per idle connection. Off by default until a hang
+	// seen once under load (a read that never saw bytes that had
+	// arrived) is understood.
 	IdlePoller bool
 	// MaxBufferedBytes is the daemon-wide memory budget for stream data:
 	// read buffers, bytes kept for replay, unsent writes, and the
@@ -309,7 +309,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.KeepaliveTime, "keepalive-time", DefaultKeepaliveTime, "ping a connection silent for this long")
 	fs.DurationVar(&c.KeepaliveTimeout, "keepalive-timeout", DefaultKeepaliveTimeout, "close a connection whose ping is not answered in this long")
 	fs.BoolVar(&c.AllowAbstract, "allow-abstract", false, "allow abstract Unix socket names (@name) in Open and StartServer: they have no file permissions")
-	fs.BoolVar(&c.IdlePoller, "idle-poller", true, "idle TCP and Unix streams wait in one shared epoll poller instead of a goroutine each (half the memory per idle connection); --idle-poller=false keeps a parked read goroutine per stream")
+	fs.BoolVar(&c.IdlePoller, "idle-poller", false, "experimental: idle TCP and Unix streams wait in one shared epoll poller instead of a goroutine each (half the memory per idle connection)")
 	fs.BoolVar(&c.KeepIdleServers, "keep-idle-servers", false, "keep servers with no RPC and no Serve call for the idle timeout (default: close them)")
 	fs.Int64Var(&c.MaxBufferedBytes, "max-buffered-bytes", DefaultMaxBufferedBytes(), "memory budget for all streams' buffered bytes (read, replay, unsent, queued connections)")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "least severe level logged: debug (one line per call), info, warn or error")

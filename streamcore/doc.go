@@ -43,8 +43,8 @@
 //
 // # Goroutines and memory
 //
-// With SetIdlePoller(true) (the daemon's --idle-poller, on by default;
-// off for the package unless called), an idle stream over a plain TCP or Unix socket holds no goroutine. Its
+// With SetIdlePoller(true) (the daemon's --idle-poller; off by default),
+// an idle stream over a plain TCP or Unix socket holds no goroutine. Its
 // read goroutine reads until the socket has nothing more, then leaves the
 // socket to the package's poller (on Linux one epoll instance and one
 // goroutine for the whole process, PollerGoroutine) and exits; the poller

@@ -12,8 +12,8 @@ var idlePoller atomic.Bool
 // there until it is readable). On, an idle plain socket holds no
 // goroutine: half the memory per idle connection, with busy streams still
 // waiting in the runtime's netpoller (see the package comment). Off (the
-// package's default; the daemon turns it on), every stream keeps a read
-// goroutine parked in the Go runtime's netpoller.
+// default), every stream keeps a read goroutine parked in the Go runtime's
+// netpoller.
 func SetIdlePoller(on bool) {
 	if on {
 		StartPoller()

@@ -273,7 +273,7 @@ func newBenchEnv(t *testing.T, cfg benchConfig) *benchEnv {
 
 // altFlag is the flag of the alt daemon's rows, which compare the idle
 // poller with the runtime's netpoller on the data path, in the same run.
-const altFlag = "--idle-poller=false"
+const altFlag = "--idle-poller"
 
 // startBaseline builds and starts the daemon of cfg.baseline; when git or
 // the commit is missing the baseline row says n/a.

@@ -99,7 +99,7 @@ func TestIdleBench(t *testing.T) {
 		flags     []string
 	}
 	builds := []build{
-		{"poller: working tree " + gitDescribe() + " (--idle-poller, the default)", daemonBinary(t), nil},
+		{"poller: working tree " + gitDescribe() + " --idle-poller", daemonBinary(t), []string{"--idle-poller"}},
 		{"goroutines: working tree " + gitDescribe() + " --idle-poller=false", daemonBinary(t), []string{"--idle-poller=false"}},
 	}
 	if bin, note, err := buildBaseline(baseline); err != nil {
