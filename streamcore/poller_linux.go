@@ -143,54 +143,27 @@ func (t *transport) armLocked(rc syscall.RawConn) (ctlErr, pollErr error) {
 // parked here.
 func (t *transport) disarmLocked() bool {
 	was := t.armed
-	t.armed = false
-	if t.pollID == 0 {
-		return was
+	t.unarmLocked()
+	if t.pollID != 0 {
+		getPoller().unregister(t.pollID)
+		t.pollID = 0
 	}
-	p := getPoller()
-	if t.pollAdded {
-		_ = t.pollConn().Control(func(fd uintptr) {
-			_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
-		})
-		t.pollAdded = false
-	}
-	p.unregister(t.pollID)
-	t.pollID = 0
 	return was
 }
 
-// pollConn is the raw connection of the socket in the epoll set: the plain
-// socket's (only plain sockets are armed, and a stream leaves the poller
-// before StartTLS replaces its connection).
-func (t *transport) pollConn() syscall.RawConn {
-	if t.rawSyscall != nil {
-		return t.rawSyscall
-	}
-	rc, err := t.rawConn().(syscall.Conn).SyscallConn()
-	if err != nil {
-		return failedRawConn{err}
-	}
-	return rc
-}
-
-// failedRawConn is a raw connection that cannot be used.
-type failedRawConn struct{ err error }
-
-func (c failedRawConn) Control(func(uintptr)) error    { return c.err }
-func (c failedRawConn) Read(func(uintptr) bool) error  { return c.err }
-func (c failedRawConn) Write(func(uintptr) bool) error { return c.err }
-
-// unarmLocked takes t's armed socket out of the epoll set, keeping its id,
-// for a read goroutine that waits in the runtime's netpoller instead.
+// unarmLocked takes t's socket out of the epoll set, keeping its id (for
+// a read goroutine that waits in the runtime's netpoller instead, and for
+// disarmLocked). Only plain sockets are armed, through their rawSyscall,
+// and a stream leaves the poller before StartTLS replaces its connection.
 func (t *transport) unarmLocked() {
 	t.armed = false
-	if t.pollAdded {
+	if t.pollAdded && t.rawSyscall != nil {
 		p := getPoller()
-		_ = t.pollConn().Control(func(fd uintptr) {
+		_ = t.rawSyscall.Control(func(fd uintptr) {
 			_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
 		})
-		t.pollAdded = false
 	}
+	t.pollAdded = false
 }
 
 // readable is the poller's event for id: t's socket can be read.
